@@ -1,0 +1,217 @@
+//! Validated domain types: what the rest of ferry works with once a job file has been checked.
+//!
+//! Nothing here is parsed from YAML directly: `raw.rs` mirrors the file, `validate.rs` turns it
+//! into these types (resolving secrets' sources, defaults and paths) and reports every problem.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole validated job file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the file was read from (for messages).
+    pub source: PathBuf,
+    pub state_dir: PathBuf,
+    pub endpoints: BTreeMap<String, Endpoint>,
+    pub jobs: BTreeMap<String, Job>,
+    /// Non-fatal findings (a literal password, `tls: none`), each already naming its place.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// AUTH TLS on a plain connection (port 21 by default).
+    Explicit,
+    /// TLS from the first byte (port 990 by default).
+    Implicit,
+    /// Cleartext FTP: only with `allow_insecure: true`, warned at every run.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataMode {
+    Passive,
+    Active,
+}
+
+/// Where the password comes from. The secret itself is read only when connecting.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    None,
+    Env(String),
+    File(PathBuf),
+    /// A literal password from the job file (warned about). Never printed.
+    Literal(Secret),
+}
+
+impl fmt::Debug for PasswordSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PasswordSource::None => f.write_str("None"),
+            PasswordSource::Env(v) => write!(f, "Env({v})"),
+            PasswordSource::File(p) => write!(f, "File({})", p.display()),
+            PasswordSource::Literal(_) => f.write_str("Literal(<redacted>)"),
+        }
+    }
+}
+
+/// A secret string whose Debug and Display never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// How the server's certificate is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustRoots {
+    /// The system's root store.
+    System,
+    /// Only the CAs in this PEM file.
+    CaFile(PathBuf),
+}
+
+/// One remote FTPS server and how to log in to it.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub user: String,
+    pub password: PasswordSource,
+    pub trust: TrustRoots,
+    /// SHA-256 of the server certificate (DER), 32 bytes, when pinned: accept exactly it.
+    pub pin_sha256: Option<[u8; 32]>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub data_mode: DataMode,
+    pub max_connections: usize,
+    pub timeout: Duration,
+    /// Highest TLS version to offer: `None` means rustls' default (1.3).
+    pub tls_max_version: Option<TlsVersion>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Push,
+    Pull,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verify {
+    Size,
+    Hash,
+    Readback,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterUpload {
+    Keep,
+    Delete,
+    MoveTo(PathBuf),
+}
+
+/// How transient failures are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total tries, including the first (1 means no retry).
+    pub attempts: u32,
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 3,
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Include and exclude globs, relative to the mapping's root.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    include: Option<globset::GlobSet>,
+    exclude: Option<globset::GlobSet>,
+}
+
+impl Filter {
+    pub fn new(include: Option<globset::GlobSet>, exclude: Option<globset::GlobSet>) -> Self {
+        Filter { include, exclude }
+    }
+
+    /// Everything passes.
+    pub fn all() -> Self {
+        Filter {
+            include: None,
+            exclude: None,
+        }
+    }
+
+    /// Whether a file at this relative path takes part in the job. Directories are always
+    /// walked; include globs apply to files only, exclude globs to both.
+    pub fn allows_file(&self, rel: &str) -> bool {
+        if self.exclude.as_ref().is_some_and(|x| x.is_match(rel)) {
+            return false;
+        }
+        self.include.as_ref().is_none_or(|i| i.is_match(rel))
+    }
+
+    /// Whether a directory is walked at all.
+    pub fn allows_dir(&self, rel: &str) -> bool {
+        !self.exclude.as_ref().is_some_and(|x| x.is_match(rel))
+    }
+
+    /// Whether the filter narrows files (then empty directories are not created on their own).
+    pub fn has_include(&self) -> bool {
+        self.include.is_some()
+    }
+}
+
+/// One validated sync job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    /// Name of the endpoint in [`Config::endpoints`].
+    pub endpoint: String,
+    pub direction: Direction,
+    /// Absolute local root (an existing directory at validation time).
+    pub local: PathBuf,
+    /// Absolute remote root, such as `/incoming`.
+    pub remote: String,
+    /// The cron expression as written (validated with croner).
+    pub schedule: Option<String>,
+    pub timezone: Option<chrono_tz::Tz>,
+    pub filter: Filter,
+    pub delete: bool,
+    pub verify: Verify,
+    pub retry: RetryPolicy,
+    pub watch: bool,
+    pub settle: Duration,
+    pub after_upload: AfterUpload,
+}

@@ -1,0 +1,31 @@
+//! ferry: a scheduled FTPS sync agent.
+//!
+//! ```text
+//! jobs.yaml ─► config (parse raw → validate → domain Job)
+//!                  │
+//!    trigger: CLI `ferry sync` (later: cron tick, watcher batch)
+//!                  ▼
+//!    job run ─► scan local  ┐
+//!           └─► list remote ┴─► plan (pure) ─► execute (transfers, bounded, retried)
+//!                                                  │        └─► verify each file
+//!                                                  ▼
+//!                                           state (SQLite): what is known in sync,
+//!                                           run history
+//! ```
+//!
+//! Modules, in data-flow order:
+//! - [`config`]: the job file, from raw serde types to validated [`config::Job`]s.
+//! - [`transport`]: the trait every backend implements, with FTPS and local-directory backends.
+//! - [`path`], [`listing`]: safe relative paths and the listing type both sides share.
+//! - [`scan`]: walk the local tree and the remote tree into listings.
+//! - [`plan`]: the pure planner, two listings and recorded state in, actions with reasons out.
+//! - [`execute`]: run a plan: temp name, verify, rename; bounded and retried.
+//! - [`state`]: the SQLite store of what is known in sync and of past runs.
+//! - [`report`]: progress, summaries and JSON output.
+//! - [`job`]: one job run end to end, shared by `sync`, `plan` and `demo`.
+//! - [`embedded`]: an in-process FTPS server on loopback for `ferry demo` and tests.
+
+pub mod config;
+pub mod listing;
+pub mod path;
+pub mod transport;

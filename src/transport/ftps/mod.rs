@@ -1,0 +1,1 @@
+//! FTPS transport over suppaftp's tokio client with rustls.

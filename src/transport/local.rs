@@ -1,0 +1,1 @@
+//! A transport over a plain local directory.

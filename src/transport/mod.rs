@@ -1,0 +1,185 @@
+//! The boundary to the network: one trait in ferry's own types.
+//!
+//! A [`Transport`] is one logged-in session rooted at a job's remote directory. It does one
+//! thing at a time (FTP allows no more on one control connection); parallelism comes from
+//! opening several sessions through a [`Connector`], bounded by the endpoint's budget.
+//! Paths are always [`RelPath`]s relative to the root the session was opened with, so nothing
+//! above the transport builds remote path strings.
+//!
+//! Errors are classified here, once, into [`ErrorKind`]: the executor retries `Transient`
+//! errors, reports `Permanent` ones against the file, and stops the run on `Auth` and `Tls`.
+//!
+//! Implementations: [`ftps`] (the real thing, over suppaftp and rustls) and [`local`] (a plain
+//! directory, which keeps the engine testable and proves the boundary). One conformance suite in
+//! `tests/conformance.rs` runs against both.
+
+pub mod ftps;
+pub mod local;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::listing::RawEntry;
+use crate::path::RelPath;
+
+/// Whether retrying can help, and how far a failure reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorKind {
+    /// Network trouble, a timeout, a 4xx reply: retrying may help.
+    Transient,
+    /// A 5xx reply about this file, a local I/O error: retrying will not help.
+    Permanent,
+    /// Login refused: stops the run.
+    Auth,
+    /// TLS handshake or certificate failure: stops the run.
+    Tls,
+    /// The run was cancelled.
+    Cancelled,
+}
+
+/// A failed transport operation, with what was attempted and what the server said.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct TransportError {
+    pub kind: ErrorKind,
+    /// What was being done, e.g. `STOR /incoming/a.csv.ferry-tmp`.
+    pub op: String,
+    pub message: String,
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.op.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.op, self.message)
+        }
+    }
+}
+
+impl TransportError {
+    pub fn new(kind: ErrorKind, op: impl Into<String>, message: impl Into<String>) -> Self {
+        TransportError {
+            kind,
+            op: op.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+
+    /// Whether this error ends the whole run rather than one file.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self.kind, ErrorKind::Auth | ErrorKind::Tls | ErrorKind::Cancelled)
+    }
+
+    /// Classify a local I/O error met while transferring.
+    pub fn from_io(op: impl Into<String>, e: &std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let kind = match e.kind() {
+            K::TimedOut
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::ConnectionRefused
+            | K::BrokenPipe
+            | K::UnexpectedEof
+            | K::Interrupted
+            | K::WouldBlock
+            | K::NotConnected => ErrorKind::Transient,
+            _ => ErrorKind::Permanent,
+        };
+        TransportError::new(kind, op, e.to_string())
+    }
+}
+
+pub type Result<T, E = TransportError> = std::result::Result<T, E>;
+
+/// A checksum algorithm a server can compute for us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum HashAlgo {
+    Sha256,
+}
+
+/// What a server (or directory) supports, as learned at login.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Capabilities {
+    pub mlsd: bool,
+    pub mfmt: bool,
+    pub size: bool,
+    pub mdtm: bool,
+    pub utf8: bool,
+    pub rest: bool,
+    pub epsv: bool,
+    /// Hash commands the server offers (FEAT lines such as `HASH`, `XSHA256`, `XMD5`).
+    pub hash_commands: Vec<String>,
+    /// The hash ferry can ask for and compare with its own SHA-256.
+    pub sha256_command: Option<String>,
+    /// Negotiated TLS version on the control connection, e.g. `TLSv1.3`; `None` in cleartext.
+    pub tls_version: Option<String>,
+    /// Whether the last data connection resumed the control connection's TLS session
+    /// (`None` until a data connection was made, or in cleartext).
+    pub data_session_resumed: Option<bool>,
+    /// The first line of the server's greeting.
+    pub banner: Option<String>,
+}
+
+/// Called with the number of bytes moved since the previous call.
+pub type Progress<'a> = &'a (dyn Fn(u64) + Send + Sync);
+
+/// One session rooted at a job's remote (or local) directory.
+#[async_trait]
+pub trait Transport: Send {
+    /// What this session supports.
+    fn capabilities(&self) -> &Capabilities;
+
+    /// The entries of one directory, names unchecked (the caller validates them).
+    async fn list_dir(&mut self, dir: &RelPath) -> Result<Vec<RawEntry>>;
+
+    /// Create one directory (its parent exists). Succeeds if it already exists as a directory.
+    async fn make_dir(&mut self, dir: &RelPath) -> Result<()>;
+
+    /// Store the whole of `src` at `path`, replacing any file there. Returns the bytes sent.
+    async fn upload(
+        &mut self,
+        path: &RelPath,
+        src: &mut (dyn AsyncRead + Unpin + Send),
+        progress: Progress<'_>,
+    ) -> Result<u64>;
+
+    /// Write the whole file at `path` into `dst`. Returns the bytes received.
+    async fn download(
+        &mut self,
+        path: &RelPath,
+        dst: &mut (dyn AsyncWrite + Unpin + Send),
+        progress: Progress<'_>,
+    ) -> Result<u64>;
+
+    /// Rename a file, replacing the target if the server allows it.
+    async fn rename(&mut self, from: &RelPath, to: &RelPath) -> Result<()>;
+
+    async fn delete_file(&mut self, path: &RelPath) -> Result<()>;
+
+    async fn remove_dir(&mut self, path: &RelPath) -> Result<()>;
+
+    /// The size of a file as the server reports it, `None` when it cannot tell.
+    async fn size(&mut self, path: &RelPath) -> Result<Option<u64>>;
+
+    /// The server-computed SHA-256 (lowercase hex), `None` when the server offers no such command.
+    async fn sha256(&mut self, path: &RelPath) -> Result<Option<String>>;
+
+    /// Close the session politely. Errors are ignored: the session is over either way.
+    async fn quit(&mut self);
+}
+
+/// Opens sessions to one endpoint, rooted at one directory.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    async fn connect(&self) -> Result<Box<dyn Transport>>;
+
+    /// A short human description, e.g. `ftps://dropbox@ftp.acme.example:21/outgoing`.
+    fn describe(&self) -> String;
+}
