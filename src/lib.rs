@@ -25,7 +25,16 @@
 //! - [`job`]: one job run end to end, shared by `sync`, `plan` and `demo`.
 //! - [`embedded`]: an in-process FTPS server on loopback for `ferry demo` and tests.
 
+pub mod check;
 pub mod config;
+pub mod demo;
+pub mod embedded;
+pub mod execute;
+pub mod job;
 pub mod listing;
 pub mod path;
+pub mod plan;
+pub mod report;
+pub mod scan;
+pub mod state;
 pub mod transport;

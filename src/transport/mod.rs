@@ -127,6 +127,15 @@ pub struct Capabilities {
     pub banner: Option<String>,
 }
 
+/// One directory as a server or filesystem reported it.
+#[derive(Debug, Clone, Default)]
+pub struct DirListing {
+    /// Parsed entries, names not yet validated.
+    pub entries: Vec<RawEntry>,
+    /// Lines or entries that could not be understood, each as a message naming it.
+    pub unparsed: Vec<String>,
+}
+
 /// Called with the number of bytes moved since the previous call.
 pub type Progress<'a> = &'a (dyn Fn(u64) + Send + Sync);
 
@@ -137,7 +146,7 @@ pub trait Transport: Send {
     fn capabilities(&self) -> &Capabilities;
 
     /// The entries of one directory, names unchecked (the caller validates them).
-    async fn list_dir(&mut self, dir: &RelPath) -> Result<Vec<RawEntry>>;
+    async fn list_dir(&mut self, dir: &RelPath) -> Result<DirListing>;
 
     /// Create one directory (its parent exists). Succeeds if it already exists as a directory.
     async fn make_dir(&mut self, dir: &RelPath) -> Result<()>;

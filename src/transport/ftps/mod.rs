@@ -1,1 +1,615 @@
 //! FTPS transport over suppaftp's tokio client with rustls.
+//!
+//! [`FtpsConnector`] logs in to one endpoint (explicit or implicit TLS, PBSZ 0 and PROT P,
+//! password and/or client certificate) and hands out [`FtpsSession`]s rooted at a job's remote
+//! directory. Every command and every data read or write runs under the endpoint's timeout: a
+//! server that stops answering yields a transient error, never a hang, and the session is then
+//! dropped by the caller (suppaftp's `abort` is not cancel-safe).
+//!
+//! Listings use MLSD when FEAT offers it, else LIST (parsed by [`parse`]). Names are returned
+//! raw; the scan validates them. Paths sent to the server are built from [`RelPath`]s, which can
+//! hold no CR or LF, under a root the job file validated.
+
+pub mod parse;
+pub mod tls;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rustls::RootCertStore;
+use suppaftp::tokio::AsyncRustlsFtpStream;
+use suppaftp::types::FileType;
+use suppaftp::{FtpError, Mode, Status};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use self::tls::{ObservingConnector, TlsObservations};
+use crate::config::{DataMode, Endpoint, Secret, TlsMode};
+use crate::path::RelPath;
+use crate::transport::{
+    Capabilities, Connector, DirListing, ErrorKind, Progress, Result, Transport, TransportError,
+};
+
+const CHUNK: usize = 256 * 1024;
+
+/// Opens FTPS sessions to one endpoint, rooted at one remote directory.
+pub struct FtpsConnector {
+    endpoint: Endpoint,
+    root: String,
+    password: Option<Secret>,
+    roots: Arc<RootCertStore>,
+}
+
+impl FtpsConnector {
+    /// Prepare a connector. Loads the trust anchors once; reads no secret itself.
+    pub fn new(
+        endpoint: Endpoint,
+        root: &str,
+        password: Option<Secret>,
+    ) -> Result<Self, TransportError> {
+        let roots = if endpoint.tls == TlsMode::None {
+            Arc::new(RootCertStore::empty())
+        } else {
+            tls::load_roots(&endpoint.trust)?
+        };
+        Ok(FtpsConnector {
+            endpoint,
+            root: root.to_owned(),
+            password,
+            roots,
+        })
+    }
+
+    async fn open(&self) -> Result<FtpsSession> {
+        let ep = &self.endpoint;
+        let timeout = ep.timeout;
+        let addr = resolve(&ep.host, ep.port, timeout).await?;
+        let connect_op = format!("connect {}:{}", ep.host, ep.port);
+        let (mut ftp, seen) = match ep.tls {
+            TlsMode::None => {
+                let tcp = tcp_connect(addr, timeout, &connect_op).await?;
+                let ftp = with_timeout(
+                    timeout,
+                    &connect_op,
+                    AsyncRustlsFtpStream::connect_with_stream(tcp),
+                )
+                .await?;
+                (ftp, None)
+            }
+            TlsMode::Explicit => {
+                let tcp = tcp_connect(addr, timeout, &connect_op).await?;
+                let ftp = with_timeout(
+                    timeout,
+                    &connect_op,
+                    AsyncRustlsFtpStream::connect_with_stream(tcp),
+                )
+                .await?;
+                let config = tls::client_config(ep, &self.roots)?;
+                let (connector, seen) = ObservingConnector::new(config);
+                let ftp = with_timeout(timeout, "AUTH TLS", ftp.into_secure(connector, &ep.host))
+                    .await?;
+                (ftp, Some(seen))
+            }
+            TlsMode::Implicit => {
+                let config = tls::client_config(ep, &self.roots)?;
+                let (connector, seen) = ObservingConnector::new(config);
+                let mut ftp = with_timeout(
+                    timeout,
+                    &connect_op,
+                    AsyncRustlsFtpStream::connect_secure_implicit(addr, connector, &ep.host),
+                )
+                .await?;
+                // connect_secure_implicit sends neither PBSZ nor PROT; without PROT P the data
+                // channel would be cleartext (and vsftpd answers 522).
+                with_timeout(
+                    timeout,
+                    "PBSZ 0",
+                    ftp.custom_command("PBSZ 0", &[Status::CommandOk]),
+                )
+                .await?;
+                with_timeout(
+                    timeout,
+                    "PROT P",
+                    ftp.custom_command("PROT P", &[Status::CommandOk]),
+                )
+                .await?;
+                (ftp, Some(seen))
+            }
+        };
+        let banner = ftp
+            .get_welcome_msg()
+            .and_then(|m| m.lines().next())
+            .map(str::to_owned);
+        let password = self.password.as_ref().map(Secret::expose).unwrap_or("");
+        let login_op = format!("login as {}", ep.user);
+        tokio::time::timeout(timeout, ftp.login(ep.user.as_str(), password))
+            .await
+            .map_err(|_| timed_out(&login_op, timeout))?
+            .map_err(|e| classify_login(&login_op, e))?;
+        let features = with_timeout(timeout, "FEAT", ftp.feat())
+            .await
+            .map(|f| {
+                let lines: Vec<String> = std::iter::once("211-Features:".to_owned())
+                    .chain(f.into_iter().map(|(k, v)| match v {
+                        Some(v) => format!(" {k} {v}"),
+                        None => format!(" {k}"),
+                    }))
+                    .chain(std::iter::once("211 End".to_owned()))
+                    .collect();
+                parse::parse_feat(&lines)
+            })
+            .unwrap_or_default();
+        if features.utf8 {
+            // Best effort: servers that list UTF8 mostly have it on already.
+            let _ = with_timeout(
+                timeout,
+                "OPTS UTF8 ON",
+                ftp.custom_command("OPTS UTF8 ON", &[Status::CommandOk]),
+            )
+            .await;
+        }
+        with_timeout(timeout, "TYPE I", ftp.transfer_type(FileType::Binary)).await?;
+        match ep.data_mode {
+            DataMode::Passive => {
+                ftp.set_mode(if features.epsv {
+                    Mode::ExtendedPassive
+                } else {
+                    Mode::Passive
+                });
+                let control_ip = addr.ip();
+                ftp = ftp.passive_stream_builder(move |pasv: SocketAddr| {
+                    let target = rewrite_pasv(pasv, control_ip);
+                    Box::pin(async move {
+                        tokio::time::timeout(timeout, TcpStream::connect(target))
+                            .await
+                            .map_err(|_| {
+                                FtpError::ConnectionError(std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    format!("data connection to {target} timed out"),
+                                ))
+                            })?
+                            .map_err(FtpError::ConnectionError)
+                    })
+                });
+            }
+            DataMode::Active => {
+                ftp = ftp.active_mode(timeout);
+            }
+        }
+        let capabilities = Capabilities {
+            mlsd: features.mlsd,
+            mfmt: features.mfmt,
+            size: features.size,
+            mdtm: features.mdtm,
+            utf8: features.utf8,
+            rest: features.rest_stream,
+            epsv: features.epsv,
+            hash_commands: features.hash_commands,
+            sha256_command: features.sha256_command,
+            tls_version: seen
+                .as_ref()
+                .and_then(|s| s.lock().ok().and_then(|s| s.control_version.clone())),
+            data_session_resumed: None,
+            banner,
+        };
+        Ok(FtpsSession {
+            ftp,
+            root: self.root.clone(),
+            timeout,
+            capabilities,
+            seen,
+        })
+    }
+}
+
+#[async_trait]
+impl Connector for FtpsConnector {
+    async fn connect(&self) -> Result<Box<dyn Transport>> {
+        Ok(Box::new(self.open().await?))
+    }
+
+    fn describe(&self) -> String {
+        let scheme = match self.endpoint.tls {
+            TlsMode::Explicit => "ftps",
+            TlsMode::Implicit => "ftps-implicit",
+            TlsMode::None => "ftp",
+        };
+        format!(
+            "{scheme}://{}@{}:{}{}",
+            self.endpoint.user, self.endpoint.host, self.endpoint.port, self.root
+        )
+    }
+}
+
+/// Replace an unroutable PASV address (0.0.0.0, a private or loopback address that is not the
+/// control peer) with the control connection's address: servers behind NAT often announce
+/// their inside address.
+pub fn rewrite_pasv(pasv: SocketAddr, control_ip: IpAddr) -> SocketAddr {
+    if pasv.ip() == control_ip || !is_unroutable(pasv.ip(), control_ip) {
+        return pasv;
+    }
+    SocketAddr::new(control_ip, pasv.port())
+}
+
+fn is_unroutable(ip: IpAddr, control_ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_link_local()
+                // A private or loopback address only makes sense when the control peer is one too.
+                || ((v4.is_private() || v4.is_loopback()) && !control_is_local(control_ip))
+        }
+        IpAddr::V6(v6) => v6.is_unspecified() || (v6.is_loopback() && !control_is_local(control_ip)),
+    }
+}
+
+fn control_is_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback(),
+        IpAddr::V6(v6) => v6.is_loopback(),
+    }
+}
+
+async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<SocketAddr> {
+    let op = format!("resolve {host}");
+    let mut addrs = tokio::time::timeout(timeout, tokio::net::lookup_host((host, port)))
+        .await
+        .map_err(|_| timed_out(&op, timeout))?
+        .map_err(|e| TransportError::new(ErrorKind::Transient, &op, e.to_string()))?;
+    addrs
+        .next()
+        .ok_or_else(|| TransportError::new(ErrorKind::Permanent, op, "no address found"))
+}
+
+async fn tcp_connect(addr: SocketAddr, timeout: Duration, op: &str) -> Result<TcpStream> {
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| timed_out(op, timeout))?
+        .map_err(|e| TransportError::from_io(op, &e))?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+fn timed_out(op: &str, timeout: Duration) -> TransportError {
+    TransportError::new(
+        ErrorKind::Transient,
+        op,
+        format!(
+            "no answer within {} (timeout)",
+            humantime::format_duration(timeout)
+        ),
+    )
+}
+
+async fn with_timeout<T>(
+    timeout: Duration,
+    op: &str,
+    fut: impl Future<Output = suppaftp::FtpResult<T>>,
+) -> Result<T> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| timed_out(op, timeout))?
+        .map_err(|e| classify(op, e))
+}
+
+/// The server's reply as text, e.g. `550 Permission denied.`
+fn reply_text(resp: &suppaftp::types::Response) -> String {
+    let body = String::from_utf8_lossy(&resp.body);
+    let body = body.trim();
+    let code = resp.status.code().to_string();
+    if body.starts_with(&code) {
+        body.to_owned()
+    } else {
+        format!("{code} {body}")
+    }
+}
+
+/// Classify a suppaftp error: the one place that decides what is worth retrying.
+pub fn classify(op: &str, e: FtpError) -> TransportError {
+    match e {
+        FtpError::ConnectionError(io) => TransportError::from_io(op, &io),
+        FtpError::SecureError(msg) => TransportError::new(ErrorKind::Tls, op, msg),
+        FtpError::UnexpectedResponse(resp) => {
+            let code = resp.status.code();
+            let kind = match code {
+                530 | 532 => ErrorKind::Auth,
+                400..=499 => ErrorKind::Transient,
+                _ => ErrorKind::Permanent,
+            };
+            TransportError::new(kind, op, reply_text(&resp))
+        }
+        FtpError::BadResponse => {
+            TransportError::new(ErrorKind::Transient, op, "malformed reply from server")
+        }
+        other => TransportError::new(ErrorKind::Permanent, op, other.to_string()),
+    }
+}
+
+fn classify_login(op: &str, e: FtpError) -> TransportError {
+    let mut err = classify(op, e);
+    // Any refusal of USER/PASS is an authentication failure, whatever code the server chose.
+    if err.kind == ErrorKind::Permanent {
+        err.kind = ErrorKind::Auth;
+    }
+    err
+}
+
+/// One logged-in FTPS control connection.
+pub struct FtpsSession {
+    ftp: AsyncRustlsFtpStream,
+    root: String,
+    timeout: Duration,
+    capabilities: Capabilities,
+    seen: Option<Arc<Mutex<TlsObservations>>>,
+}
+
+impl FtpsSession {
+    fn remote(&self, path: &RelPath) -> String {
+        path.to_remote(&self.root)
+    }
+
+    /// The TLS handshakes seen so far on this session.
+    pub fn tls_observations(&self) -> Option<TlsObservations> {
+        self.seen
+            .as_ref()
+            .and_then(|s| s.lock().ok().map(|s| s.clone()))
+    }
+
+    fn note_data_connection(&mut self) {
+        if let Some(obs) = self.tls_observations() {
+            self.capabilities.data_session_resumed = obs.last_data_resumed;
+        }
+    }
+
+    async fn run<T>(
+        &mut self,
+        op: &str,
+        f: impl AsyncFnOnce(&mut AsyncRustlsFtpStream) -> suppaftp::FtpResult<T>,
+    ) -> Result<T> {
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, f(&mut self.ftp))
+            .await
+            .map_err(|_| timed_out(op, timeout))?
+            .map_err(|e| classify(op, e))
+    }
+
+    async fn list_lines(&mut self, dir: &str) -> Result<Vec<String>> {
+        // CWD then a bare listing: some servers read LIST arguments as options or globs.
+        let cwd_op = format!("CWD {dir}");
+        let dir_owned = dir.to_owned();
+        self.run(&cwd_op, async |f| f.cwd(&dir_owned).await).await?;
+        let lines = if self.capabilities.mlsd {
+            let op = format!("MLSD {dir}");
+            self.run(&op, async |f| f.mlsd(None).await).await?
+        } else {
+            let op = format!("LIST {dir}");
+            self.run(&op, async |f| f.list(None).await).await?
+        };
+        self.note_data_connection();
+        Ok(lines)
+    }
+}
+
+#[async_trait]
+impl Transport for FtpsSession {
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    async fn list_dir(&mut self, dir: &RelPath) -> Result<DirListing> {
+        let remote = self.remote(dir);
+        let lines = self.list_lines(&remote).await?;
+        let now = chrono::Utc::now().naive_utc();
+        let mut listing = DirListing::default();
+        for line in lines {
+            let parsed = if self.capabilities.mlsd {
+                parse::parse_mlsd_line(&line)
+            } else {
+                parse::parse_list_line(&line, now)
+            };
+            match parsed {
+                Ok(Some(raw)) => listing.entries.push(raw),
+                Ok(None) => {}
+                Err(e) => listing.unparsed.push(e.to_string()),
+            }
+        }
+        Ok(listing)
+    }
+
+    async fn make_dir(&mut self, dir: &RelPath) -> Result<()> {
+        let remote = self.remote(dir);
+        let op = format!("MKD {remote}");
+        match self.run(&op, async |f| f.mkdir(&remote).await).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind == ErrorKind::Permanent => {
+                // Already there as a directory is success: CWD tells.
+                let cwd = format!("CWD {remote}");
+                match self.run(&cwd, async |f| f.cwd(&remote).await).await {
+                    Ok(()) => Ok(()),
+                    Err(_) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn upload(
+        &mut self,
+        path: &RelPath,
+        src: &mut (dyn AsyncRead + Unpin + Send),
+        progress: Progress<'_>,
+    ) -> Result<u64> {
+        let remote = self.remote(path);
+        let op = format!("STOR {remote}");
+        let timeout = self.timeout;
+        let mut stream = self
+            .run(&op, async |f| f.put_with_stream(&remote).await)
+            .await?;
+        self.note_data_connection();
+        let mut buf = vec![0u8; CHUNK];
+        let mut sent = 0u64;
+        loop {
+            let n = src
+                .read(&mut buf)
+                .await
+                .map_err(|e| TransportError::new(ErrorKind::Permanent, &op, format!("reading local file: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            tokio::time::timeout(timeout, stream.write_all(&buf[..n]))
+                .await
+                .map_err(|_| timed_out(&op, timeout))?
+                .map_err(|e| TransportError::from_io(&op, &e))?;
+            sent += n as u64;
+            progress(n as u64);
+        }
+        // finish() sends close_notify, waits for the server's, then reads the 226.
+        tokio::time::timeout(timeout, stream.finish())
+            .await
+            .map_err(|_| timed_out(&op, timeout))?
+            .map_err(|e| classify(&op, e))?;
+        Ok(sent)
+    }
+
+    async fn download(
+        &mut self,
+        path: &RelPath,
+        dst: &mut (dyn AsyncWrite + Unpin + Send),
+        progress: Progress<'_>,
+    ) -> Result<u64> {
+        let remote = self.remote(path);
+        let op = format!("RETR {remote}");
+        let timeout = self.timeout;
+        let mut stream = self
+            .run(&op, async |f| f.retr_as_stream(&remote).await)
+            .await?;
+        self.note_data_connection();
+        let mut buf = vec![0u8; CHUNK];
+        let mut received = 0u64;
+        loop {
+            let n = tokio::time::timeout(timeout, stream.read(&mut buf))
+                .await
+                .map_err(|_| timed_out(&op, timeout))?
+                .map_err(|e| TransportError::from_io(&op, &e))?;
+            if n == 0 {
+                break;
+            }
+            dst.write_all(&buf[..n]).await.map_err(|e| {
+                TransportError::new(ErrorKind::Permanent, &op, format!("writing local file: {e}"))
+            })?;
+            received += n as u64;
+            progress(n as u64);
+        }
+        tokio::time::timeout(timeout, stream.finish())
+            .await
+            .map_err(|_| timed_out(&op, timeout))?
+            .map_err(|e| classify(&op, e))?;
+        Ok(received)
+    }
+
+    async fn rename(&mut self, from: &RelPath, to: &RelPath) -> Result<()> {
+        let (rf, rt) = (self.remote(from), self.remote(to));
+        let op = format!("RNFR {rf} / RNTO {rt}");
+        match self.run(&op, async |f| f.rename(&rf, &rt).await).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind == ErrorKind::Permanent => {
+                // Some servers (IIS, FileZilla) refuse to rename onto an existing file: remove
+                // the old version, then rename. The window without a file is unavoidable there.
+                let dele = format!("DELE {rt}");
+                if self.run(&dele, async |f| f.rm(&rt).await).await.is_err() {
+                    return Err(e);
+                }
+                self.run(&op, async |f| f.rename(&rf, &rt).await).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete_file(&mut self, path: &RelPath) -> Result<()> {
+        let remote = self.remote(path);
+        let op = format!("DELE {remote}");
+        self.run(&op, async |f| f.rm(&remote).await).await
+    }
+
+    async fn remove_dir(&mut self, path: &RelPath) -> Result<()> {
+        let remote = self.remote(path);
+        let op = format!("RMD {remote}");
+        self.run(&op, async |f| f.rmdir(&remote).await).await
+    }
+
+    async fn size(&mut self, path: &RelPath) -> Result<Option<u64>> {
+        if !self.capabilities.size {
+            return Ok(None);
+        }
+        let remote = self.remote(path);
+        let op = format!("SIZE {remote}");
+        let size = self.run(&op, async |f| f.size(&remote).await).await?;
+        Ok(Some(size as u64))
+    }
+
+    async fn sha256(&mut self, path: &RelPath) -> Result<Option<String>> {
+        let Some(cmd) = self.capabilities.sha256_command.clone() else {
+            return Ok(None);
+        };
+        let remote = self.remote(path);
+        let line = format!("{cmd} {remote}");
+        let resp = self
+            .run(&line, async |f| {
+                f.custom_command(&line, &[Status::File, Status::RequestedFileActionOk])
+                    .await
+            })
+            .await?;
+        let text = String::from_utf8_lossy(&resp.body).to_string();
+        Ok(parse_hash_reply(&text))
+    }
+
+    async fn quit(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.ftp.quit()).await;
+    }
+}
+
+/// Find the 64-hex-digit SHA-256 in a `213` reply to XSHA256 or HASH.
+pub fn parse_hash_reply(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .find(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(|w| w.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pasv_rewrite_replaces_only_unroutable_addresses() {
+        let public: IpAddr = "203.0.113.7".parse().expect("ip");
+        let local: IpAddr = "127.0.0.1".parse().expect("ip");
+        let cases: &[(&str, IpAddr, &str)] = &[
+            ("10.0.0.5:5000", public, "203.0.113.7:5000"),
+            ("0.0.0.0:5000", public, "203.0.113.7:5000"),
+            ("192.168.1.2:5000", public, "203.0.113.7:5000"),
+            ("198.51.100.9:5000", public, "198.51.100.9:5000"),
+            ("127.0.0.1:5000", local, "127.0.0.1:5000"),
+            ("0.0.0.0:5001", local, "127.0.0.1:5001"),
+            ("10.1.1.1:5002", local, "10.1.1.1:5002"),
+        ];
+        for (pasv, control, want) in cases {
+            let got = rewrite_pasv(pasv.parse().expect("addr"), *control);
+            assert_eq!(got.to_string(), *want, "PASV {pasv} with control {control}");
+        }
+    }
+
+    #[test]
+    fn hash_replies_are_parsed() {
+        let h = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(parse_hash_reply(&format!("213 {h}")).as_deref(), Some(h));
+        assert_eq!(
+            parse_hash_reply(&format!("213 SHA-256 0-0 {} a.txt", h.to_uppercase())).as_deref(),
+            Some(h)
+        );
+        assert_eq!(parse_hash_reply("213 abc"), None);
+    }
+}

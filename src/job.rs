@@ -1,0 +1,232 @@
+//! One job run end to end: connect, list both sides, plan, execute, record.
+//!
+//! `ferry sync`, `ferry plan` and `ferry demo` all come through here, so the demo exercises
+//! exactly the code a scheduled run uses. The remote listing and the local scan must both
+//! succeed at their roots; auth, TLS and connection failures stop the run (exit code 3).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Direction, Job, TlsMode};
+use crate::execute::{self, Context, Execution, Observer};
+use crate::listing::Listing;
+use crate::plan::{self, Plan, Policy, Records};
+use crate::scan;
+use crate::state::{RunTotals, StateError, Store};
+use crate::transport::ftps::FtpsConnector;
+use crate::transport::local::LocalDir;
+use crate::transport::{Connector, ErrorKind, TransportError};
+
+/// Why a job could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("job `{job}`: {message}")]
+    Setup { job: String, message: String },
+    #[error("job `{job}`: {error}")]
+    Transport { job: String, error: TransportError },
+    #[error("job `{job}`: {error}")]
+    State { job: String, error: StateError },
+}
+
+impl JobError {
+    /// The process exit code this error maps to (DESIGN.md: 2 config, 3 connect/auth/TLS).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            JobError::Setup { .. } => 2,
+            JobError::Transport { error, .. } if error.kind == ErrorKind::Cancelled => 1,
+            JobError::Transport { .. } => 3,
+            JobError::State { .. } => 1,
+        }
+    }
+}
+
+/// The connector for a job's endpoint, rooted at the job's remote directory.
+pub fn connector_for(config: &Config, job: &Job) -> Result<Arc<dyn Connector>, JobError> {
+    let setup = |message: String| JobError::Setup {
+        job: job.name.clone(),
+        message,
+    };
+    let endpoint = config
+        .endpoints
+        .get(&job.endpoint)
+        .ok_or_else(|| setup(format!("unknown endpoint `{}`", job.endpoint)))?;
+    let password = crate::config::read_password(endpoint).map_err(setup)?;
+    if endpoint.tls == TlsMode::None {
+        tracing::warn!(job = %job.name, endpoint = %endpoint.name,
+            "endpoint uses cleartext FTP (tls: none): credentials and data are not encrypted");
+    }
+    let connector = FtpsConnector::new(endpoint.clone(), &job.remote, password).map_err(|error| {
+        JobError::Transport {
+            job: job.name.clone(),
+            error,
+        }
+    })?;
+    Ok(Arc::new(connector))
+}
+
+/// Both listings and the plan made from them.
+#[derive(Debug)]
+pub struct Planned {
+    pub local: Listing,
+    pub remote: Listing,
+    pub plan: Plan,
+}
+
+/// List both sides and plan, changing nothing.
+pub async fn plan_job(
+    job: &Job,
+    connector: &dyn Connector,
+    records: &Records,
+) -> Result<Planned, JobError> {
+    let transport_err = |error| JobError::Transport {
+        job: job.name.clone(),
+        error,
+    };
+    let mut local_side = LocalDir::open(&job.local).map_err(transport_err)?;
+    let local = scan::walk(&mut local_side, &job.filter)
+        .await
+        .map_err(transport_err)?;
+    let mut session = connector.connect().await.map_err(transport_err)?;
+    let remote = scan::walk(session.as_mut(), &job.filter).await;
+    session.quit().await;
+    let remote = remote.map_err(transport_err)?;
+    let plan = plan::plan(&local, &remote, records, &Policy::from_job(job));
+    for p in local.problems.iter().chain(remote.problems.iter()) {
+        tracing::error!(job = %job.name, path = %p.path, "{}", p.message);
+    }
+    Ok(Planned {
+        local,
+        remote,
+        plan,
+    })
+}
+
+/// The outcome of one run.
+#[derive(Debug)]
+pub struct RunReport {
+    pub job: String,
+    pub direction: Direction,
+    pub planned: Planned,
+    pub execution: Execution,
+    pub duration: Duration,
+}
+
+impl RunReport {
+    pub fn failed(&self) -> u64 {
+        (self.execution.failures.len()
+            + self.planned.plan.conflicts.len()
+            + self.planned.local.problems.len()
+            + self.planned.remote.problems.len()) as u64
+    }
+
+    pub fn skipped(&self) -> u64 {
+        self.planned.plan.skipped.len() as u64
+    }
+
+    pub fn totals(&self) -> RunTotals {
+        RunTotals {
+            transferred: self.execution.transferred,
+            bytes: self.execution.bytes,
+            skipped: self.skipped(),
+            failed: self.failed(),
+            verified: self.execution.verified,
+            deleted: self.execution.deleted,
+        }
+    }
+
+    /// `ok`, `partial` (some files failed) or `failed` (the run was stopped).
+    pub fn outcome(&self) -> &'static str {
+        if self.execution.fatal.is_some() {
+            "failed"
+        } else if self.failed() > 0 {
+            "partial"
+        } else {
+            "ok"
+        }
+    }
+
+    /// Exit code: 0 all done, 1 some files failed, 3 stopped by auth/TLS/connection.
+    pub fn exit_code(&self) -> i32 {
+        match &self.execution.fatal {
+            Some(e) if e.kind == ErrorKind::Cancelled => 1,
+            Some(_) => 3,
+            None if self.failed() > 0 => 1,
+            None => 0,
+        }
+    }
+}
+
+/// Run a job once: list, plan, execute, record the run.
+pub async fn run_job(
+    config: &Config,
+    job: &Job,
+    store: Arc<Mutex<Store>>,
+    trigger: &str,
+    cancel: CancellationToken,
+    observer: Arc<dyn Observer>,
+    on_plan: &(dyn Fn(&Planned) + Send + Sync),
+) -> Result<RunReport, JobError> {
+    let started = Instant::now();
+    let connector = connector_for(config, job)?;
+    let state_err = |error| JobError::State {
+        job: job.name.clone(),
+        error,
+    };
+    let (run_id, records) = {
+        let s = store.lock().map_err(|_| JobError::Setup {
+            job: job.name.clone(),
+            message: "state store poisoned".into(),
+        })?;
+        let id = s.start_run(&job.name, trigger).map_err(state_err)?;
+        (id, s.records(&job.name).map_err(state_err)?)
+    };
+    let planned = plan_job(job, connector.as_ref(), &records).await;
+    let planned = match planned {
+        Ok(p) => p,
+        Err(e) => {
+            if let Ok(s) = store.lock() {
+                let _ = s.finish_run(run_id, "failed", &RunTotals::default(), Some(&e.to_string()));
+            }
+            return Err(e);
+        }
+    };
+    on_plan(&planned);
+    let endpoint_budget = config
+        .endpoints
+        .get(&job.endpoint)
+        .map(|e| e.max_connections)
+        .unwrap_or(1);
+    let ctx = Context {
+        job: job.name.clone(),
+        direction: job.direction,
+        local_root: job.local.clone(),
+        verify: job.verify,
+        retry: job.retry,
+        max_connections: endpoint_budget,
+        connector,
+        store: store.clone(),
+        cancel,
+        observer,
+    };
+    let execution = execute::execute(&planned.plan, &planned.remote, &ctx).await;
+    if !planned.plan.forget.is_empty()
+        && let Ok(s) = store.lock()
+    {
+        let _ = s.forget(&job.name, &planned.plan.forget);
+    }
+    let report = RunReport {
+        job: job.name.clone(),
+        direction: job.direction,
+        planned,
+        execution,
+        duration: started.elapsed(),
+    };
+    if let Ok(s) = store.lock() {
+        let message = report.execution.fatal.as_ref().map(|e| e.to_string());
+        s.finish_run(run_id, report.outcome(), &report.totals(), message.as_deref())
+            .map_err(state_err)?;
+    }
+    Ok(report)
+}
