@@ -1,0 +1,167 @@
+//! End-to-end sync against a real vsftpd 3.0.3 (LIST only, minute-precision times,
+//! `require_ssl_reuse=YES`, `strict_ssl_read_eof=YES`) over loopback. The tests skip when
+//! vsftpd is not installed, except under `CI=true`, where they must run.
+
+mod common;
+mod support;
+
+use std::time::{Duration, SystemTime};
+
+use common::{Setup, endpoint, job, tree, write_sample_tree};
+use ferry::config::{DataMode, Direction, TlsMode, TlsVersion};
+use support::vsftpd::{Vsftpd, VsftpdOptions};
+
+fn server(opts: VsftpdOptions) -> Option<Vsftpd> {
+    Vsftpd::start(opts)
+}
+
+fn ep(v: &Vsftpd) -> ferry::config::Endpoint {
+    endpoint(v.addr(), v.ca_pem(), v.user(), v.password())
+}
+
+async fn round_trip(v: &Vsftpd, ep: ferry::config::Endpoint) {
+    let dir = tempfile::tempdir().unwrap();
+    let (outbox, inbox) = (dir.path().join("outbox"), dir.path().join("inbox"));
+    std::fs::create_dir_all(&outbox).unwrap();
+    std::fs::create_dir_all(&inbox).unwrap();
+    write_sample_tree(&outbox);
+    std::fs::create_dir_all(v.root().join("data")).unwrap();
+    v.give_root_to_user();
+    let setup = Setup::new(
+        ep,
+        vec![
+            job("push", Direction::Push, &outbox, "/data"),
+            job("pull", Direction::Pull, &inbox, "/data"),
+        ],
+    );
+    let pushed = setup.sync_ok("push").await;
+    assert_eq!(pushed.execution.transferred, 7);
+    assert_eq!(tree(&outbox), tree(&v.root().join("data")));
+    let pulled = setup.sync_ok("pull").await;
+    assert_eq!(pulled.execution.transferred, 7);
+    assert_eq!(tree(&outbox), tree(&inbox), "round trip changed something");
+    // Nothing changed: nothing moves, on a server with only LIST.
+    let again = setup.sync_ok("push").await;
+    assert_eq!(again.execution.transferred, 0, "{:?}", again.planned.plan.actions);
+    let again = setup.sync_ok("pull").await;
+    assert_eq!(again.execution.transferred, 0, "{:?}", again.planned.plan.actions);
+}
+
+#[tokio::test]
+async fn round_trip_tls13_with_required_session_reuse() {
+    let Some(v) = server(VsftpdOptions::default()) else { return };
+    round_trip(&v, ep(&v)).await;
+}
+
+#[tokio::test]
+async fn round_trip_tls12_with_required_session_reuse() {
+    let Some(v) = server(VsftpdOptions::default()) else { return };
+    let mut e = ep(&v);
+    e.tls_max_version = Some(TlsVersion::V1_2);
+    round_trip(&v, e).await;
+}
+
+#[tokio::test]
+async fn round_trip_implicit_ftps() {
+    let Some(v) = server(VsftpdOptions {
+        implicit: true,
+        ..VsftpdOptions::default()
+    }) else {
+        return;
+    };
+    let mut e = ep(&v);
+    e.tls = TlsMode::Implicit;
+    round_trip(&v, e).await;
+}
+
+#[tokio::test]
+async fn round_trip_active_mode_over_tls() {
+    let Some(v) = server(VsftpdOptions::default()) else { return };
+    let mut e = ep(&v);
+    e.data_mode = DataMode::Active;
+    round_trip(&v, e).await;
+}
+
+#[tokio::test]
+async fn changed_remote_file_of_same_size_is_pulled_again() {
+    let Some(v) = server(VsftpdOptions::default()) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let data = v.root().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.csv"), b"1,2,3").unwrap();
+    std::fs::write(data.join("b.csv"), b"4,5,6").unwrap();
+    v.give_root_to_user();
+    let setup = Setup::new(ep(&v), vec![job("pull", Direction::Pull, &inbox, "/data")]);
+    setup.sync_ok("pull").await;
+    std::fs::write(data.join("a.csv"), b"7,8,9").unwrap();
+    filetime::set_file_mtime(
+        data.join("a.csv"),
+        // A different minute in the past: vsftpd lists times within six months to the minute
+        // (a future time or an older one only to the day).
+        filetime::FileTime::from_system_time(SystemTime::now() - Duration::from_secs(3 * 3600)),
+    )
+    .unwrap();
+    let report = setup.sync_ok("pull").await;
+    assert_eq!(report.execution.transferred, 1, "{:?}", report.planned.plan.actions);
+    assert_eq!(std::fs::read(inbox.join("a.csv")).unwrap(), b"7,8,9");
+}
+
+#[tokio::test]
+async fn one_failing_file_does_not_stop_the_run_or_damage_the_old_copy() {
+    let Some(v) = server(VsftpdOptions::default()) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(inbox.join("locked.txt"), b"old local copy").unwrap();
+    std::fs::write(inbox.join("local-only.txt"), b"mine").unwrap();
+    let data = v.root().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("locked.txt"), b"new remote copy").unwrap();
+    std::fs::write(data.join("fine.txt"), b"fine").unwrap();
+    v.give_root_to_user();
+    // The server process cannot read it: RETR gets a 550.
+    std::fs::set_permissions(
+        data.join("locked.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o000),
+    )
+    .unwrap();
+    let mut j = job("pull", Direction::Pull, &inbox, "/data");
+    j.delete = true;
+    let setup = Setup::new(ep(&v), vec![j]);
+    let report = setup.run("pull").await.unwrap();
+    assert_eq!(report.exit_code(), 1);
+    assert_eq!(report.execution.transferred, 1);
+    assert_eq!(std::fs::read(inbox.join("fine.txt")).unwrap(), b"fine");
+    let failure = &report.execution.failures[0];
+    assert_eq!(failure.path.as_str(), "locked.txt");
+    assert!(failure.error.to_string().contains("550"), "server reply missing: {}", failure.error);
+    assert_eq!(std::fs::read(inbox.join("locked.txt")).unwrap(), b"old local copy");
+    assert!(inbox.join("local-only.txt").exists(), "deleted after a failure");
+    assert!(report.execution.deletes_skipped.is_some());
+    assert!(!tree(&inbox).keys().any(|k| k.contains("ferry-tmp")));
+}
+
+#[tokio::test]
+async fn check_connect_reports_session_reuse_and_features() {
+    let Some(v) = server(VsftpdOptions::default()) else { return };
+    std::fs::create_dir_all(v.root().join("data")).unwrap();
+    v.give_root_to_user();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new(ep(&v), vec![job("pull", Direction::Pull, dir.path(), "/data")]);
+    let mut out = Vec::new();
+    let code = ferry::check::connect_all(&setup.config, &mut out).await;
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(code, 0, "{text}");
+    for want in [
+        "TLS: TLSv1.3",
+        "data channel resumed TLS session: yes",
+        "MLSD: no",
+        "MFMT: no",
+        "SIZE: yes",
+        "hash commands: none",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}
