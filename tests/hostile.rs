@@ -1,0 +1,140 @@
+//! A server that lists hostile names, or stops answering: ferry must stay inside the job's
+//! local root, never send such a name back, report each one, and never hang.
+
+mod common;
+mod support;
+
+use std::time::Duration;
+
+use common::{Setup, endpoint, job, tree};
+use ferry::config::Direction;
+use support::hostile::{HOSTILE_CONTENT, Hostile};
+
+const HOSTILE_NAMES: &[&str] = &[
+    "..",
+    ".",
+    "/etc/passwd",
+    "../../escape.txt",
+    "a/b",
+    "a\\b",
+    "nul\0name",
+    "cr\rname",
+];
+
+fn list_line(kind: char, name: &str) -> String {
+    format!("{kind}rw-r--r--    1 ftp      ftp             7 Nov 24 09:30 {name}")
+}
+
+fn mlsd_line(kind: &str, name: &str) -> String {
+    format!("type={kind};size=7;modify=20261124093000; {name}")
+}
+
+async fn pull_from(server: &Hostile) -> (tempfile::TempDir, ferry::job::RunReport) {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(inbox.join("local-only.txt"), b"mine").unwrap();
+    let mut j = job("pull", Direction::Pull, &inbox, "/data");
+    j.delete = true;
+    let setup = Setup::new(
+        endpoint(server.addr(), server.ca_pem(), server.user(), server.password()),
+        vec![j],
+    );
+    let report = tokio::time::timeout(Duration::from_secs(60), setup.run("pull"))
+        .await
+        .expect("the run must not hang")
+        .expect("the run itself goes on");
+    (dir, report)
+}
+
+fn assert_contained(dir: &tempfile::TempDir, server: &Hostile, report: &ferry::job::RunReport) {
+    // Only the good file arrived, inside the root; nothing appeared beside the root.
+    let inbox = dir.path().join("inbox");
+    assert_eq!(std::fs::read(inbox.join("ok.txt")).unwrap(), HOSTILE_CONTENT);
+    assert_eq!(
+        tree(&inbox).keys().cloned().collect::<Vec<_>>(),
+        vec!["local-only.txt", "ok.txt"]
+    );
+    assert_eq!(tree(dir.path()).keys().filter(|k| !k.starts_with("inbox")).count(), 0);
+    // Only the good name was ever sent back to the server.
+    let asked = server.requested_paths();
+    assert!(!asked.is_empty() && asked.iter().all(|p| p == "/data/ok.txt"), "{asked:?}");
+    // Each hostile name (other than the harmless `.`/`..` self-references) is reported by name.
+    let problems: Vec<String> = report
+        .planned
+        .remote
+        .problems
+        .iter()
+        .map(|p| p.message.clone())
+        .collect();
+    for name in HOSTILE_NAMES.iter().filter(|n| !matches!(**n, "." | "..")) {
+        let quoted = format!("{name:?}");
+        assert!(
+            problems.iter().any(|m| m.contains(&quoted)),
+            "{quoted} not reported in {problems:?}"
+        );
+    }
+    // An incomplete listing blocks every delete, and the run is not a success.
+    assert!(inbox.join("local-only.txt").exists());
+    assert!(report.planned.plan.deletes_blocked.is_some());
+    assert_eq!(report.exit_code(), 1);
+}
+
+#[tokio::test]
+async fn hostile_names_in_list_are_refused() {
+    let mut lines = vec![list_line('-', "ok.txt")];
+    for name in HOSTILE_NAMES {
+        let kind = if matches!(*name, "." | "..") { 'd' } else { '-' };
+        lines.push(list_line(kind, name));
+    }
+    let server = Hostile::listing(lines, false).await;
+    let (dir, report) = pull_from(&server).await;
+    assert_contained(&dir, &server, &report);
+}
+
+#[tokio::test]
+async fn hostile_names_in_mlsd_are_refused() {
+    let mut lines = vec![mlsd_line("file", "ok.txt")];
+    for name in HOSTILE_NAMES {
+        lines.push(mlsd_line("file", name));
+    }
+    let server = Hostile::listing(lines, true).await;
+    let (dir, report) = pull_from(&server).await;
+    assert_contained(&dir, &server, &report);
+}
+
+#[tokio::test]
+async fn a_server_that_stops_answering_times_out() {
+    let server = Hostile::stall_after_login().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ep = endpoint(server.addr(), server.ca_pem(), server.user(), server.password());
+    ep.timeout = Duration::from_secs(1);
+    let setup = Setup::new(ep, vec![job("pull", Direction::Pull, dir.path(), "/data")]);
+    let err = tokio::time::timeout(Duration::from_secs(60), setup.run("pull"))
+        .await
+        .expect("must not hang")
+        .expect_err("a silent server is an error");
+    assert!(err.to_string().contains("timeout"), "{err}");
+    assert_eq!(err.exit_code(), 3);
+}
+
+#[tokio::test]
+async fn a_stalled_data_connection_times_out_and_leaves_no_partial_file() {
+    let server = Hostile::stall_data().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ep = endpoint(server.addr(), server.ca_pem(), server.user(), server.password());
+    ep.timeout = Duration::from_secs(1);
+    let setup = Setup::new(ep, vec![job("pull", Direction::Pull, dir.path(), "/data")]);
+    let report = tokio::time::timeout(Duration::from_secs(60), setup.run("pull"))
+        .await
+        .expect("must not hang")
+        .expect("listing works; the transfer fails");
+    assert_eq!(report.exit_code(), 1);
+    assert!(!report.execution.failures.is_empty());
+    assert!(
+        report.execution.failures.iter().all(|f| f.error.to_string().contains("timeout")),
+        "{:?}",
+        report.execution.failures
+    );
+    assert!(tree(dir.path()).is_empty(), "partial file left: {:?}", tree(dir.path()));
+}
