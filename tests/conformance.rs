@@ -1,0 +1,180 @@
+//! One conformance suite for every transport: the local directory, the embedded libunftp FTPS
+//! server, and vsftpd (when installed; required under CI=true). Each check states a piece of
+//! the `Transport` contract the engine relies on.
+
+mod support;
+
+use std::sync::Arc;
+
+use ferry::config::{DataMode, Endpoint, PasswordSource, Secret, TlsMode, TrustRoots};
+use ferry::embedded::{EmbeddedOptions, EmbeddedServer};
+use ferry::listing::EntryKind;
+use ferry::path::RelPath;
+use ferry::transport::ftps::FtpsConnector;
+use ferry::transport::local::LocalConnector;
+use ferry::transport::{Connector, ErrorKind, Transport};
+
+fn p(s: &str) -> RelPath {
+    RelPath::parse(s).unwrap()
+}
+
+async fn put(t: &mut dyn Transport, path: &str, data: &[u8]) -> u64 {
+    let mut src = data;
+    t.upload(&p(path), &mut src, &|_| {}).await.unwrap()
+}
+
+async fn get(t: &mut dyn Transport, path: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    t.download(&p(path), &mut out, &|_| {}).await.unwrap();
+    out
+}
+
+async fn names(t: &mut dyn Transport, dir: &str) -> Vec<(String, EntryKind, u64)> {
+    let listing = t.list_dir(&p(dir)).await.unwrap();
+    assert!(listing.unparsed.is_empty(), "{:?}", listing.unparsed);
+    let mut v: Vec<_> = listing
+        .entries
+        .into_iter()
+        .map(|e| (e.name, e.entry.kind, e.entry.size))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// The whole contract, in one pass over a fresh, empty root.
+async fn conformance(connector: &dyn Connector) {
+    let mut session = connector.connect().await.unwrap();
+    let t = session.as_mut();
+
+    // An empty root lists nothing.
+    assert_eq!(names(t, "").await, vec![]);
+
+    // Directories: create, create again (idempotent), nested.
+    t.make_dir(&p("dir one")).await.unwrap();
+    t.make_dir(&p("dir one")).await.unwrap();
+    t.make_dir(&p("dir one/ünïcødé")).await.unwrap();
+
+    // Files: empty, small, with spaces and UTF-8 names; byte counts and content survive.
+    assert_eq!(put(t, "empty", b"").await, 0);
+    assert_eq!(put(t, "dir one/a b.txt", b"hello").await, 5);
+    let big: Vec<u8> = (0..1_000_003u32).map(|i| (i * 31 % 251) as u8).collect();
+    assert_eq!(put(t, "dir one/ünïcødé/日本.bin", &big).await, big.len() as u64);
+    assert_eq!(get(t, "dir one/a b.txt").await, b"hello");
+    assert_eq!(get(t, "dir one/ünïcødé/日本.bin").await, big);
+    assert_eq!(get(t, "empty").await, b"");
+
+    // Listing reports kinds and sizes.
+    assert_eq!(
+        names(t, "").await,
+        vec![
+            ("dir one".to_owned(), EntryKind::Dir, 0),
+            ("empty".to_owned(), EntryKind::File, 0)
+        ]
+    );
+    let inner = names(t, "dir one").await;
+    assert_eq!(inner[0], ("a b.txt".to_owned(), EntryKind::File, 5));
+    assert_eq!(inner[1].0, "ünïcødé");
+    assert_eq!(inner[1].1, EntryKind::Dir);
+    let listing = t.list_dir(&p("dir one")).await.unwrap();
+    assert!(listing.entries.iter().all(|e| e.entry.kind == EntryKind::Dir || e.entry.mtime.is_some()));
+
+    // SIZE, where offered, agrees.
+    if let Some(size) = t.size(&p("dir one/ünïcødé/日本.bin")).await.unwrap() {
+        assert_eq!(size, big.len() as u64);
+    }
+
+    // Upload replaces an existing file; rename replaces an existing target.
+    put(t, "dir one/a b.txt", b"second").await;
+    assert_eq!(get(t, "dir one/a b.txt").await, b"second");
+    put(t, "dir one/.new.ferry-tmp", b"third!").await;
+    t.rename(&p("dir one/.new.ferry-tmp"), &p("dir one/a b.txt")).await.unwrap();
+    assert_eq!(get(t, "dir one/a b.txt").await, b"third!");
+    assert!(!names(t, "dir one").await.iter().any(|n| n.0.contains("ferry-tmp")));
+
+    // Missing things are permanent errors, not retryable ones.
+    let err = t.list_dir(&p("no such dir")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent, "{err}");
+    let mut sink = Vec::new();
+    let err = t.download(&p("no such file"), &mut sink, &|_| {}).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent, "{err}");
+
+    // The session is still usable after an error.
+    assert_eq!(get(t, "empty").await, b"");
+
+    // Deleting files and directories.
+    t.delete_file(&p("dir one/ünïcødé/日本.bin")).await.unwrap();
+    t.remove_dir(&p("dir one/ünïcødé")).await.unwrap();
+    t.delete_file(&p("dir one/a b.txt")).await.unwrap();
+    t.remove_dir(&p("dir one")).await.unwrap();
+    t.delete_file(&p("empty")).await.unwrap();
+    assert_eq!(names(t, "").await, vec![]);
+
+    // Progress is reported byte for byte.
+    let counted = std::sync::atomic::AtomicU64::new(0);
+    let mut src: &[u8] = &big;
+    t.upload(&p("counted"), &mut src, &|n| {
+        counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    })
+    .await
+    .unwrap();
+    assert_eq!(counted.into_inner(), big.len() as u64);
+
+    t.quit().await;
+}
+
+#[tokio::test]
+async fn local_directory_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance(&LocalConnector::new(dir.path())).await;
+}
+
+fn ftps_endpoint(addr: std::net::SocketAddr, ca: &std::path::Path, user: &str, password: &str) -> Endpoint {
+    Endpoint {
+        name: "conformance".into(),
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        tls: TlsMode::Explicit,
+        user: user.into(),
+        password: PasswordSource::Literal(Secret::new(password)),
+        trust: TrustRoots::CaFile(ca.to_path_buf()),
+        pin_sha256: None,
+        client_cert: None,
+        client_key: None,
+        data_mode: DataMode::Passive,
+        max_connections: 1,
+        timeout: std::time::Duration::from_secs(10),
+        tls_max_version: None,
+    }
+}
+
+#[tokio::test]
+async fn embedded_ftps_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("c")).unwrap();
+    std::fs::create_dir_all(dir.path().join("pki")).unwrap();
+    let server = EmbeddedServer::start(
+        &root,
+        &dir.path().join("pki"),
+        EmbeddedOptions {
+            passive_ports: support::embedded_passive_ports(),
+            ..EmbeddedOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let ep = ftps_endpoint(server.addr(), server.ca_pem(), "ferry", "ferry");
+    let connector = Arc::new(FtpsConnector::new(ep, "/c", Some(Secret::new("ferry"))).unwrap());
+    conformance(connector.as_ref()).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn vsftpd_conforms() {
+    let Some(v) = support::vsftpd::Vsftpd::start(Default::default()) else { return };
+    std::fs::create_dir_all(v.root().join("c")).unwrap();
+    v.give_root_to_user();
+    let ep = ftps_endpoint(v.addr(), v.ca_pem(), v.user(), v.password());
+    let connector = FtpsConnector::new(ep, "/c", Some(Secret::new(v.password()))).unwrap();
+    conformance(&connector).await;
+}
