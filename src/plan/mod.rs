@@ -1,0 +1,565 @@
+//! The pure planner: two listings and the recorded state in, a [`Plan`] of actions with reasons out.
+//!
+//! [`plan`] compares the local listing, the remote listing and what the state database recorded
+//! at the last successful sync of each file, and decides, path by path, what a sync in the job's
+//! direction must do. It does no I/O, has no clock and is not async: the same inputs always give
+//! the same plan, which is what lets `ferry plan` show exactly what `ferry sync` would do and lets
+//! property tests pin its invariants.
+//!
+//! What it does not do: it never touches a transport, never reads files or hashes, and never
+//! writes state. The executor runs the actions in the order given; the state module stores a
+//! [`SyncRecord`] for each verified transfer and drops the paths listed in [`Plan::forget`].
+//! Guards that need a number from the job (such as a cap on deletes) belong to later stages.
+//!
+//! Equality is decided against the record, not against clocks: a remote time from LIST is the
+//! server's wall clock at minute precision, and an upload's remote time is the upload time, so
+//! comparing it with a local time would say "changed" forever. See [`reason`] for the phrases.
+
+pub mod reason;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::{Direction, Job};
+use crate::listing::{Entry, EntryKind, Listing, Mtime};
+use crate::path::RelPath;
+
+pub use reason::{Change, Reason, Side};
+
+/// What was true of one file when ferry last synced it (stored in SQLite by the state module).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SyncRecord {
+    pub local_size: u64,
+    pub local_mtime: Option<Mtime>,
+    /// Hex SHA-256 of the content; kept for verification, not used for decisions here.
+    pub sha256: Option<String>,
+    pub remote_size: u64,
+    /// As the server LISTED it after the sync; `None` if unknown.
+    pub remote_mtime: Option<Mtime>,
+}
+
+/// The last sync's record of every file of one job.
+pub type Records = BTreeMap<RelPath, SyncRecord>;
+
+/// The part of a job that decides what the planner may do.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub direction: Direction,
+    /// Mirror deletions: remove what the destination has and the source does not.
+    pub delete: bool,
+}
+
+impl Policy {
+    pub fn from_job(job: &Job) -> Self {
+        Policy {
+            direction: job.direction,
+            delete: job.delete,
+        }
+    }
+}
+
+/// What one action does, on which side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    MakeRemoteDir,
+    MakeLocalDir,
+    Upload,
+    Download,
+    DeleteRemoteFile,
+    DeleteLocalFile,
+    RemoveRemoteDir,
+    RemoveLocalDir,
+}
+
+impl ActionKind {
+    /// The same name JSON output uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::MakeRemoteDir => "make_remote_dir",
+            ActionKind::MakeLocalDir => "make_local_dir",
+            ActionKind::Upload => "upload",
+            ActionKind::Download => "download",
+            ActionKind::DeleteRemoteFile => "delete_remote_file",
+            ActionKind::DeleteLocalFile => "delete_local_file",
+            ActionKind::RemoveRemoteDir => "remove_remote_dir",
+            ActionKind::RemoveLocalDir => "remove_local_dir",
+        }
+    }
+
+    /// Whether the action moves file content (and so counts towards transferred bytes).
+    pub fn is_transfer(self) -> bool {
+        matches!(self, ActionKind::Upload | ActionKind::Download)
+    }
+
+    /// Whether the action removes something (the actions an incomplete listing blocks).
+    pub fn is_delete(self) -> bool {
+        matches!(
+            self,
+            ActionKind::DeleteRemoteFile
+                | ActionKind::DeleteLocalFile
+                | ActionKind::RemoveRemoteDir
+                | ActionKind::RemoveLocalDir
+        )
+    }
+}
+
+/// One thing the executor must do.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Action {
+    pub kind: ActionKind,
+    #[serde(serialize_with = "serialize_path")]
+    pub path: RelPath,
+    /// Bytes to transfer for a transfer; the size of the file being deleted for a delete; 0 for
+    /// directories.
+    pub size: u64,
+    pub reason: Reason,
+}
+
+/// A path left as it is, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Skip {
+    #[serde(serialize_with = "serialize_path")]
+    pub path: RelPath,
+    pub reason: Reason,
+}
+
+/// A path the planner refuses to touch because the two sides disagree on what it is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Conflict {
+    #[serde(serialize_with = "serialize_path")]
+    pub path: RelPath,
+    pub message: String,
+}
+
+/// Everything a sync would do, in the order it must be done, and what it would leave alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Plan {
+    /// Make-dirs top-down (parents first), then transfers by path, then file deletes by path,
+    /// then directory removals bottom-up (children first).
+    pub actions: Vec<Action>,
+    /// Files in sync and symlinks, with the reason they are left alone.
+    pub skipped: Vec<Skip>,
+    /// A file on one side where the other has a directory; never acted on, nor anything below.
+    pub conflicts: Vec<Conflict>,
+    /// Why the deletes the policy asked for were not planned (an incomplete listing).
+    pub deletes_blocked: Option<String>,
+    /// Recorded paths that are now a file on neither side: the state module drops them.
+    #[serde(serialize_with = "serialize_paths")]
+    pub forget: Vec<RelPath>,
+}
+
+impl Plan {
+    /// No actions (skips, conflicts and forgotten records do not count).
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// Bytes the uploads and downloads will move.
+    pub fn transfer_bytes(&self) -> u64 {
+        self.actions
+            .iter()
+            .filter(|a| a.kind.is_transfer())
+            .map(|a| a.size)
+            .sum()
+    }
+
+    pub fn count(&self, kind: ActionKind) -> usize {
+        self.actions.iter().filter(|a| a.kind == kind).count()
+    }
+}
+
+/// Compare both sides with the records and decide what a sync under `policy` must do.
+pub fn plan(local: &Listing, remote: &Listing, records: &Records, policy: &Policy) -> Plan {
+    let route = Route::of(policy.direction);
+    let local_tree = close_tree(local);
+    let remote_tree = close_tree(remote);
+    let paths: BTreeSet<&RelPath> = local_tree.keys().chain(remote_tree.keys()).collect();
+
+    let mut draft = Draft::default();
+    for path in paths {
+        if draft.is_shielded(path) {
+            continue;
+        }
+        let on_local = local_tree.get(path).copied();
+        let on_remote = remote_tree.get(path).copied();
+        let (source, dest) = match policy.direction {
+            Direction::Push => (on_local, on_remote),
+            Direction::Pull => (on_remote, on_local),
+        };
+        let pair = Pair {
+            path,
+            local: on_local,
+            remote: on_remote,
+            source,
+            dest,
+        };
+        draft.visit(&route, &pair, records.get(path));
+    }
+
+    let deletes_blocked = blocked_deletes_reason(local, remote, policy, draft.delete_count());
+    let forget = find_forgotten(records, local, remote);
+    draft.into_plan(
+        policy.delete && deletes_blocked.is_none(),
+        deletes_blocked,
+        forget,
+    )
+}
+
+/// The action kinds and side names of one direction.
+struct Route {
+    source: Side,
+    dest: Side,
+    make_dir: ActionKind,
+    transfer: ActionKind,
+    delete_file: ActionKind,
+    remove_dir: ActionKind,
+}
+
+impl Route {
+    fn of(direction: Direction) -> Self {
+        match direction {
+            Direction::Push => Route {
+                source: Side::Local,
+                dest: Side::Remote,
+                make_dir: ActionKind::MakeRemoteDir,
+                transfer: ActionKind::Upload,
+                delete_file: ActionKind::DeleteRemoteFile,
+                remove_dir: ActionKind::RemoveRemoteDir,
+            },
+            Direction::Pull => Route {
+                source: Side::Remote,
+                dest: Side::Local,
+                make_dir: ActionKind::MakeLocalDir,
+                transfer: ActionKind::Download,
+                delete_file: ActionKind::DeleteLocalFile,
+                remove_dir: ActionKind::RemoveLocalDir,
+            },
+        }
+    }
+}
+
+/// One path as both sides list it, also seen as source and destination.
+struct Pair<'a> {
+    path: &'a RelPath,
+    local: Option<&'a Entry>,
+    remote: Option<&'a Entry>,
+    source: Option<&'a Entry>,
+    dest: Option<&'a Entry>,
+}
+
+/// Stands in for a directory a listing implies (it lists something below it) but does not name.
+const IMPLIED_DIR: Entry = Entry {
+    kind: EntryKind::Dir,
+    size: 0,
+    mtime: None,
+};
+
+/// The listing's entries plus every ancestor directory it implies, so that a file whose parent
+/// the walker did not report still gets its parent made, and a conflict on that parent is seen.
+fn close_tree(listing: &Listing) -> BTreeMap<RelPath, &Entry> {
+    let mut tree: BTreeMap<RelPath, &Entry> = BTreeMap::new();
+    for (path, entry) in &listing.entries {
+        if path.is_root() {
+            continue;
+        }
+        tree.insert(path.clone(), entry);
+        for ancestor in path.ancestors() {
+            tree.entry(ancestor).or_insert(&IMPLIED_DIR);
+        }
+    }
+    tree
+}
+
+/// The plan being built, in separate lists so each can be ordered on its own.
+#[derive(Default)]
+struct Draft {
+    make_dirs: Vec<Action>,
+    transfers: Vec<Action>,
+    delete_files: Vec<Action>,
+    remove_dirs: Vec<Action>,
+    skipped: Vec<Skip>,
+    conflicts: Vec<Conflict>,
+    /// Paths whose subtree is left alone (a conflict or a symlink).
+    shields: BTreeSet<RelPath>,
+    /// Destination directories that keep something the plan does not delete, so cannot go.
+    pinned: BTreeSet<RelPath>,
+}
+
+impl Draft {
+    /// Whether an ancestor was a conflict or a symlink. Paths are visited in sorted order and an
+    /// ancestor sorts before its descendants, so its shield is already in place.
+    fn is_shielded(&self, path: &RelPath) -> bool {
+        !self.shields.is_empty() && path.ancestors().iter().any(|a| self.shields.contains(a))
+    }
+
+    fn visit(&mut self, route: &Route, pair: &Pair<'_>, record: Option<&SyncRecord>) {
+        let kind = |e: Option<&Entry>| e.map(|e| e.kind);
+        if kind(pair.local) == Some(EntryKind::Symlink)
+            || kind(pair.remote) == Some(EntryKind::Symlink)
+        {
+            self.skip_symlink(pair);
+            return;
+        }
+        match (pair.source, pair.dest) {
+            (Some(source), Some(dest)) if source.kind != dest.kind => self.add_conflict(pair),
+            (Some(source), None) if source.kind == EntryKind::Dir => {
+                self.make_dirs.push(action(
+                    route.make_dir,
+                    pair.path,
+                    0,
+                    Reason::MissingOn(route.dest),
+                ));
+            }
+            (Some(source), None) => self.transfers.push(action(
+                route.transfer,
+                pair.path,
+                source.size,
+                Reason::MissingOn(route.dest),
+            )),
+            (Some(source), Some(_)) if source.kind == EntryKind::File => {
+                self.compare_files(route, pair, record);
+            }
+            (None, Some(dest)) => self.add_delete(route, pair.path, dest),
+            // Directories on both sides, or nothing on either: nothing to do here.
+            _ => {}
+        }
+    }
+
+    fn skip_symlink(&mut self, pair: &Pair<'_>) {
+        self.skipped.push(Skip {
+            path: pair.path.clone(),
+            reason: Reason::SymlinkNotFollowed,
+        });
+        self.shields.insert(pair.path.clone());
+        // A directory removal would fail on (or take with it) the link it still holds.
+        if pair.dest.is_some() {
+            self.pinned.extend(pair.path.ancestors());
+        }
+    }
+
+    fn add_conflict(&mut self, pair: &Pair<'_>) {
+        let describe = |e: Option<&Entry>| match e.map(|e| e.kind) {
+            Some(EntryKind::Dir) => "a directory",
+            _ => "a file",
+        };
+        self.conflicts.push(Conflict {
+            path: pair.path.clone(),
+            message: format!(
+                "local is {}, remote is {}; left alone",
+                describe(pair.local),
+                describe(pair.remote)
+            ),
+        });
+        self.shields.insert(pair.path.clone());
+    }
+
+    fn compare_files(&mut self, route: &Route, pair: &Pair<'_>, record: Option<&SyncRecord>) {
+        let (Some(local), Some(remote), Some(source)) = (pair.local, pair.remote, pair.source)
+        else {
+            return;
+        };
+        match decide_file(local, remote, record, route.source) {
+            Decision::Skip(reason) => self.skipped.push(Skip {
+                path: pair.path.clone(),
+                reason,
+            }),
+            Decision::Transfer(reason) => {
+                self.transfers
+                    .push(action(route.transfer, pair.path, source.size, reason));
+            }
+        }
+    }
+
+    fn add_delete(&mut self, route: &Route, path: &RelPath, dest: &Entry) {
+        let reason = Reason::AbsentOn(route.source);
+        if dest.kind == EntryKind::Dir {
+            self.remove_dirs
+                .push(action(route.remove_dir, path, 0, reason));
+        } else {
+            self.delete_files
+                .push(action(route.delete_file, path, dest.size, reason));
+        }
+    }
+
+    /// How many deletes the policy would ask for (pinned directories excluded).
+    fn delete_count(&self) -> usize {
+        self.delete_files.len()
+            + self
+                .remove_dirs
+                .iter()
+                .filter(|a| !self.pinned.contains(&a.path))
+                .count()
+    }
+
+    fn into_plan(
+        self,
+        with_deletes: bool,
+        deletes_blocked: Option<String>,
+        forget: Vec<RelPath>,
+    ) -> Plan {
+        // Paths were visited in sorted order, so make-dirs are parents first, transfers and file
+        // deletes are by path; reversing sorted order puts every child before its parent.
+        let mut actions = self.make_dirs;
+        actions.extend(self.transfers);
+        if with_deletes {
+            actions.extend(self.delete_files);
+            let pinned = self.pinned;
+            actions.extend(
+                self.remove_dirs
+                    .into_iter()
+                    .rev()
+                    .filter(|a| !pinned.contains(&a.path)),
+            );
+        }
+        Plan {
+            actions,
+            skipped: self.skipped,
+            conflicts: self.conflicts,
+            deletes_blocked,
+            forget,
+        }
+    }
+}
+
+fn action(kind: ActionKind, path: &RelPath, size: u64, reason: Reason) -> Action {
+    Action {
+        kind,
+        path: path.clone(),
+        size,
+        reason,
+    }
+}
+
+/// The outcome for a file present on both sides.
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    Skip(Reason),
+    Transfer(Reason),
+}
+
+/// The equality ladder for a file on both sides: against the record when there is one; without
+/// one, only a pull may trust equal size and time (a push's remote time is the upload time).
+fn decide_file(
+    local: &Entry,
+    remote: &Entry,
+    record: Option<&SyncRecord>,
+    source: Side,
+) -> Decision {
+    let Some(record) = record else {
+        return decide_unrecorded(local, remote, source);
+    };
+    let local_change = find_change(local, record.local_size, record.local_mtime);
+    let remote_change = find_change(remote, record.remote_size, record.remote_mtime);
+    match (local_change, remote_change) {
+        (None, None) => Decision::Skip(Reason::Unchanged),
+        (Some(change), None) => Decision::Transfer(Reason::Changed {
+            side: Side::Local,
+            change,
+        }),
+        (None, Some(change)) => Decision::Transfer(Reason::Changed {
+            side: Side::Remote,
+            change,
+        }),
+        (Some(local), Some(remote)) => Decision::Transfer(Reason::BothChanged {
+            local,
+            remote,
+            winner: source,
+        }),
+    }
+}
+
+fn decide_unrecorded(local: &Entry, remote: &Entry, source: Side) -> Decision {
+    let sizes = (local.size != remote.size).then_some((local.size, remote.size));
+    let same_time = match (local.mtime, remote.mtime) {
+        (Some(l), Some(r)) => l.matches(&r),
+        _ => false,
+    };
+    if source == Side::Remote && sizes.is_none() && same_time {
+        Decision::Skip(Reason::SameSizeAndTime)
+    } else {
+        Decision::Transfer(Reason::NotRecorded { sizes })
+    }
+}
+
+/// How an entry differs from what was recorded; a missing time on either side leaves size alone
+/// to decide.
+fn find_change(entry: &Entry, size: u64, mtime: Option<Mtime>) -> Option<Change> {
+    if entry.size != size {
+        return Some(Change::Size {
+            from: size,
+            to: entry.size,
+        });
+    }
+    match (mtime, entry.mtime) {
+        (Some(from), Some(to)) if !from.matches(&to) => Some(Change::Modified { from, to }),
+        _ => None,
+    }
+}
+
+/// Why deletes are withheld, when the policy asks for them but a listing is incomplete: a
+/// missing directory in the source listing would otherwise read as "deleted on the source".
+fn blocked_deletes_reason(
+    local: &Listing,
+    remote: &Listing,
+    policy: &Policy,
+    withheld: usize,
+) -> Option<String> {
+    if !policy.delete {
+        return None;
+    }
+    let sides: Vec<String> = [(Side::Local, local), (Side::Remote, remote)]
+        .into_iter()
+        .filter(|(_, listing)| !listing.is_complete())
+        .map(|(side, listing)| {
+            format!(
+                "{side} listing incomplete ({})",
+                count_noun(listing.problems.len(), "problem")
+            )
+        })
+        .collect();
+    if sides.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{}: {} not planned",
+        sides.join(" and "),
+        count_noun(withheld, "delete")
+    ))
+}
+
+fn count_noun(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// Recorded paths that are a file on neither side: nothing is left for the record to describe.
+fn find_forgotten(records: &Records, local: &Listing, remote: &Listing) -> Vec<RelPath> {
+    let is_file = |listing: &Listing, path: &RelPath| {
+        listing.get(path).is_some_and(|e| e.kind == EntryKind::File)
+    };
+    records
+        .keys()
+        .filter(|path| !is_file(local, path) && !is_file(remote, path))
+        .cloned()
+        .collect()
+}
+
+fn serialize_path<S: serde::Serializer>(path: &RelPath, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(path.as_str())
+}
+
+fn serialize_paths<S: serde::Serializer>(
+    paths: &[RelPath],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(paths.iter().map(RelPath::as_str))
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod properties;
