@@ -132,6 +132,9 @@ impl FtpsConnector {
         let features = with_timeout(timeout, "FEAT", ftp.feat())
             .await
             .map(|f| {
+                // suppaftp returns a map; sort it so hash commands keep a stable order.
+                let mut f: Vec<_> = f.into_iter().collect();
+                f.sort();
                 let lines: Vec<String> = std::iter::once("211-Features:".to_owned())
                     .chain(f.into_iter().map(|(k, v)| match v {
                         Some(v) => format!(" {k} {v}"),
