@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Callers use [`load`] (or [`parse_str`] in tests), print [`ConfigError`] as it is (one line
-//! per problem, `file:line:column: job `x`: message`) and show [`Config::warnings`]. Secrets
+//! per problem, ``file:line:column: job `x`: message``) and show [`Config::warnings`]. Secrets
 //! are read only when connecting, by [`read_password`]. Nothing here touches the network.
 
 pub mod model;
