@@ -2,6 +2,8 @@
 //! server, and vsftpd (when installed; required under CI=true). Each check states a piece of
 //! the `Transport` contract the engine relies on.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::sync::Arc;

@@ -1,5 +1,7 @@
 //! End-to-end sync against the embedded libunftp FTPS server (MLSD, TLS 1.3) over loopback.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 mod support;
 

@@ -2,6 +2,8 @@
 //! `require_ssl_reuse=YES`, `strict_ssl_read_eof=YES`) over loopback. The tests skip when
 //! vsftpd is not installed, except under `CI=true`, where they must run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 mod support;
 
