@@ -138,7 +138,7 @@ fn config_path(cli: &Cli) -> PathBuf {
 }
 
 fn load_config(cli: &Cli) -> Result<Config, u8> {
-    match load_stub(&config_path(cli)) {
+    match config::load(&config_path(cli)) {
         Ok(c) => {
             for w in &c.warnings {
                 eprintln!("warning: {w}");
@@ -346,7 +346,3 @@ fn status(config: &Config) -> u8 {
     0
 }
 
-// TEMPORARY until config::load lands.
-fn load_stub(_p: &std::path::Path) -> Result<Config, String> {
-    Err("config loading not ready".into())
-}

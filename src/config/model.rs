@@ -216,26 +216,3 @@ pub struct Job {
     pub after_upload: AfterUpload,
 }
 
-/// Read an endpoint's password now (for connecting). Error text names the endpoint and the
-/// source, never the secret.
-pub fn read_password(endpoint: &Endpoint) -> Result<Option<Secret>, String> {
-    match &endpoint.password {
-        PasswordSource::None => Ok(None),
-        PasswordSource::Literal(s) => Ok(Some(s.clone())),
-        PasswordSource::Env(var) => std::env::var(var).map(|v| Some(Secret::new(v))).map_err(|_| {
-            format!(
-                "endpoint `{}`: environment variable {var} (password_env) is not set",
-                endpoint.name
-            )
-        }),
-        PasswordSource::File(path) => std::fs::read_to_string(path)
-            .map(|s| Some(Secret::new(s.strip_suffix('\n').unwrap_or(&s).to_owned())))
-            .map_err(|e| {
-                format!(
-                    "endpoint `{}`: cannot read password_file {}: {e}",
-                    endpoint.name,
-                    path.display()
-                )
-            }),
-    }
-}
