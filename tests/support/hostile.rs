@@ -1,0 +1,439 @@
+//! A tiny scripted FTPS server that misbehaves on purpose.
+//!
+//! What it does: explicit FTPS (AUTH TLS) on 127.0.0.1 with a throwaway CA, one login
+//! (`ferry`/`ferry`), enough commands for a client to log in, list and download, and data
+//! connections over TLS (any session resumption is accepted). Modes:
+//! - [`Hostile::listing`]: LIST (and MLSD when asked) of any directory answers exactly the given
+//!   raw lines, whatever names they carry; RETR of any name sends `b"hostile"` and records the
+//!   name, so a test can prove ferry never asked for a hostile name.
+//! - [`Hostile::stall_after_login`]: logs in, then never answers another command.
+//! - [`Hostile::stall_data`]: opens the RETR data connection, then sends nothing.
+//!
+//! What it does not do: uploads, renames, directories, active mode, or anything beyond what a
+//! listing/timeout test needs (other commands get 502). It is not a model of a real server.
+//!
+//! How it fits: integration tests for untrusted names and timeouts start one per test; the
+//! server task is aborted on drop.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use ferry::embedded::{CertKind, Pki};
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+/// The only login the hostile server accepts.
+pub const HOSTILE_USER: &str = "ferry";
+pub const HOSTILE_PASSWORD: &str = "ferry";
+/// What RETR of any name sends.
+pub const HOSTILE_CONTENT: &[u8] = b"hostile";
+
+#[derive(Debug, Clone)]
+enum Script {
+    Listing { lines: Vec<String>, mlsd: bool },
+    StallAfterLogin,
+    StallData,
+}
+
+/// A running hostile server; dropping it aborts the server task and every session.
+pub struct Hostile {
+    addr: SocketAddr,
+    pki: Pki,
+    requested: Arc<Mutex<Vec<String>>>,
+    commands: Arc<Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Hostile {
+    /// Answer LIST of any directory with exactly `lines` (and MLSD too when `mlsd`, which FEAT
+    /// then advertises). Must be called inside a tokio runtime.
+    pub async fn listing(lines: Vec<String>, mlsd: bool) -> Hostile {
+        Self::start(Script::Listing { lines, mlsd }).await
+    }
+
+    /// Log in normally, then never answer the next command.
+    pub async fn stall_after_login() -> Hostile {
+        Self::start(Script::StallAfterLogin).await
+    }
+
+    /// Open the data connection for RETR, then send nothing and never reply 226.
+    pub async fn stall_data() -> Hostile {
+        Self::start(Script::StallData).await
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The CA that signed the server certificate (valid for 127.0.0.1 and localhost).
+    pub fn ca_pem(&self) -> &Path {
+        self.pki.ca_pem()
+    }
+
+    pub fn user(&self) -> &'static str {
+        HOSTILE_USER
+    }
+
+    pub fn password(&self) -> &'static str {
+        HOSTILE_PASSWORD
+    }
+
+    /// Every RETR argument received, in order, exactly as sent.
+    pub fn requested_paths(&self) -> Vec<String> {
+        self.requested.lock().unwrap().clone()
+    }
+
+    /// Every command line received after AUTH TLS, in order (PASS's argument hidden), so a test
+    /// can check that no hostile name reached any command.
+    pub fn commands(&self) -> Vec<String> {
+        self.commands.lock().unwrap().clone()
+    }
+
+    async fn start(script: Script) -> Hostile {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::generate(dir.path(), CertKind::Valid).unwrap();
+        let acceptor = TlsAcceptor::from(server_config(&pki));
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requested = Arc::new(Mutex::new(Vec::new()));
+        let commands = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::new(Shared {
+            acceptor,
+            script,
+            requested: requested.clone(),
+            commands: commands.clone(),
+        });
+        let task = tokio::spawn(accept_loop(listener, shared));
+        Hostile {
+            addr,
+            pki,
+            requested,
+            commands,
+            task,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn server_config(pki: &Pki) -> Arc<ServerConfig> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(pki.server_cert_pem())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(pki.server_key_pem()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // The default config keeps a server-side session cache, so data connections may resume
+    // the control connection's session (or any other) with TLS 1.2 or 1.3.
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    Arc::new(config)
+}
+
+struct Shared {
+    acceptor: TlsAcceptor,
+    script: Script,
+    requested: Arc<Mutex<Vec<String>>>,
+    commands: Arc<Mutex<Vec<String>>>,
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    // Sessions live in a JoinSet owned by this task, so aborting it ends them all.
+    let mut sessions = tokio::task::JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        sessions.spawn(serve_session(stream, shared.clone()));
+        while sessions.try_join_next().is_some() {}
+    }
+}
+
+async fn serve_session(stream: TcpStream, shared: Arc<Shared>) {
+    let Some(stream) = upgrade_control(stream, &shared.acceptor).await else {
+        return;
+    };
+    let mut control = BufReader::new(stream);
+    let mut session = Session::default();
+    while let Some(line) = read_command(&mut control).await {
+        let (verb, arg) = split_command(&line);
+        let logged = if verb == "PASS" {
+            "PASS <hidden>"
+        } else {
+            &line
+        };
+        shared.commands.lock().unwrap().push(logged.to_string());
+        if session.logged_in && matches!(shared.script, Script::StallAfterLogin) {
+            std::future::pending::<()>().await;
+        }
+        if verb == "QUIT" {
+            let _ = reply(&mut control, "221 Goodbye.").await;
+            return;
+        }
+        if answer(&mut control, &mut session, &shared, &verb, &arg)
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Greet in cleartext and refuse everything but AUTH TLS, then switch the control connection to
+/// TLS: no login ever happens in the clear.
+async fn upgrade_control(
+    stream: TcpStream,
+    acceptor: &TlsAcceptor,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut plain = BufReader::new(stream);
+    reply(&mut plain, "220 hostile test server").await.ok()?;
+    loop {
+        let line = read_command(&mut plain).await?;
+        let (verb, arg) = split_command(&line);
+        match (verb.as_str(), arg.to_ascii_uppercase().as_str()) {
+            ("AUTH", "TLS" | "SSL") => {
+                reply(&mut plain, "234 Proceed with negotiation.")
+                    .await
+                    .ok()?;
+                // The client waits for 234 before its ClientHello, so nothing is buffered.
+                return acceptor.accept(plain.into_inner()).await.ok();
+            }
+            ("QUIT", _) => {
+                let _ = reply(&mut plain, "221 Goodbye.").await;
+                return None;
+            }
+            _ => reply(&mut plain, "530 Please use AUTH TLS first.")
+                .await
+                .ok()?,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Session {
+    user: Option<String>,
+    logged_in: bool,
+    passive: Option<TcpListener>,
+}
+
+async fn answer<S>(
+    control: &mut S,
+    session: &mut Session,
+    shared: &Shared,
+    verb: &str,
+    arg: &str,
+) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    let mlsd = matches!(shared.script, Script::Listing { mlsd: true, .. });
+    let needs_login = !matches!(
+        verb,
+        "USER" | "PASS" | "PBSZ" | "PROT" | "FEAT" | "SYST" | "NOOP" | "OPTS"
+    );
+    if needs_login && !session.logged_in && is_known(verb) {
+        return reply(control, "530 Please login with USER and PASS.").await;
+    }
+    match verb {
+        "USER" => {
+            session.user = Some(arg.to_string());
+            reply(control, "331 Please specify the password.").await
+        }
+        "PASS" => {
+            if session.user.as_deref() == Some(HOSTILE_USER) && arg == HOSTILE_PASSWORD {
+                session.logged_in = true;
+                reply(control, "230 Login successful.").await
+            } else {
+                reply(control, "530 Login incorrect.").await
+            }
+        }
+        "PBSZ" => reply(control, "200 PBSZ=0").await,
+        "PROT" if arg.eq_ignore_ascii_case("P") => reply(control, "200 PROT now Private.").await,
+        "PROT" => reply(control, "536 Only PROT P is supported.").await,
+        "FEAT" => reply(control, &feat_reply(mlsd)).await,
+        "SYST" => reply(control, "215 UNIX Type: L8").await,
+        "TYPE" => reply(control, "200 Type set.").await,
+        "PWD" => reply(control, "257 \"/\" is the current directory").await,
+        "CWD" => reply(control, "250 Directory successfully changed.").await,
+        "OPTS" => reply(control, "200 Always in UTF8 mode.").await,
+        "NOOP" => reply(control, "200 NOOP ok.").await,
+        "EPSV" => {
+            let port = open_passive(session).await?;
+            reply(
+                control,
+                &format!("229 Entering Extended Passive Mode (|||{port}|)"),
+            )
+            .await
+        }
+        "PASV" => {
+            let port = open_passive(session).await?;
+            let (hi, lo) = (port >> 8, port & 0xff);
+            reply(
+                control,
+                &format!("227 Entering Passive Mode (127,0,0,1,{hi},{lo})."),
+            )
+            .await
+        }
+        "SIZE" => reply(control, &format!("213 {}", HOSTILE_CONTENT.len())).await,
+        "MDTM" => reply(control, "213 20240102030405").await,
+        "LIST" => send_listing(control, session, shared).await,
+        "MLSD" if mlsd => send_listing(control, session, shared).await,
+        "RETR" => {
+            record(shared, arg);
+            send_file(control, session, shared).await
+        }
+        _ => reply(control, "502 Command not implemented.").await,
+    }
+}
+
+fn is_known(verb: &str) -> bool {
+    matches!(
+        verb,
+        "TYPE" | "PWD" | "CWD" | "EPSV" | "PASV" | "LIST" | "MLSD" | "RETR" | "SIZE" | "MDTM"
+    )
+}
+
+fn feat_reply(mlsd: bool) -> String {
+    let mut lines = vec![
+        "211-Features:",
+        " AUTH TLS",
+        " EPSV",
+        " MDTM",
+        " PASV",
+        " PBSZ",
+        " PROT",
+        " SIZE",
+        " UTF8",
+    ];
+    if mlsd {
+        lines.push(" MLSD");
+    }
+    lines.push("211 End");
+    lines.join("\r\n")
+}
+
+fn record(shared: &Shared, name: &str) {
+    shared.requested.lock().unwrap().push(name.to_string());
+}
+
+async fn open_passive(session: &mut Session) -> std::io::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let port = listener.local_addr()?.port();
+    session.passive = Some(listener);
+    Ok(port)
+}
+
+/// Send 150, accept the pending passive connection and secure it.
+async fn open_data<S>(
+    control: &mut S,
+    session: &mut Session,
+    shared: &Shared,
+) -> std::io::Result<Option<tokio_rustls::server::TlsStream<TcpStream>>>
+where
+    S: AsyncWrite + Unpin,
+{
+    let Some(listener) = session.passive.take() else {
+        reply(control, "425 Use PASV or EPSV first.").await?;
+        return Ok(None);
+    };
+    // The client connects before sending the command but starts TLS only after 150.
+    reply(control, "150 Here comes the data.").await?;
+    let (stream, _) = listener.accept().await?;
+    Ok(Some(shared.acceptor.accept(stream).await?))
+}
+
+async fn send_listing<S>(
+    control: &mut S,
+    session: &mut Session,
+    shared: &Shared,
+) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    let stalled_file =
+        ["-rw-r--r--    1 ftp      ftp          1024 Nov 24 09:30 stalled.bin".to_owned()];
+    let lines: &[String] = match &shared.script {
+        Script::Listing { lines, .. } => lines,
+        // One file to download, so the stall happens on its data connection.
+        Script::StallData => &stalled_file,
+        Script::StallAfterLogin => return reply(control, "226 Nothing to list.").await,
+    };
+    let Some(mut data) = open_data(control, session, shared).await? else {
+        return Ok(());
+    };
+    for line in lines {
+        data.write_all(line.as_bytes()).await?;
+        data.write_all(b"\r\n").await?;
+    }
+    // shutdown sends close_notify, as a well-behaved server would, before the TCP FIN.
+    data.shutdown().await?;
+    reply(control, "226 Directory send OK.").await
+}
+
+async fn send_file<S>(
+    control: &mut S,
+    session: &mut Session,
+    shared: &Shared,
+) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    let Some(mut data) = open_data(control, session, shared).await? else {
+        return Ok(());
+    };
+    if matches!(shared.script, Script::StallData) {
+        // Hold the data connection open forever without sending a byte or a reply.
+        let _held = data;
+        std::future::pending::<()>().await;
+        return Ok(());
+    }
+    data.write_all(HOSTILE_CONTENT).await?;
+    data.shutdown().await?;
+    reply(control, "226 Transfer complete.").await
+}
+
+async fn read_command<R>(reader: &mut R) -> Option<String>
+where
+    R: AsyncBufReadExt + Unpin,
+{
+    let mut line = Vec::new();
+    let n = reader.read_until(b'\n', &mut line).await.ok()?;
+    if n == 0 {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&line);
+    Some(text.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// `"RETR a b"` → `("RETR", "a b")`; the verb is upper-cased, the argument kept verbatim.
+fn split_command(line: &str) -> (String, String) {
+    match line.split_once(' ') {
+        Some((verb, arg)) => (verb.to_ascii_uppercase(), arg.to_string()),
+        None => (line.to_ascii_uppercase(), String::new()),
+    }
+}
+
+async fn reply<S>(stream: &mut S, text: &str) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    stream.write_all(text.as_bytes()).await?;
+    stream.write_all(b"\r\n").await?;
+    stream.flush().await
+}
