@@ -61,7 +61,11 @@ pub async fn connect_all(config: &Config, out: &mut dyn Write) -> i32 {
             .find(|j| &j.endpoint == name)
             .map(|j| j.remote.clone())
             .unwrap_or_else(|| "/".to_owned());
-        let _ = writeln!(out, "endpoint `{name}` ({}:{}):", endpoint.host, endpoint.port);
+        let _ = writeln!(
+            out,
+            "endpoint `{name}` ({}:{}):",
+            endpoint.host, endpoint.port
+        );
         let password = match crate::config::read_password(endpoint) {
             Ok(p) => p,
             Err(e) => {

@@ -8,8 +8,8 @@
 //! every file that went out and came back, and removes everything it made.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::io::IsTerminal;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,12 +43,26 @@ fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> DemoError + '_ {
 /// Write the sample tree; returns the number of files and bytes.
 pub fn make_sample_tree(root: &Path) -> std::io::Result<(usize, u64)> {
     let files: Vec<(&str, Vec<u8>)> = vec![
-        ("README.txt", b"ferry demo: files that arrive complete and verified\n".to_vec()),
+        (
+            "README.txt",
+            b"ferry demo: files that arrive complete and verified\n".to_vec(),
+        ),
         ("empty.dat", Vec::new()),
-        ("reports/2026/daily report.csv", b"date,value\n2026-11-24,42\n".to_vec()),
-        ("reports/2026/Übersicht – größe.txt", "UTF-8 names travel intact\n".as_bytes().to_vec()),
+        (
+            "reports/2026/daily report.csv",
+            b"date,value\n2026-11-24,42\n".to_vec(),
+        ),
+        (
+            "reports/2026/Übersicht – größe.txt",
+            "UTF-8 names travel intact\n".as_bytes().to_vec(),
+        ),
         ("reports/日本語/データ.json", b"{\"ok\": true}\n".to_vec()),
-        ("images/random.bin", (0..3 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()),
+        (
+            "images/random.bin",
+            (0..3 * 1024 * 1024u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect(),
+        ),
     ];
     let mut bytes = 0;
     for (rel, data) in &files {
@@ -221,7 +235,16 @@ async fn run_one(
             .count() as u64;
         p.set_plan(transfers, planned.plan.transfer_bytes());
     };
-    let report = job::run_job(config, job, store, "demo", cancel, progress.clone(), &on_plan).await;
+    let report = job::run_job(
+        config,
+        job,
+        store,
+        "demo",
+        cancel,
+        progress.clone(),
+        &on_plan,
+    )
+    .await;
     progress.finish();
     let report = report?;
     let _ = report::print_failures(&report, &mut std::io::stderr());

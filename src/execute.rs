@@ -38,9 +38,7 @@ pub const TEMP_SUFFIX: &str = ".ferry-tmp";
 pub fn temp_name(path: &RelPath) -> RelPath {
     let tmp = format!(".{}{TEMP_SUFFIX}", path.file_name());
     // The file name was valid, so the derived name is too; fall back to the root's child.
-    path.parent()
-        .join(&tmp)
-        .unwrap_or_else(|_| RelPath::root())
+    path.parent().join(&tmp).unwrap_or_else(|_| RelPath::root())
 }
 
 /// Whether a name is one of ferry's own temporary files.
@@ -218,7 +216,11 @@ async fn run_transfers(
     ctx: &Context,
 ) -> Vec<(Action, Result<FileOutcome, TransportError>)> {
     let workers = ctx.max_connections.clamp(1, transfers.len().max(1));
-    let queue = Arc::new(Mutex::new(transfers.into_iter().collect::<std::collections::VecDeque<_>>()));
+    let queue = Arc::new(Mutex::new(
+        transfers
+            .into_iter()
+            .collect::<std::collections::VecDeque<_>>(),
+    ));
     let stop = ctx.cancel.child_token();
     let results = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
@@ -383,7 +385,10 @@ async fn check_no_symlink_ancestors(root: &Path, rel: &RelPath) -> Result<(), Tr
             return Err(TransportError::new(
                 ErrorKind::Permanent,
                 format!("write {rel}"),
-                format!("{} is a symbolic link; ferry does not write through links", p.display()),
+                format!(
+                    "{} is a symbolic link; ferry does not write through links",
+                    p.display()
+                ),
             ));
         }
     }
@@ -472,8 +477,7 @@ async fn verify_upload(
     let after = tokio::fs::metadata(local)
         .await
         .map_err(|e| local_err(format!("stat {}", local.display()), e))?;
-    if sent != before.len() || after.len() != before.len() || mtime_of(&after) != mtime_of(before)
-    {
+    if sent != before.len() || after.len() != before.len() || mtime_of(&after) != mtime_of(before) {
         return Err(TransportError::new(
             ErrorKind::Transient,
             op,
@@ -597,10 +601,7 @@ async fn finish_download(
 ) -> Result<(u64, String, bool), TransportError> {
     let op = format!("download {path}");
     let received = t.download(path, writer, progress).await?;
-    writer
-        .flush()
-        .await
-        .map_err(|e| local_err(op.clone(), e))?;
+    writer.flush().await.map_err(|e| local_err(op.clone(), e))?;
     writer
         .inner
         .sync_all()
@@ -869,7 +870,11 @@ mod tests {
         for attempt in 1..10 {
             let d = backoff_delay(&policy, attempt);
             let full = (Duration::from_millis(100) * 2u32.pow(attempt - 1)).min(policy.max);
-            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?} not in [{:?}, {full:?}]", full / 2);
+            assert!(
+                d >= full / 2 && d <= full,
+                "attempt {attempt}: {d:?} not in [{:?}, {full:?}]",
+                full / 2
+            );
         }
     }
 

@@ -57,12 +57,13 @@ pub fn connector_for(config: &Config, job: &Job) -> Result<Arc<dyn Connector>, J
         tracing::warn!(job = %job.name, endpoint = %endpoint.name,
             "endpoint uses cleartext FTP (tls: none): credentials and data are not encrypted");
     }
-    let connector = FtpsConnector::new(endpoint.clone(), &job.remote, password).map_err(|error| {
-        JobError::Transport {
-            job: job.name.clone(),
-            error,
-        }
-    })?;
+    let connector =
+        FtpsConnector::new(endpoint.clone(), &job.remote, password).map_err(|error| {
+            JobError::Transport {
+                job: job.name.clone(),
+                error,
+            }
+        })?;
     Ok(Arc::new(connector))
 }
 
@@ -187,7 +188,12 @@ pub async fn run_job(
         Ok(p) => p,
         Err(e) => {
             if let Ok(s) = store.lock() {
-                let _ = s.finish_run(run_id, "failed", &RunTotals::default(), Some(&e.to_string()));
+                let _ = s.finish_run(
+                    run_id,
+                    "failed",
+                    &RunTotals::default(),
+                    Some(&e.to_string()),
+                );
             }
             return Err(e);
         }
@@ -225,8 +231,13 @@ pub async fn run_job(
     };
     if let Ok(s) = store.lock() {
         let message = report.execution.fatal.as_ref().map(|e| e.to_string());
-        s.finish_run(run_id, report.outcome(), &report.totals(), message.as_deref())
-            .map_err(state_err)?;
+        s.finish_run(
+            run_id,
+            report.outcome(),
+            &report.totals(),
+            message.as_deref(),
+        )
+        .map_err(state_err)?;
     }
     Ok(report)
 }

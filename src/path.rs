@@ -134,7 +134,11 @@ impl RelPath {
     pub fn to_remote(&self, root: &str) -> String {
         let root = root.trim_end_matches('/');
         if self.0.is_empty() {
-            if root.is_empty() { "/".to_owned() } else { root.to_owned() }
+            if root.is_empty() {
+                "/".to_owned()
+            } else {
+                root.to_owned()
+            }
         } else {
             format!("{root}/{}", self.0)
         }

@@ -119,7 +119,11 @@ pub fn print_failures(report: &RunReport, out: &mut dyn Write) -> std::io::Resul
         )?;
     }
     for c in &report.planned.plan.conflicts {
-        writeln!(out, "job `{}`: conflict at {}: {}", report.job, c.path, c.message)?;
+        writeln!(
+            out,
+            "job `{}`: conflict at {}: {}",
+            report.job, c.path, c.message
+        )?;
     }
     for p in report
         .planned

@@ -384,7 +384,9 @@ mod tests {
         assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
         let recs = store.records("job").expect("records");
         assert_eq!(recs.get(&path), Some(&record(5)));
-        store.forget("job", std::slice::from_ref(&path)).expect("forget");
+        store
+            .forget("job", std::slice::from_ref(&path))
+            .expect("forget");
         assert!(store.records("job").expect("records").is_empty());
         assert_eq!(store.records("other").expect("records").len(), 1);
     }

@@ -32,7 +32,12 @@ async fn ferry(args: &[&str], config: &Path) -> Run {
     }
 }
 
-fn job_file(dir: &Path, server: &EmbeddedServer, outbox: &Path, inbox: &Path) -> std::path::PathBuf {
+fn job_file(
+    dir: &Path,
+    server: &EmbeddedServer,
+    outbox: &Path,
+    inbox: &Path,
+) -> std::path::PathBuf {
     let text = format!(
         "version: 1
 state_dir: {state}
@@ -104,7 +109,14 @@ async fn sync_plan_check_and_status_through_the_binary() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| format!("{} {} ({})", a["kind"].as_str().unwrap(), a["path"].as_str().unwrap(), a["reason"].as_str().unwrap()))
+        .map(|a| {
+            format!(
+                "{} {} ({})",
+                a["kind"].as_str().unwrap(),
+                a["path"].as_str().unwrap(),
+                a["reason"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(
         kinds,
@@ -114,24 +126,46 @@ async fn sync_plan_check_and_status_through_the_binary() {
             "upload sub dir/a.csv (missing on remote)"
         ]
     );
-    assert!(!dir.path().join("server/data/empty").exists(), "plan changed the server");
+    assert!(
+        !dir.path().join("server/data/empty").exists(),
+        "plan changed the server"
+    );
 
     let sync = ferry(&["sync", "push"], &config).await;
     assert_eq!(sync.code, 0, "{}", sync.stderr);
     assert!(
-        sync.stdout.contains("job `push`: ok in ") && sync.stdout.contains("2 transferred (4 B), 0 skipped, 0 failed, 2 verified"),
+        sync.stdout.contains("job `push`: ok in ")
+            && sync
+                .stdout
+                .contains("2 transferred (4 B), 0 skipped, 0 failed, 2 verified"),
         "{}",
         sync.stdout
     );
     let sync = ferry(&["sync", "--all"], &config).await;
     assert_eq!(sync.code, 0, "{}", sync.stderr);
-    assert!(sync.stdout.contains("job `push`: ok") && sync.stdout.contains("0 transferred (0 B), 2 skipped"), "{}", sync.stdout);
-    assert!(sync.stdout.contains("job `pull`: ok") && sync.stdout.contains("2 transferred"), "{}", sync.stdout);
-    assert_eq!(std::fs::read(inbox.join("sub dir/a.csv")).unwrap(), b"a,b\n");
+    assert!(
+        sync.stdout.contains("job `push`: ok")
+            && sync.stdout.contains("0 transferred (0 B), 2 skipped"),
+        "{}",
+        sync.stdout
+    );
+    assert!(
+        sync.stdout.contains("job `pull`: ok") && sync.stdout.contains("2 transferred"),
+        "{}",
+        sync.stdout
+    );
+    assert_eq!(
+        std::fs::read(inbox.join("sub dir/a.csv")).unwrap(),
+        b"a,b\n"
+    );
 
     let status = ferry(&["status"], &config).await;
     assert_eq!(status.code, 0);
-    assert!(status.stdout.contains("pull: last run") && status.stdout.contains("ok, 2 transferred"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("pull: last run") && status.stdout.contains("ok, 2 transferred"),
+        "{}",
+        status.stdout
+    );
     // The password never shows up in any output.
     for out in [&sync.stdout, &sync.stderr, &status.stdout] {
         assert!(!out.contains("FERRY_TEST_PASSWORD=") && !out.contains("password: ferry"));
@@ -150,11 +184,19 @@ async fn exit_codes_for_bad_config_unknown_job_and_bad_certificate() {
 
     let bad_cert = ferry(&["sync", "pull"], &config).await;
     assert_eq!(bad_cert.code, 3, "{}", bad_cert.stderr);
-    assert!(bad_cert.stderr.contains("job `pull`") && bad_cert.stderr.contains("certificate"), "{}", bad_cert.stderr);
+    assert!(
+        bad_cert.stderr.contains("job `pull`") && bad_cert.stderr.contains("certificate"),
+        "{}",
+        bad_cert.stderr
+    );
 
     let unknown = ferry(&["sync", "nope"], &config).await;
     assert_eq!(unknown.code, 2);
-    assert!(unknown.stderr.contains("no job `nope`"), "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("no job `nope`"),
+        "{}",
+        unknown.stderr
+    );
 
     let broken = dir.path().join("broken.yaml");
     std::fs::write(
@@ -166,8 +208,18 @@ async fn exit_codes_for_bad_config_unknown_job_and_bad_certificate() {
     assert_eq!(check.code, 2);
     let lines: Vec<&str> = check.stderr.lines().collect();
     assert!(lines.len() >= 4, "every problem at once:\n{}", check.stderr);
-    for want in ["broken.yaml:7:5: endpoint `e`", "job `j`", "missing", "/definitely/not/here", "61 * * * *"] {
-        assert!(check.stderr.contains(want), "missing {want:?} in:\n{}", check.stderr);
+    for want in [
+        "broken.yaml:7:5: endpoint `e`",
+        "job `j`",
+        "missing",
+        "/definitely/not/here",
+        "61 * * * *",
+    ] {
+        assert!(
+            check.stderr.contains(want),
+            "missing {want:?} in:\n{}",
+            check.stderr
+        );
     }
     server.shutdown().await;
 }

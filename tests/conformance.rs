@@ -60,7 +60,10 @@ async fn conformance(connector: &dyn Connector) {
     assert_eq!(put(t, "empty", b"").await, 0);
     assert_eq!(put(t, "dir one/a b.txt", b"hello").await, 5);
     let big: Vec<u8> = (0..1_000_003u32).map(|i| (i * 31 % 251) as u8).collect();
-    assert_eq!(put(t, "dir one/ünïcødé/日本.bin", &big).await, big.len() as u64);
+    assert_eq!(
+        put(t, "dir one/ünïcødé/日本.bin", &big).await,
+        big.len() as u64
+    );
     assert_eq!(get(t, "dir one/a b.txt").await, b"hello");
     assert_eq!(get(t, "dir one/ünïcødé/日本.bin").await, big);
     assert_eq!(get(t, "empty").await, b"");
@@ -78,7 +81,12 @@ async fn conformance(connector: &dyn Connector) {
     assert_eq!(inner[1].0, "ünïcødé");
     assert_eq!(inner[1].1, EntryKind::Dir);
     let listing = t.list_dir(&p("dir one")).await.unwrap();
-    assert!(listing.entries.iter().all(|e| e.entry.kind == EntryKind::Dir || e.entry.mtime.is_some()));
+    assert!(
+        listing
+            .entries
+            .iter()
+            .all(|e| e.entry.kind == EntryKind::Dir || e.entry.mtime.is_some())
+    );
 
     // SIZE, where offered, agrees.
     if let Some(size) = t.size(&p("dir one/ünïcødé/日本.bin")).await.unwrap() {
@@ -89,15 +97,25 @@ async fn conformance(connector: &dyn Connector) {
     put(t, "dir one/a b.txt", b"second").await;
     assert_eq!(get(t, "dir one/a b.txt").await, b"second");
     put(t, "dir one/.new.ferry-tmp", b"third!").await;
-    t.rename(&p("dir one/.new.ferry-tmp"), &p("dir one/a b.txt")).await.unwrap();
+    t.rename(&p("dir one/.new.ferry-tmp"), &p("dir one/a b.txt"))
+        .await
+        .unwrap();
     assert_eq!(get(t, "dir one/a b.txt").await, b"third!");
-    assert!(!names(t, "dir one").await.iter().any(|n| n.0.contains("ferry-tmp")));
+    assert!(
+        !names(t, "dir one")
+            .await
+            .iter()
+            .any(|n| n.0.contains("ferry-tmp"))
+    );
 
     // Missing things are permanent errors, not retryable ones.
     let err = t.list_dir(&p("no such dir")).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent, "{err}");
     let mut sink = Vec::new();
-    let err = t.download(&p("no such file"), &mut sink, &|_| {}).await.unwrap_err();
+    let err = t
+        .download(&p("no such file"), &mut sink, &|_| {})
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent, "{err}");
 
     // The session is still usable after an error.
@@ -130,7 +148,12 @@ async fn local_directory_conforms() {
     conformance(&LocalConnector::new(dir.path())).await;
 }
 
-fn ftps_endpoint(addr: std::net::SocketAddr, ca: &std::path::Path, user: &str, password: &str) -> Endpoint {
+fn ftps_endpoint(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    user: &str,
+    password: &str,
+) -> Endpoint {
     Endpoint {
         name: "conformance".into(),
         host: addr.ip().to_string(),
@@ -173,7 +196,9 @@ async fn embedded_ftps_conforms() {
 
 #[tokio::test]
 async fn vsftpd_conforms() {
-    let Some(v) = support::vsftpd::Vsftpd::start(Default::default()) else { return };
+    let Some(v) = support::vsftpd::Vsftpd::start(Default::default()) else {
+        return;
+    };
     std::fs::create_dir_all(v.root().join("c")).unwrap();
     v.give_root_to_user();
     let ep = ftps_endpoint(v.addr(), v.ca_pem(), v.user(), v.password());

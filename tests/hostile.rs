@@ -39,7 +39,12 @@ async fn pull_from(server: &Hostile) -> (tempfile::TempDir, ferry::job::RunRepor
     let mut j = job("pull", Direction::Pull, &inbox, "/data");
     j.delete = true;
     let setup = Setup::new(
-        endpoint(server.addr(), server.ca_pem(), server.user(), server.password()),
+        endpoint(
+            server.addr(),
+            server.ca_pem(),
+            server.user(),
+            server.password(),
+        ),
         vec![j],
     );
     let report = tokio::time::timeout(Duration::from_secs(60), setup.run("pull"))
@@ -52,15 +57,27 @@ async fn pull_from(server: &Hostile) -> (tempfile::TempDir, ferry::job::RunRepor
 fn assert_contained(dir: &tempfile::TempDir, server: &Hostile, report: &ferry::job::RunReport) {
     // Only the good file arrived, inside the root; nothing appeared beside the root.
     let inbox = dir.path().join("inbox");
-    assert_eq!(std::fs::read(inbox.join("ok.txt")).unwrap(), HOSTILE_CONTENT);
+    assert_eq!(
+        std::fs::read(inbox.join("ok.txt")).unwrap(),
+        HOSTILE_CONTENT
+    );
     assert_eq!(
         tree(&inbox).keys().cloned().collect::<Vec<_>>(),
         vec!["local-only.txt", "ok.txt"]
     );
-    assert_eq!(tree(dir.path()).keys().filter(|k| !k.starts_with("inbox")).count(), 0);
+    assert_eq!(
+        tree(dir.path())
+            .keys()
+            .filter(|k| !k.starts_with("inbox"))
+            .count(),
+        0
+    );
     // Only the good name was ever sent back to the server.
     let asked = server.requested_paths();
-    assert!(!asked.is_empty() && asked.iter().all(|p| p == "/data/ok.txt"), "{asked:?}");
+    assert!(
+        !asked.is_empty() && asked.iter().all(|p| p == "/data/ok.txt"),
+        "{asked:?}"
+    );
     // Each hostile name (other than the harmless `.`/`..` self-references) is reported by name.
     let problems: Vec<String> = report
         .planned
@@ -86,7 +103,11 @@ fn assert_contained(dir: &tempfile::TempDir, server: &Hostile, report: &ferry::j
 async fn hostile_names_in_list_are_refused() {
     let mut lines = vec![list_line('-', "ok.txt")];
     for name in HOSTILE_NAMES {
-        let kind = if matches!(*name, "." | "..") { 'd' } else { '-' };
+        let kind = if matches!(*name, "." | "..") {
+            'd'
+        } else {
+            '-'
+        };
         lines.push(list_line(kind, name));
     }
     let server = Hostile::listing(lines, false).await;
@@ -109,7 +130,12 @@ async fn hostile_names_in_mlsd_are_refused() {
 async fn a_server_that_stops_answering_times_out() {
     let server = Hostile::stall_after_login().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut ep = endpoint(server.addr(), server.ca_pem(), server.user(), server.password());
+    let mut ep = endpoint(
+        server.addr(),
+        server.ca_pem(),
+        server.user(),
+        server.password(),
+    );
     ep.timeout = Duration::from_secs(1);
     let setup = Setup::new(ep, vec![job("pull", Direction::Pull, dir.path(), "/data")]);
     let err = tokio::time::timeout(Duration::from_secs(60), setup.run("pull"))
@@ -124,7 +150,12 @@ async fn a_server_that_stops_answering_times_out() {
 async fn a_stalled_data_connection_times_out_and_leaves_no_partial_file() {
     let server = Hostile::stall_data().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut ep = endpoint(server.addr(), server.ca_pem(), server.user(), server.password());
+    let mut ep = endpoint(
+        server.addr(),
+        server.ca_pem(),
+        server.user(),
+        server.password(),
+    );
     ep.timeout = Duration::from_secs(1);
     let setup = Setup::new(ep, vec![job("pull", Direction::Pull, dir.path(), "/data")]);
     let report = tokio::time::timeout(Duration::from_secs(60), setup.run("pull"))
@@ -134,9 +165,17 @@ async fn a_stalled_data_connection_times_out_and_leaves_no_partial_file() {
     assert_eq!(report.exit_code(), 1);
     assert!(!report.execution.failures.is_empty());
     assert!(
-        report.execution.failures.iter().all(|f| f.error.to_string().contains("timeout")),
+        report
+            .execution
+            .failures
+            .iter()
+            .all(|f| f.error.to_string().contains("timeout")),
         "{:?}",
         report.execution.failures
     );
-    assert!(tree(dir.path()).is_empty(), "partial file left: {:?}", tree(dir.path()));
+    assert!(
+        tree(dir.path()).is_empty(),
+        "partial file left: {:?}",
+        tree(dir.path())
+    );
 }

@@ -31,7 +31,9 @@ async fn start(opts: EmbeddedOptions) -> World {
         passive_ports: support::embedded_passive_ports(),
         ..opts
     };
-    let server = EmbeddedServer::start(&server_root, &pki, opts).await.unwrap();
+    let server = EmbeddedServer::start(&server_root, &pki, opts)
+        .await
+        .unwrap();
     World {
         server,
         server_root,
@@ -75,18 +77,36 @@ async fn push_then_pull_round_trip_keeps_every_byte() {
     assert_eq!(pulled.execution.transferred, 7);
     assert_eq!(tree(&outbox), tree(&inbox), "round trip changed something");
     // Downloads carry the remote modification time.
-    let remote_t = std::fs::metadata(w.server_root.join("data/top.txt")).unwrap().modified().unwrap();
-    let local_t = std::fs::metadata(inbox.join("top.txt")).unwrap().modified().unwrap();
-    let diff = remote_t.duration_since(local_t).unwrap_or_else(|e| e.duration());
-    assert!(diff < Duration::from_secs(1), "mtime not carried over: {diff:?}");
+    let remote_t = std::fs::metadata(w.server_root.join("data/top.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let local_t = std::fs::metadata(inbox.join("top.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let diff = remote_t
+        .duration_since(local_t)
+        .unwrap_or_else(|e| e.duration());
+    assert!(
+        diff < Duration::from_secs(1),
+        "mtime not carried over: {diff:?}"
+    );
     // No temporary file is left on either side.
     for (name, _) in tree(&w.server_root).into_iter().chain(tree(&inbox)) {
-        assert!(!name.contains(".ferry-tmp"), "leftover temporary file {name}");
+        assert!(
+            !name.contains(".ferry-tmp"),
+            "leftover temporary file {name}"
+        );
     }
     // Every transferred file has its SHA-256 in state.
     let records = setup.store.lock().unwrap().records("pull").unwrap();
     assert_eq!(records.len(), 7);
-    assert!(records.values().all(|r| r.sha256.as_ref().is_some_and(|h| h.len() == 64)));
+    assert!(
+        records
+            .values()
+            .all(|r| r.sha256.as_ref().is_some_and(|h| h.len() == 64))
+    );
 }
 
 #[tokio::test]
@@ -104,10 +124,18 @@ async fn second_sync_with_nothing_changed_transfers_nothing() {
     setup.sync_ok("push").await;
     setup.sync_ok("pull").await;
     let again = setup.sync_ok("push").await;
-    assert_eq!(again.execution.transferred, 0, "{:?}", again.planned.plan.actions);
+    assert_eq!(
+        again.execution.transferred, 0,
+        "{:?}",
+        again.planned.plan.actions
+    );
     assert_eq!(again.skipped(), 7);
     let again = setup.sync_ok("pull").await;
-    assert_eq!(again.execution.transferred, 0, "{:?}", again.planned.plan.actions);
+    assert_eq!(
+        again.execution.transferred, 0,
+        "{:?}",
+        again.planned.plan.actions
+    );
 }
 
 #[tokio::test]
@@ -128,18 +156,30 @@ async fn changed_file_of_same_size_is_transferred_again() {
 
     // Push side: same size, new content and mtime.
     std::fs::write(outbox.join("a.txt"), b"version 2").unwrap();
-    set_mtime(&outbox.join("a.txt"), SystemTime::now() + Duration::from_secs(120));
+    set_mtime(
+        &outbox.join("a.txt"),
+        SystemTime::now() + Duration::from_secs(120),
+    );
     let pushed = setup.sync_ok("push").await;
     assert_eq!(pushed.execution.transferred, 1);
     assert_eq!(pushed.planned.plan.actions[0].path.as_str(), "a.txt");
-    assert_eq!(std::fs::read(w.server_root.join("data/a.txt")).unwrap(), b"version 2");
+    assert_eq!(
+        std::fs::read(w.server_root.join("data/a.txt")).unwrap(),
+        b"version 2"
+    );
 
     // Pull side: the server's copy changes (same size, later mtime).
     let remote_file = w.server_root.join("data/b.txt");
     std::fs::write(&remote_file, b"changed!!").unwrap();
     set_mtime(&remote_file, SystemTime::now() + Duration::from_secs(3600));
     let pulled = setup.sync_ok("pull").await;
-    let paths: Vec<_> = pulled.planned.plan.actions.iter().map(|a| a.path.as_str().to_owned()).collect();
+    let paths: Vec<_> = pulled
+        .planned
+        .plan
+        .actions
+        .iter()
+        .map(|a| a.path.as_str().to_owned())
+        .collect();
     assert_eq!(paths, vec!["a.txt", "b.txt"]);
     assert_eq!(std::fs::read(inbox.join("b.txt")).unwrap(), b"changed!!");
 }
@@ -156,7 +196,10 @@ async fn delete_mirrors_removals_only_when_asked() {
     mirror.delete = true;
     let setup = Setup::new(w.endpoint(), vec![mirror, plain]);
     setup.sync_ok("plain").await;
-    assert!(w.server_root.join("data/old dir/stale.txt").exists(), "deleted without delete: true");
+    assert!(
+        w.server_root.join("data/old dir/stale.txt").exists(),
+        "deleted without delete: true"
+    );
     let report = setup.sync_ok("mirror").await;
     assert_eq!(report.execution.deleted, 2);
     assert!(!w.server_root.join("data/old dir").exists());
@@ -172,11 +215,20 @@ async fn certificate_problems_stop_the_run_with_exit_code_3() {
         })
         .await;
         let inbox = w.local("inbox");
-        let setup = Setup::new(w.endpoint(), vec![job("pull", Direction::Pull, &inbox, "/data")]);
-        let err = setup.run("pull").await.expect_err("a bad certificate must be refused");
+        let setup = Setup::new(
+            w.endpoint(),
+            vec![job("pull", Direction::Pull, &inbox, "/data")],
+        );
+        let err = setup
+            .run("pull")
+            .await
+            .expect_err("a bad certificate must be refused");
         assert_eq!(err.exit_code(), 3, "{err}");
         let text = err.to_string();
-        assert!(text.contains("pull") && text.to_lowercase().contains("certificate"), "{kind:?}: {text}");
+        assert!(
+            text.contains("pull") && text.to_lowercase().contains("certificate"),
+            "{kind:?}: {text}"
+        );
     }
     // A valid certificate from a CA we do not trust.
     let w = start(EmbeddedOptions::default()).await;
@@ -185,9 +237,15 @@ async fn certificate_problems_stop_the_run_with_exit_code_3() {
     let mut ep = w.endpoint();
     ep.trust = TrustRoots::CaFile(other.server.ca_pem().to_path_buf());
     let setup = Setup::new(ep, vec![job("pull", Direction::Pull, &inbox, "/data")]);
-    let err = setup.run("pull").await.expect_err("unknown CA must be refused");
+    let err = setup
+        .run("pull")
+        .await
+        .expect_err("unknown CA must be refused");
     assert_eq!(err.exit_code(), 3);
-    assert!(err.to_string().contains("invalid peer certificate"), "{err}");
+    assert!(
+        err.to_string().contains("invalid peer certificate"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -200,14 +258,23 @@ async fn pinned_certificate_is_accepted_and_a_wrong_pin_refused() {
     // Trust roots that would refuse this server: the pin alone must decide.
     ep.trust = TrustRoots::CaFile(other.server.ca_pem().to_path_buf());
     ep.pin_sha256 = Some(w.server.server_cert_sha256());
-    let setup = Setup::new(ep.clone(), vec![job("pull", Direction::Pull, &inbox, "/data")]);
+    let setup = Setup::new(
+        ep.clone(),
+        vec![job("pull", Direction::Pull, &inbox, "/data")],
+    );
     assert_eq!(setup.sync_ok("pull").await.execution.transferred, 1);
 
     ep.pin_sha256 = Some(other.server.server_cert_sha256());
     let setup = Setup::new(ep, vec![job("pull", Direction::Pull, &inbox, "/data")]);
-    let err = setup.run("pull").await.expect_err("wrong pin must be refused");
+    let err = setup
+        .run("pull")
+        .await
+        .expect_err("wrong pin must be refused");
     assert_eq!(err.exit_code(), 3);
-    assert!(err.to_string().contains("does not match pin_sha256"), "{err}");
+    assert!(
+        err.to_string().contains("does not match pin_sha256"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -219,8 +286,14 @@ async fn client_certificate_authentication() {
     .await;
     std::fs::write(w.server_root.join("data/x.txt"), b"x").unwrap();
     let inbox = w.local("inbox");
-    let setup = Setup::new(w.endpoint(), vec![job("pull", Direction::Pull, &inbox, "/data")]);
-    let err = setup.run("pull").await.expect_err("no client certificate must be refused");
+    let setup = Setup::new(
+        w.endpoint(),
+        vec![job("pull", Direction::Pull, &inbox, "/data")],
+    );
+    let err = setup
+        .run("pull")
+        .await
+        .expect_err("no client certificate must be refused");
     assert_eq!(err.exit_code(), 3, "{err}");
 
     let mut ep = w.endpoint();
@@ -240,7 +313,9 @@ async fn wrong_password_is_an_authentication_failure() {
     let err = setup.run("pull").await.expect_err("bad password");
     assert_eq!(err.exit_code(), 3);
     match err {
-        ferry::job::JobError::Transport { error, .. } => assert_eq!(error.kind, ErrorKind::Auth, "{error}"),
+        ferry::job::JobError::Transport { error, .. } => {
+            assert_eq!(error.kind, ErrorKind::Auth, "{error}")
+        }
         other => panic!("unexpected {other}"),
     }
 }
@@ -256,7 +331,10 @@ async fn local_symlinks_are_not_followed_out_of_the_root() {
     std::os::unix::fs::symlink(&secret, outbox.join("leak.txt")).unwrap();
     std::os::unix::fs::symlink(w.local("outside"), outbox.join("leakdir")).unwrap();
     std::os::unix::fs::symlink(outbox.join("real.txt"), outbox.join("alias.txt")).unwrap();
-    let setup = Setup::new(w.endpoint(), vec![job("push", Direction::Push, &outbox, "/data")]);
+    let setup = Setup::new(
+        w.endpoint(),
+        vec![job("push", Direction::Push, &outbox, "/data")],
+    );
     setup.sync_ok("push").await;
     let remote = tree(&w.server_root.join("data"));
     assert_eq!(
@@ -275,9 +353,15 @@ async fn pull_never_writes_through_a_local_symlink() {
     std::os::unix::fs::symlink(&outside, inbox.join("sub")).unwrap();
     std::fs::create_dir_all(w.server_root.join("data/sub")).unwrap();
     std::fs::write(w.server_root.join("data/sub/evil.txt"), b"evil").unwrap();
-    let setup = Setup::new(w.endpoint(), vec![job("pull", Direction::Pull, &inbox, "/data")]);
+    let setup = Setup::new(
+        w.endpoint(),
+        vec![job("pull", Direction::Pull, &inbox, "/data")],
+    );
     let report = setup.run("pull").await.unwrap();
-    assert!(std::fs::read_dir(&outside).unwrap().next().is_none(), "wrote outside the root");
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "wrote outside the root"
+    );
     let skipped: Vec<String> = report
         .planned
         .plan
@@ -286,7 +370,9 @@ async fn pull_never_writes_through_a_local_symlink() {
         .map(|s| format!("{}: {}", s.path, s.reason))
         .collect();
     assert!(
-        skipped.iter().any(|s| s.starts_with("sub: ") && s.contains("symlink")),
+        skipped
+            .iter()
+            .any(|s| s.starts_with("sub: ") && s.contains("symlink")),
         "the link must be reported as skipped: {skipped:?}"
     );
 }
@@ -296,14 +382,28 @@ async fn plan_changes_nothing_and_gives_reasons() {
     let w = start(EmbeddedOptions::default()).await;
     let outbox = w.local("outbox");
     write_sample_tree(&outbox);
-    let setup = Setup::new(w.endpoint(), vec![job("push", Direction::Push, &outbox, "/data")]);
+    let setup = Setup::new(
+        w.endpoint(),
+        vec![job("push", Direction::Push, &outbox, "/data")],
+    );
     let job = setup.config.jobs.get("push").unwrap();
     let connector = ferry::job::connector_for(&setup.config, job).unwrap();
     let records = setup.store.lock().unwrap().records("push").unwrap();
-    let planned = ferry::job::plan_job(job, connector.as_ref(), &records).await.unwrap();
+    let planned = ferry::job::plan_job(job, connector.as_ref(), &records)
+        .await
+        .unwrap();
     assert_eq!(planned.plan.count(ActionKind::Upload), 7);
-    assert!(planned.plan.actions.iter().all(|a| a.reason.to_string() == "missing on remote"));
-    assert!(tree(&w.server_root.join("data")).is_empty(), "plan must not change the server");
+    assert!(
+        planned
+            .plan
+            .actions
+            .iter()
+            .all(|a| a.reason.to_string() == "missing on remote")
+    );
+    assert!(
+        tree(&w.server_root.join("data")).is_empty(),
+        "plan must not change the server"
+    );
     let json = ferry::report::plan_json("push", &planned);
     assert_eq!(json["plan"]["actions"][0]["kind"], "make_remote_dir");
 }

@@ -44,20 +44,32 @@ async fn round_trip(v: &Vsftpd, ep: ferry::config::Endpoint) {
     assert_eq!(tree(&outbox), tree(&inbox), "round trip changed something");
     // Nothing changed: nothing moves, on a server with only LIST.
     let again = setup.sync_ok("push").await;
-    assert_eq!(again.execution.transferred, 0, "{:?}", again.planned.plan.actions);
+    assert_eq!(
+        again.execution.transferred, 0,
+        "{:?}",
+        again.planned.plan.actions
+    );
     let again = setup.sync_ok("pull").await;
-    assert_eq!(again.execution.transferred, 0, "{:?}", again.planned.plan.actions);
+    assert_eq!(
+        again.execution.transferred, 0,
+        "{:?}",
+        again.planned.plan.actions
+    );
 }
 
 #[tokio::test]
 async fn round_trip_tls13_with_required_session_reuse() {
-    let Some(v) = server(VsftpdOptions::default()) else { return };
+    let Some(v) = server(VsftpdOptions::default()) else {
+        return;
+    };
     round_trip(&v, ep(&v)).await;
 }
 
 #[tokio::test]
 async fn round_trip_tls12_with_required_session_reuse() {
-    let Some(v) = server(VsftpdOptions::default()) else { return };
+    let Some(v) = server(VsftpdOptions::default()) else {
+        return;
+    };
     let mut e = ep(&v);
     e.tls_max_version = Some(TlsVersion::V1_2);
     round_trip(&v, e).await;
@@ -78,7 +90,9 @@ async fn round_trip_implicit_ftps() {
 
 #[tokio::test]
 async fn round_trip_active_mode_over_tls() {
-    let Some(v) = server(VsftpdOptions::default()) else { return };
+    let Some(v) = server(VsftpdOptions::default()) else {
+        return;
+    };
     let mut e = ep(&v);
     e.data_mode = DataMode::Active;
     round_trip(&v, e).await;
@@ -86,7 +100,9 @@ async fn round_trip_active_mode_over_tls() {
 
 #[tokio::test]
 async fn changed_remote_file_of_same_size_is_pulled_again() {
-    let Some(v) = server(VsftpdOptions::default()) else { return };
+    let Some(v) = server(VsftpdOptions::default()) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let inbox = dir.path().join("inbox");
     std::fs::create_dir_all(&inbox).unwrap();
@@ -106,13 +122,19 @@ async fn changed_remote_file_of_same_size_is_pulled_again() {
     )
     .unwrap();
     let report = setup.sync_ok("pull").await;
-    assert_eq!(report.execution.transferred, 1, "{:?}", report.planned.plan.actions);
+    assert_eq!(
+        report.execution.transferred, 1,
+        "{:?}",
+        report.planned.plan.actions
+    );
     assert_eq!(std::fs::read(inbox.join("a.csv")).unwrap(), b"7,8,9");
 }
 
 #[tokio::test]
 async fn one_failing_file_does_not_stop_the_run_or_damage_the_old_copy() {
-    let Some(v) = server(VsftpdOptions::default()) else { return };
+    let Some(v) = server(VsftpdOptions::default()) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let inbox = dir.path().join("inbox");
     std::fs::create_dir_all(&inbox).unwrap();
@@ -138,20 +160,35 @@ async fn one_failing_file_does_not_stop_the_run_or_damage_the_old_copy() {
     assert_eq!(std::fs::read(inbox.join("fine.txt")).unwrap(), b"fine");
     let failure = &report.execution.failures[0];
     assert_eq!(failure.path.as_str(), "locked.txt");
-    assert!(failure.error.to_string().contains("550"), "server reply missing: {}", failure.error);
-    assert_eq!(std::fs::read(inbox.join("locked.txt")).unwrap(), b"old local copy");
-    assert!(inbox.join("local-only.txt").exists(), "deleted after a failure");
+    assert!(
+        failure.error.to_string().contains("550"),
+        "server reply missing: {}",
+        failure.error
+    );
+    assert_eq!(
+        std::fs::read(inbox.join("locked.txt")).unwrap(),
+        b"old local copy"
+    );
+    assert!(
+        inbox.join("local-only.txt").exists(),
+        "deleted after a failure"
+    );
     assert!(report.execution.deletes_skipped.is_some());
     assert!(!tree(&inbox).keys().any(|k| k.contains("ferry-tmp")));
 }
 
 #[tokio::test]
 async fn check_connect_reports_session_reuse_and_features() {
-    let Some(v) = server(VsftpdOptions::default()) else { return };
+    let Some(v) = server(VsftpdOptions::default()) else {
+        return;
+    };
     std::fs::create_dir_all(v.root().join("data")).unwrap();
     v.give_root_to_user();
     let dir = tempfile::tempdir().unwrap();
-    let setup = Setup::new(ep(&v), vec![job("pull", Direction::Pull, dir.path(), "/data")]);
+    let setup = Setup::new(
+        ep(&v),
+        vec![job("pull", Direction::Pull, dir.path(), "/data")],
+    );
     let mut out = Vec::new();
     let code = ferry::check::connect_all(&setup.config, &mut out).await;
     let text = String::from_utf8(out).unwrap();

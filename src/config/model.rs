@@ -215,4 +215,3 @@ pub struct Job {
     pub settle: Duration,
     pub after_upload: AfterUpload,
 }
-

@@ -79,7 +79,10 @@ impl LocalDir {
             let inside = std::fs::canonicalize(path)
                 .map(|target| target.starts_with(&self.canonical_root))
                 .unwrap_or(false);
-            if inside && let Ok(target) = std::fs::metadata(path) && target.is_file() {
+            if inside
+                && let Ok(target) = std::fs::metadata(path)
+                && target.is_file()
+            {
                 return Entry::file(target.len(), mtime_of(&target));
             }
             return Entry {
@@ -180,7 +183,10 @@ impl Transport for LocalDir {
         let mut buf = vec![0u8; CHUNK];
         let mut sent = 0u64;
         loop {
-            let n = src.read(&mut buf).await.map_err(|e| io_err(op.clone(), e))?;
+            let n = src
+                .read(&mut buf)
+                .await
+                .map_err(|e| io_err(op.clone(), e))?;
             if n == 0 {
                 break;
             }
@@ -208,7 +214,10 @@ impl Transport for LocalDir {
         let mut buf = vec![0u8; CHUNK];
         let mut received = 0u64;
         loop {
-            let n = file.read(&mut buf).await.map_err(|e| io_err(op.clone(), e))?;
+            let n = file
+                .read(&mut buf)
+                .await
+                .map_err(|e| io_err(op.clone(), e))?;
             if n == 0 {
                 break;
             }

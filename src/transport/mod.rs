@@ -74,7 +74,10 @@ impl TransportError {
 
     /// Whether this error ends the whole run rather than one file.
     pub fn is_fatal(&self) -> bool {
-        matches!(self.kind, ErrorKind::Auth | ErrorKind::Tls | ErrorKind::Cancelled)
+        matches!(
+            self.kind,
+            ErrorKind::Auth | ErrorKind::Tls | ErrorKind::Cancelled
+        )
     }
 
     /// Classify a local I/O error met while transferring.

@@ -100,7 +100,10 @@ impl Setup {
 
     /// Run and insist on a clean outcome.
     pub async fn sync_ok(&self, name: &str) -> RunReport {
-        let report = self.run(name).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let report = self
+            .run(name)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(
             report.exit_code(),
             0,
@@ -160,7 +163,10 @@ pub fn tree(root: &Path) -> BTreeMap<String, String> {
                 out.insert(key, "dir".to_owned());
                 stack.push(child);
             } else if kind.is_file() {
-                out.insert(key, hex::encode(Sha256::digest(std::fs::read(entry.path()).unwrap())));
+                out.insert(
+                    key,
+                    hex::encode(Sha256::digest(std::fs::read(entry.path()).unwrap())),
+                );
             } else {
                 out.insert(key, "other".to_owned());
             }

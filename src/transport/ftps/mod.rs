@@ -89,8 +89,8 @@ impl FtpsConnector {
                 .await?;
                 let config = tls::client_config(ep, &self.roots)?;
                 let (connector, seen) = ObservingConnector::new(config);
-                let ftp = with_timeout(timeout, "AUTH TLS", ftp.into_secure(connector, &ep.host))
-                    .await?;
+                let ftp =
+                    with_timeout(timeout, "AUTH TLS", ftp.into_secure(connector, &ep.host)).await?;
                 (ftp, Some(seen))
             }
             TlsMode::Implicit => {
@@ -246,7 +246,9 @@ fn is_unroutable(ip: IpAddr, control_ip: IpAddr) -> bool {
                 // A private or loopback address only makes sense when the control peer is one too.
                 || ((v4.is_private() || v4.is_loopback()) && !control_is_local(control_ip))
         }
-        IpAddr::V6(v6) => v6.is_unspecified() || (v6.is_loopback() && !control_is_local(control_ip)),
+        IpAddr::V6(v6) => {
+            v6.is_unspecified() || (v6.is_loopback() && !control_is_local(control_ip))
+        }
     }
 }
 
@@ -456,10 +458,13 @@ impl Transport for FtpsSession {
         let mut buf = vec![0u8; CHUNK];
         let mut sent = 0u64;
         loop {
-            let n = src
-                .read(&mut buf)
-                .await
-                .map_err(|e| TransportError::new(ErrorKind::Permanent, &op, format!("reading local file: {e}")))?;
+            let n = src.read(&mut buf).await.map_err(|e| {
+                TransportError::new(
+                    ErrorKind::Permanent,
+                    &op,
+                    format!("reading local file: {e}"),
+                )
+            })?;
             if n == 0 {
                 break;
             }
@@ -502,7 +507,11 @@ impl Transport for FtpsSession {
                 break;
             }
             dst.write_all(&buf[..n]).await.map_err(|e| {
-                TransportError::new(ErrorKind::Permanent, &op, format!("writing local file: {e}"))
+                TransportError::new(
+                    ErrorKind::Permanent,
+                    &op,
+                    format!("writing local file: {e}"),
+                )
             })?;
             received += n as u64;
             progress(n as u64);

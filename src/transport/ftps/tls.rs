@@ -52,7 +52,10 @@ pub fn load_roots(trust: &TrustRoots) -> Result<Arc<RootCertStore>, TransportErr
         TrustRoots::CaFile(path) => {
             for cert in read_certs(path)? {
                 roots.add(cert).map_err(|e| {
-                    tls_error(format!("CA file {}: unusable certificate: {e}", path.display()))
+                    tls_error(format!(
+                        "CA file {}: unusable certificate: {e}",
+                        path.display()
+                    ))
                 })?;
             }
         }
