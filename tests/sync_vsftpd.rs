@@ -204,3 +204,56 @@ async fn check_connect_reports_session_reuse_and_features() {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
 }
+
+/// Several GB through vsftpd and back, streamed: run by hand with
+/// `FERRY_BIG_MB=3072 cargo test --release --test sync_vsftpd -- --ignored --nocapture`
+/// (too slow for every CI run; the figures go into the closing note).
+#[tokio::test]
+#[ignore]
+async fn multi_gigabyte_round_trip() {
+    use std::io::Write;
+    let Some(v) = server(VsftpdOptions::default()) else { return };
+    let mb: usize = std::env::var("FERRY_BIG_MB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3072);
+    let dir = tempfile::tempdir_in(std::env::var("FERRY_BIG_DIR").unwrap_or("/tmp".into())).unwrap();
+    let (outbox, inbox) = (dir.path().join("outbox"), dir.path().join("inbox"));
+    std::fs::create_dir_all(&outbox).unwrap();
+    std::fs::create_dir_all(&inbox).unwrap();
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(outbox.join("big.bin")).unwrap());
+        let block = common::pseudo_random(1024 * 1024, 9);
+        for i in 0..mb {
+            let mut b = block.clone();
+            b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            f.write_all(&b).unwrap();
+        }
+    }
+    std::fs::create_dir_all(v.root().join("data")).unwrap();
+    v.give_root_to_user();
+    let setup = Setup::new(
+        ep(&v),
+        vec![
+            job("push", Direction::Push, &outbox, "/data"),
+            job("pull", Direction::Pull, &inbox, "/data"),
+        ],
+    );
+    let pushed = setup.sync_ok("push").await;
+    let pulled = setup.sync_ok("pull").await;
+    let secs = |r: &ferry::job::RunReport| r.duration.as_secs_f64();
+    println!(
+        "{mb} MiB: push {:.1}s ({:.0} MiB/s), pull {:.1}s ({:.0} MiB/s)",
+        secs(&pushed),
+        mb as f64 / secs(&pushed),
+        secs(&pulled),
+        mb as f64 / secs(&pulled)
+    );
+    let records = setup.store.lock().unwrap().records("pull").unwrap();
+    let pushed_records = setup.store.lock().unwrap().records("push").unwrap();
+    assert_eq!(records.values().next().unwrap().sha256, pushed_records.values().next().unwrap().sha256);
+    assert_eq!(
+        std::fs::metadata(inbox.join("big.bin")).unwrap().len(),
+        (mb * 1024 * 1024) as u64
+    );
+}

@@ -198,12 +198,14 @@ impl FtpsConnector {
             data_session_resumed: None,
             banner,
         };
+        let epsv = ep.data_mode == DataMode::Passive && capabilities.epsv;
         Ok(FtpsSession {
             ftp,
             root: self.root.clone(),
             timeout,
             capabilities,
             seen,
+            epsv,
         })
     }
 }
@@ -350,6 +352,16 @@ pub struct FtpsSession {
     timeout: Duration,
     capabilities: Capabilities,
     seen: Option<Arc<Mutex<TlsObservations>>>,
+    /// EPSV is in use and may still turn out to be refused (then PASV takes over).
+    epsv: bool,
+}
+
+/// Whether a reply means the server does not understand or allow EPSV.
+fn is_epsv_refusal(e: &TransportError) -> bool {
+    e.kind == ErrorKind::Permanent
+        && ["500", "501", "502", "522"]
+            .iter()
+            .any(|code| e.message.starts_with(code))
 }
 
 impl FtpsSession {
@@ -382,6 +394,19 @@ impl FtpsSession {
             .map_err(|e| classify(op, e))
     }
 
+    /// After a data command failed: if EPSV was refused, switch this session to PASV for good
+    /// and tell the caller to try once more.
+    fn fall_back_to_pasv(&mut self, e: &TransportError) -> bool {
+        if !(self.epsv && is_epsv_refusal(e)) {
+            return false;
+        }
+        tracing::info!(error = %e, "EPSV refused; falling back to PASV");
+        self.epsv = false;
+        self.capabilities.epsv = false;
+        self.ftp.set_mode(Mode::Passive);
+        true
+    }
+
     async fn list_lines(&mut self, dir: &str) -> Result<Vec<String>> {
         // CWD then a bare listing: some servers read LIST arguments as options or globs.
         let cwd_op = format!("CWD {dir}");
@@ -389,10 +414,20 @@ impl FtpsSession {
         self.run(&cwd_op, async |f| f.cwd(&dir_owned).await).await?;
         let lines = if self.capabilities.mlsd {
             let op = format!("MLSD {dir}");
-            self.run(&op, async |f| f.mlsd(None).await).await?
+            match self.run(&op, async |f| f.mlsd(None).await).await {
+                Err(e) if self.fall_back_to_pasv(&e) => {
+                    self.run(&op, async |f| f.mlsd(None).await).await?
+                }
+                other => other?,
+            }
         } else {
             let op = format!("LIST {dir}");
-            self.run(&op, async |f| f.list(None).await).await?
+            match self.run(&op, async |f| f.list(None).await).await {
+                Err(e) if self.fall_back_to_pasv(&e) => {
+                    self.run(&op, async |f| f.list(None).await).await?
+                }
+                other => other?,
+            }
         };
         self.note_data_connection();
         Ok(lines)
@@ -451,9 +486,16 @@ impl Transport for FtpsSession {
         let remote = self.remote(path);
         let op = format!("STOR {remote}");
         let timeout = self.timeout;
-        let mut stream = self
+        let mut stream = match self
             .run(&op, async |f| f.put_with_stream(&remote).await)
-            .await?;
+            .await
+        {
+            Err(e) if self.fall_back_to_pasv(&e) => {
+                self.run(&op, async |f| f.put_with_stream(&remote).await)
+                    .await?
+            }
+            other => other?,
+        };
         self.note_data_connection();
         let mut buf = vec![0u8; CHUNK];
         let mut sent = 0u64;
@@ -492,9 +534,16 @@ impl Transport for FtpsSession {
         let remote = self.remote(path);
         let op = format!("RETR {remote}");
         let timeout = self.timeout;
-        let mut stream = self
+        let mut stream = match self
             .run(&op, async |f| f.retr_as_stream(&remote).await)
-            .await?;
+            .await
+        {
+            Err(e) if self.fall_back_to_pasv(&e) => {
+                self.run(&op, async |f| f.retr_as_stream(&remote).await)
+                    .await?
+            }
+            other => other?,
+        };
         self.note_data_connection();
         let mut buf = vec![0u8; CHUNK];
         let mut received = 0u64;
