@@ -419,7 +419,11 @@ async fn accept_connections(
                     tracing::debug!(%peer, "embedded FTPS server accepted a connection");
                     sessions.spawn(serve_connection(stream, setup.clone()));
                 }
-                Err(e) => tracing::warn!(error = %e, "embedded FTPS server cannot accept"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "embedded FTPS server cannot accept");
+                    // Errors such as EMFILE persist for a while; do not spin on them.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
             },
             // Reap finished sessions so the set does not grow with every connection.
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}

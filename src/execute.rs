@@ -179,11 +179,11 @@ pub async fn execute(plan: &Plan, remote: &Listing, ctx: &Context) -> Execution 
     // 3. Deletes, last, and only after a clean run.
     let deletes: Vec<&Action> = plan.actions.iter().filter(|a| a.kind.is_delete()).collect();
     if !deletes.is_empty() {
-        if out.fatal.is_some() || !out.failures.is_empty() {
+        let errors = out.failures.len() + usize::from(out.fatal.is_some()) + plan.conflicts.len();
+        if errors > 0 {
             out.deletes_skipped = Some(format!(
-                "{} planned deletion(s) skipped because {} action(s) failed in this run",
+                "{} planned deletion(s) skipped because of {errors} error(s) in this run",
                 deletes.len(),
-                out.failures.len() + usize::from(out.fatal.is_some())
             ));
         } else {
             run_deletes(&deletes, ctx, &mut session, &mut out).await;

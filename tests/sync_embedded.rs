@@ -424,3 +424,20 @@ async fn big_file_round_trip() {
     setup.sync_ok("pull").await;
     assert_eq!(tree(&outbox), tree(&inbox));
 }
+
+#[tokio::test]
+async fn a_conflict_is_reported_and_blocks_deletes() {
+    let w = start(EmbeddedOptions::default()).await;
+    let outbox = w.local("outbox");
+    std::fs::write(outbox.join("clash"), b"a file here").unwrap();
+    std::fs::create_dir_all(w.server_root.join("data/clash")).unwrap();
+    std::fs::write(w.server_root.join("data/remote-only.txt"), b"extra").unwrap();
+    let mut mirror = job("mirror", Direction::Push, &outbox, "/data");
+    mirror.delete = true;
+    let setup = Setup::new(w.endpoint(), vec![mirror]);
+    let report = setup.run("mirror").await.unwrap();
+    assert_eq!(report.exit_code(), 1);
+    assert_eq!(report.planned.plan.conflicts[0].path.as_str(), "clash");
+    assert!(report.execution.deletes_skipped.is_some());
+    assert!(w.server_root.join("data/remote-only.txt").exists());
+}

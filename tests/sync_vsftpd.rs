@@ -212,12 +212,15 @@ async fn check_connect_reports_session_reuse_and_features() {
 #[ignore]
 async fn multi_gigabyte_round_trip() {
     use std::io::Write;
-    let Some(v) = server(VsftpdOptions::default()) else { return };
+    let Some(v) = server(VsftpdOptions::default()) else {
+        return;
+    };
     let mb: usize = std::env::var("FERRY_BIG_MB")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3072);
-    let dir = tempfile::tempdir_in(std::env::var("FERRY_BIG_DIR").unwrap_or("/tmp".into())).unwrap();
+    let dir =
+        tempfile::tempdir_in(std::env::var("FERRY_BIG_DIR").unwrap_or("/tmp".into())).unwrap();
     let (outbox, inbox) = (dir.path().join("outbox"), dir.path().join("inbox"));
     std::fs::create_dir_all(&outbox).unwrap();
     std::fs::create_dir_all(&inbox).unwrap();
@@ -251,7 +254,10 @@ async fn multi_gigabyte_round_trip() {
     );
     let records = setup.store.lock().unwrap().records("pull").unwrap();
     let pushed_records = setup.store.lock().unwrap().records("push").unwrap();
-    assert_eq!(records.values().next().unwrap().sha256, pushed_records.values().next().unwrap().sha256);
+    assert_eq!(
+        records.values().next().unwrap().sha256,
+        pushed_records.values().next().unwrap().sha256
+    );
     assert_eq!(
         std::fs::metadata(inbox.join("big.bin")).unwrap().len(),
         (mb * 1024 * 1024) as u64

@@ -158,6 +158,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut sessions = tokio::task::JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
         sessions.spawn(serve_session(stream, shared.clone()));
