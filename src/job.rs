@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::{Config, Direction, Job, TlsMode};
 use crate::execute::{self, Context, Execution, Observer};
@@ -183,7 +184,10 @@ pub async fn run_job(
         let id = s.start_run(&job.name, trigger).map_err(state_err)?;
         (id, s.records(&job.name).map_err(state_err)?)
     };
-    let planned = plan_job(job, connector.as_ref(), &records).await;
+    let span = tracing::info_span!("job_run", job = %job.name, run_id, trigger);
+    let planned = plan_job(job, connector.as_ref(), &records)
+        .instrument(span.clone())
+        .await;
     let planned = match planned {
         Ok(p) => p,
         Err(e) => {
@@ -216,7 +220,9 @@ pub async fn run_job(
         cancel,
         observer,
     };
-    let execution = execute::execute(&planned.plan, &planned.remote, &ctx).await;
+    let execution = execute::execute(&planned.plan, &planned.remote, &ctx)
+        .instrument(span)
+        .await;
     if !planned.plan.forget.is_empty()
         && let Ok(s) = store.lock()
     {
