@@ -227,13 +227,7 @@ async fn run_one(
     let on_plan = move |planned: &Planned| {
         let _ = report::print_plan(&job.name, planned, &mut std::io::stdout());
         let _ = std::io::stdout().flush();
-        let transfers = planned
-            .plan
-            .actions
-            .iter()
-            .filter(|a| a.kind.is_transfer())
-            .count() as u64;
-        p.set_plan(transfers, planned.plan.transfer_bytes());
+        p.set_plan(&planned.plan);
     };
     let report = job::run_job(
         config,

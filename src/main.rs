@@ -281,13 +281,7 @@ async fn sync_jobs(config: &Config, names: &[String]) -> u8 {
         let progress = Arc::new(ProgressObserver::new(std::io::stderr().is_terminal()));
         let p = progress.clone();
         let on_plan = move |planned: &job::Planned| {
-            let transfers = planned
-                .plan
-                .actions
-                .iter()
-                .filter(|a| a.kind.is_transfer())
-                .count() as u64;
-            p.set_plan(transfers, planned.plan.transfer_bytes());
+            p.set_plan(&planned.plan);
         };
         let result = job::run_job(
             config,

@@ -172,7 +172,9 @@ impl ProgressObserver {
     }
 
     /// Size the bar once the plan is known.
-    pub fn set_plan(&self, files: u64, bytes: u64) {
+    pub fn set_plan(&self, plan: &crate::plan::Plan) {
+        let files = plan.actions.iter().filter(|a| a.kind.is_transfer()).count() as u64;
+        let bytes = plan.transfer_bytes();
         self.files_total.store(files, Ordering::Relaxed);
         self.bar.set_length(bytes);
         self.bar.set_message(format!("0/{files} files"));

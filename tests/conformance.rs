@@ -4,11 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 mod support;
 
 use std::sync::Arc;
 
-use ferry::config::{DataMode, Endpoint, PasswordSource, Secret, TlsMode, TrustRoots};
+use ferry::config::Secret;
 use ferry::embedded::{EmbeddedOptions, EmbeddedServer};
 use ferry::listing::EntryKind;
 use ferry::path::RelPath;
@@ -148,30 +149,6 @@ async fn local_directory_conforms() {
     conformance(&LocalConnector::new(dir.path())).await;
 }
 
-fn ftps_endpoint(
-    addr: std::net::SocketAddr,
-    ca: &std::path::Path,
-    user: &str,
-    password: &str,
-) -> Endpoint {
-    Endpoint {
-        name: "conformance".into(),
-        host: addr.ip().to_string(),
-        port: addr.port(),
-        tls: TlsMode::Explicit,
-        user: user.into(),
-        password: PasswordSource::Literal(Secret::new(password)),
-        trust: TrustRoots::CaFile(ca.to_path_buf()),
-        pin_sha256: None,
-        client_cert: None,
-        client_key: None,
-        data_mode: DataMode::Passive,
-        max_connections: 1,
-        timeout: std::time::Duration::from_secs(10),
-        tls_max_version: None,
-    }
-}
-
 #[tokio::test]
 async fn embedded_ftps_conforms() {
     let dir = tempfile::tempdir().unwrap();
@@ -188,7 +165,7 @@ async fn embedded_ftps_conforms() {
     )
     .await
     .unwrap();
-    let ep = ftps_endpoint(server.addr(), server.ca_pem(), "ferry", "ferry");
+    let ep = common::endpoint(server.addr(), server.ca_pem(), "ferry", "ferry");
     let connector = Arc::new(FtpsConnector::new(ep, "/c", Some(Secret::new("ferry"))).unwrap());
     conformance(connector.as_ref()).await;
     server.shutdown().await;
@@ -201,7 +178,7 @@ async fn vsftpd_conforms() {
     };
     std::fs::create_dir_all(v.root().join("c")).unwrap();
     v.give_root_to_user();
-    let ep = ftps_endpoint(v.addr(), v.ca_pem(), v.user(), v.password());
+    let ep = common::endpoint(v.addr(), v.ca_pem(), v.user(), v.password());
     let connector = FtpsConnector::new(ep, "/c", Some(Secret::new(v.password()))).unwrap();
     conformance(&connector).await;
 }
