@@ -154,6 +154,9 @@ async fn changed_file_of_same_size_is_transferred_again() {
     setup.sync_ok("push").await;
     setup.sync_ok("pull").await;
 
+    // The server stamps uploads with its clock at second precision (MLSD): let a second pass
+    // so the re-upload below is visible to the pull job as a change, not a same-second rewrite.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     // Push side: same size, new content and mtime.
     std::fs::write(outbox.join("a.txt"), b"version 2").unwrap();
     set_mtime(
