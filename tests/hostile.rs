@@ -179,3 +179,30 @@ async fn a_stalled_data_connection_times_out_and_leaves_no_partial_file() {
         tree(dir.path())
     );
 }
+
+#[tokio::test]
+async fn refused_epsv_falls_back_to_pasv_behind_nat() {
+    // The PASV reply announces 0.0.0.0. Linux would route that to loopback anyway, so this test
+    // proves the fallback and that such a reply works; the rewrite rule itself is unit-tested in
+    // transport::ftps (pasv_rewrite_replaces_only_unroutable_addresses).
+    let server = Hostile::listing_behind_nat(vec![list_line('-', "ok.txt")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new(
+        endpoint(
+            server.addr(),
+            server.ca_pem(),
+            server.user(),
+            server.password(),
+        ),
+        vec![job("pull", Direction::Pull, dir.path(), "/data")],
+    );
+    let report = setup.sync_ok("pull").await;
+    assert_eq!(report.execution.transferred, 1);
+    assert_eq!(
+        std::fs::read(dir.path().join("ok.txt")).unwrap(),
+        HOSTILE_CONTENT
+    );
+    let commands = server.commands();
+    assert!(commands.iter().any(|c| c == "EPSV"), "{commands:?}");
+    assert!(commands.iter().any(|c| c == "PASV"), "{commands:?}");
+}

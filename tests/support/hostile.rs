@@ -55,17 +55,23 @@ impl Hostile {
     /// Answer LIST of any directory with exactly `lines` (and MLSD too when `mlsd`, which FEAT
     /// then advertises). Must be called inside a tokio runtime.
     pub async fn listing(lines: Vec<String>, mlsd: bool) -> Hostile {
-        Self::start(Script::Listing { lines, mlsd }).await
+        Self::start(Script::Listing { lines, mlsd }, false).await
+    }
+
+    /// Like [`listing`](Self::listing) (LIST only), as a server behind NAT would behave: FEAT
+    /// advertises EPSV but EPSV is refused (502), and PASV announces the unroutable 0.0.0.0.
+    pub async fn listing_behind_nat(lines: Vec<String>) -> Hostile {
+        Self::start(Script::Listing { lines, mlsd: false }, true).await
     }
 
     /// Log in normally, then never answer the next command.
     pub async fn stall_after_login() -> Hostile {
-        Self::start(Script::StallAfterLogin).await
+        Self::start(Script::StallAfterLogin, false).await
     }
 
     /// Open the data connection for RETR, then send nothing and never reply 226.
     pub async fn stall_data() -> Hostile {
-        Self::start(Script::StallData).await
+        Self::start(Script::StallData, false).await
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -96,7 +102,7 @@ impl Hostile {
         self.commands.lock().unwrap().clone()
     }
 
-    async fn start(script: Script) -> Hostile {
+    async fn start(script: Script, nat: bool) -> Hostile {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::generate(dir.path(), CertKind::Valid).unwrap();
         let acceptor = TlsAcceptor::from(server_config(&pki));
@@ -107,6 +113,7 @@ impl Hostile {
         let shared = Arc::new(Shared {
             acceptor,
             script,
+            nat,
             requested: requested.clone(),
             commands: commands.clone(),
         });
@@ -149,6 +156,8 @@ fn server_config(pki: &Pki) -> Arc<ServerConfig> {
 struct Shared {
     acceptor: TlsAcceptor,
     script: Script,
+    /// Refuse EPSV and announce 0.0.0.0 in PASV replies.
+    nat: bool,
     requested: Arc<Mutex<Vec<String>>>,
     commands: Arc<Mutex<Vec<String>>>,
 }
@@ -274,6 +283,7 @@ where
         "CWD" => reply(control, "250 Directory successfully changed.").await,
         "OPTS" => reply(control, "200 Always in UTF8 mode.").await,
         "NOOP" => reply(control, "200 NOOP ok.").await,
+        "EPSV" if shared.nat => reply(control, "502 EPSV not allowed behind this NAT.").await,
         "EPSV" => {
             let port = open_passive(session).await?;
             reply(
@@ -287,7 +297,11 @@ where
             let (hi, lo) = (port >> 8, port & 0xff);
             reply(
                 control,
-                &format!("227 Entering Passive Mode (127,0,0,1,{hi},{lo})."),
+                &if shared.nat {
+                    format!("227 Entering Passive Mode (0,0,0,0,{hi},{lo}).")
+                } else {
+                    format!("227 Entering Passive Mode (127,0,0,1,{hi},{lo}).")
+                },
             )
             .await
         }
