@@ -175,6 +175,11 @@ impl ProgressObserver {
     pub fn set_plan(&self, plan: &crate::plan::Plan) {
         let files = plan.actions.iter().filter(|a| a.kind.is_transfer()).count() as u64;
         let bytes = plan.transfer_bytes();
+        if files == 0 {
+            // Nothing to move: no bar at all, the summary line says it.
+            self.bar.set_draw_target(ProgressDrawTarget::hidden());
+            return;
+        }
         self.files_total.store(files, Ordering::Relaxed);
         self.bar.set_length(bytes);
         self.bar.set_message(format!("0/{files} files"));
