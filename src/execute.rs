@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Direction, RetryPolicy, Verify};
+use crate::config::{AfterUpload, Direction, RetryPolicy, Verify};
 use crate::listing::{Listing, Mtime};
 use crate::path::RelPath;
 use crate::plan::{Action, ActionKind, Plan, SyncRecord};
@@ -95,6 +95,8 @@ pub struct Context {
     pub local_root: PathBuf,
     pub verify: Verify,
     pub retry: RetryPolicy,
+    /// What to do with a local file once it is uploaded and verified.
+    pub after_upload: AfterUpload,
     pub max_connections: usize,
     pub connector: Arc<dyn Connector>,
     pub store: Arc<Mutex<Store>>,
@@ -455,11 +457,69 @@ async fn upload_file(
     };
     save_record(ctx, path, &record, &op)?;
     tracing::info!(job = %ctx.job, path = %path, bytes = sent, sha256 = %sha, verified, "uploaded");
+    apply_after_upload(&ctx.after_upload, &local, path).await?;
     Ok(FileOutcome {
         bytes: sent,
         verified,
         sha256: Some(sha),
     })
+}
+
+/// Delete or archive a local file that is now safely on the server. A failure here is
+/// reported against the file; the upload itself stands (and is recorded).
+async fn apply_after_upload(
+    after: &AfterUpload,
+    local: &Path,
+    path: &RelPath,
+) -> Result<(), TransportError> {
+    let op = format!("after_upload {path}");
+    match after {
+        AfterUpload::Keep => Ok(()),
+        AfterUpload::Delete => tokio::fs::remove_file(local)
+            .await
+            .map_err(|e| local_err(format!("{op}: delete {}", local.display()), e)),
+        AfterUpload::MoveTo(dir) => {
+            let target = free_name(&path.to_local(dir)).await;
+            if let Some(parent) = target.parent() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| local_err(format!("{op}: create {}", parent.display()), e))?;
+            }
+            match tokio::fs::rename(local, &target).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                    // Another filesystem: copy, flush, then remove the original.
+                    tokio::fs::copy(local, &target)
+                        .await
+                        .map_err(|e| local_err(format!("{op}: copy to {}", target.display()), e))?;
+                    if let Ok(f) = tokio::fs::File::open(&target).await {
+                        let _ = f.sync_all().await;
+                    }
+                    tokio::fs::remove_file(local)
+                        .await
+                        .map_err(|e| local_err(format!("{op}: delete {}", local.display()), e))
+                }
+                Err(e) => Err(local_err(format!("{op}: move to {}", target.display()), e)),
+            }
+        }
+    }
+}
+
+/// `path` itself if nothing is there, else `path.1`, `path.2`, ...: archiving never overwrites.
+async fn free_name(path: &Path) -> PathBuf {
+    if tokio::fs::symlink_metadata(path).await.is_err() {
+        return path.to_path_buf();
+    }
+    let mut n = 1u32;
+    loop {
+        let mut candidate = path.as_os_str().to_owned();
+        candidate.push(format!(".{n}"));
+        let candidate = PathBuf::from(candidate);
+        if tokio::fs::symlink_metadata(&candidate).await.is_err() {
+            return candidate;
+        }
+        n += 1;
+    }
 }
 
 /// Check an uploaded temporary file. Returns whether a check beyond the byte count passed.

@@ -214,6 +214,7 @@ pub async fn run_job(
         local_root: job.local.clone(),
         verify: job.verify,
         retry: job.retry,
+        after_upload: job.after_upload.clone(),
         max_connections: endpoint_budget,
         connector,
         store: store.clone(),

@@ -444,3 +444,42 @@ async fn a_conflict_is_reported_and_blocks_deletes() {
     assert!(report.execution.deletes_skipped.is_some());
     assert!(w.server_root.join("data/remote-only.txt").exists());
 }
+
+#[tokio::test]
+async fn after_upload_deletes_or_archives_verified_files() {
+    use ferry::config::AfterUpload;
+    let w = start(EmbeddedOptions::default()).await;
+    let (outbox, archive, drop_box) = (w.local("outbox"), w.local("archive"), w.local("drop"));
+    std::fs::create_dir_all(outbox.join("sub")).unwrap();
+    std::fs::write(outbox.join("sub/a.csv"), b"a").unwrap();
+    std::fs::write(archive.join("placeholder"), b"").unwrap();
+    std::fs::create_dir_all(archive.join("sub")).unwrap();
+    std::fs::write(archive.join("sub/a.csv"), b"older archived copy").unwrap();
+    std::fs::write(drop_box.join("b.csv"), b"b").unwrap();
+    let mut archiving = job("archiving", Direction::Push, &outbox, "/data");
+    archiving.after_upload = AfterUpload::MoveTo(archive.clone());
+    let mut deleting = job("deleting", Direction::Push, &drop_box, "/data");
+    deleting.after_upload = AfterUpload::Delete;
+    let setup = Setup::new(w.endpoint(), vec![archiving, deleting]);
+    setup.sync_ok("archiving").await;
+    setup.sync_ok("deleting").await;
+    assert_eq!(
+        std::fs::read(w.server_root.join("data/sub/a.csv")).unwrap(),
+        b"a"
+    );
+    assert_eq!(
+        std::fs::read(w.server_root.join("data/b.csv")).unwrap(),
+        b"b"
+    );
+    assert!(!outbox.join("sub/a.csv").exists() && !drop_box.join("b.csv").exists());
+    // Archived beside the older copy, never over it.
+    assert_eq!(
+        std::fs::read(archive.join("sub/a.csv")).unwrap(),
+        b"older archived copy"
+    );
+    assert_eq!(std::fs::read(archive.join("sub/a.csv.1")).unwrap(), b"a");
+    // The next run sees nothing to do and deletes nothing on the server.
+    let again = setup.sync_ok("archiving").await;
+    assert_eq!(again.execution.transferred + again.execution.deleted, 0);
+    assert!(w.server_root.join("data/sub/a.csv").exists());
+}

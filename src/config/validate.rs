@@ -854,6 +854,21 @@ impl Checker<'_> {
         if let (Some(direction), Some(local)) = (direction, &local) {
             self.warn_push_only_keys(&place, direction, watch, after_upload.as_ref(), local);
         }
+        let delete = raw.delete.unwrap_or(false);
+        if delete
+            && direction == Some(Direction::Push)
+            && matches!(
+                after_upload,
+                Some(AfterUpload::Delete | AfterUpload::MoveTo(_))
+            )
+        {
+            // The next run would mirror the local removal onto the server.
+            self.report_at(
+                &place,
+                place.key("after_upload"),
+                "after_upload removes pushed files locally, and delete: true would then delete them on the server; use one or the other",
+            );
+        }
 
         Some(Job {
             name: name.to_owned(),
@@ -864,7 +879,7 @@ impl Checker<'_> {
             schedule: schedule?,
             timezone: timezone?,
             filter: Filter::new(include?, exclude?),
-            delete: raw.delete.unwrap_or(false),
+            delete,
             verify: match raw.verify {
                 None | Some(RawVerify::Size) => Verify::Size,
                 Some(RawVerify::Hash) => Verify::Hash,
@@ -1391,6 +1406,12 @@ endpoints:
                 ],
             ),
             (
+                "jobs:\n  nightly:\n    endpoint: acme\n    direction: push\n    local: outbox\n    remote: /in\n    delete: true\n    after_upload: delete\n",
+                &[
+                    "jobs.yaml:14:5: job `nightly`: after_upload removes pushed files locally, and delete: true would then delete them on the server; use one or the other",
+                ],
+            ),
+            (
                 "jobs:\n  nightly:\n    endpoint: acme\n    direction: pull\n    local: drops\n    remote: /out\n    delete: yes\n    settle: 2 seconds please\n",
                 &[
                     "jobs.yaml:13:13: job `nightly`: invalid type: string \"yes\", expected a boolean",
@@ -1818,7 +1839,7 @@ jobs:
     timezone: Europe/Berlin
     include: [\"**/*.csv\", \"*.txt\"]
     exclude: [\"**/*.tmp\"]
-    delete: true
+    delete: false
     verify: readback
     retry: { attempts: 5, initial: 500ms, max: 5m }
     watch: true
@@ -1865,7 +1886,7 @@ jobs:
         assert!(!j.filter.allows_file("sub/deep.txt"));
         assert!(!j.filter.allows_file("x/y.tmp.csv.tmp"));
         assert!(!j.filter.allows_dir("z.tmp"));
-        assert!(j.delete);
+        assert!(!j.delete);
         assert_eq!(j.verify, Verify::Readback);
         assert_eq!(
             j.retry,
