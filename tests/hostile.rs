@@ -206,3 +206,43 @@ async fn refused_epsv_falls_back_to_pasv_behind_nat() {
     assert!(commands.iter().any(|c| c == "EPSV"), "{commands:?}");
     assert!(commands.iter().any(|c| c == "PASV"), "{commands:?}");
 }
+
+#[tokio::test]
+async fn cancelling_a_run_stops_a_transfer_and_removes_its_partial_file() {
+    let server = Hostile::stall_data().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ep = endpoint(
+        server.addr(),
+        server.ca_pem(),
+        server.user(),
+        server.password(),
+    );
+    ep.timeout = Duration::from_secs(600);
+    let setup = Setup::new(ep, vec![job("pull", Direction::Pull, dir.path(), "/data")]);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        // Long enough to be inside the stalled RETR.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        trigger.cancel();
+    });
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        setup.run_with_cancel("pull", cancel),
+    )
+    .await
+    .expect("cancellation must end the run")
+    .expect("the run reports");
+    let fatal = report
+        .execution
+        .fatal
+        .as_ref()
+        .expect("stopped by cancellation");
+    assert_eq!(fatal.kind, ferry::transport::ErrorKind::Cancelled);
+    assert_eq!(report.exit_code(), 1);
+    assert!(
+        tree(dir.path()).is_empty(),
+        "partial file left: {:?}",
+        tree(dir.path())
+    );
+}

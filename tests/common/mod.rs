@@ -85,13 +85,21 @@ impl Setup {
     }
 
     pub async fn run(&self, name: &str) -> Result<RunReport, JobError> {
+        self.run_with_cancel(name, CancellationToken::new()).await
+    }
+
+    pub async fn run_with_cancel(
+        &self,
+        name: &str,
+        cancel: CancellationToken,
+    ) -> Result<RunReport, JobError> {
         let job = self.config.jobs.get(name).unwrap();
         job::run_job(
             &self.config,
             job,
             self.store.clone(),
             "test",
-            CancellationToken::new(),
+            cancel,
             Arc::new(Silent),
             &|_| {},
         )
