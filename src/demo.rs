@@ -166,6 +166,7 @@ pub async fn run(cancel: CancellationToken) -> Result<(), DemoError> {
         max_connections: 2,
         timeout: Duration::from_secs(15),
         tls_max_version: None,
+        active_ports: None,
     };
     let push = demo_job("demo-push", Direction::Push, &outbox);
     let pull = demo_job("demo-pull", Direction::Pull, &inbox);

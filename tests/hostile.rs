@@ -246,3 +246,49 @@ async fn cancelling_a_run_stops_a_transfer_and_removes_its_partial_file() {
         tree(dir.path())
     );
 }
+
+#[tokio::test]
+async fn active_mode_announces_with_eprt_falls_back_to_port_and_stays_in_the_port_range() {
+    let server = Hostile::listing_port_only(vec![list_line('-', "ok.txt")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ep = endpoint(
+        server.addr(),
+        server.ca_pem(),
+        server.user(),
+        server.password(),
+    );
+    ep.data_mode = ferry::config::DataMode::Active;
+    ep.active_ports = Some(47100..=47199);
+    let setup = Setup::new(ep, vec![job("pull", Direction::Pull, dir.path(), "/data")]);
+    let report = setup.sync_ok("pull").await;
+    assert_eq!(report.execution.transferred, 1);
+    assert_eq!(
+        std::fs::read(dir.path().join("ok.txt")).unwrap(),
+        HOSTILE_CONTENT
+    );
+    let commands = server.commands();
+    let eprt: Vec<_> = commands.iter().filter(|c| c.starts_with("EPRT ")).collect();
+    let ports: Vec<u16> = commands
+        .iter()
+        .filter_map(|c| c.strip_prefix("PORT "))
+        .map(|arg| {
+            let n: Vec<u16> = arg.split(',').map(|p| p.parse().unwrap()).collect();
+            n[4] << 8 | n[5]
+        })
+        .collect();
+    let sessions = commands.iter().filter(|c| c.starts_with("USER ")).count();
+    assert_eq!(
+        eprt.len(),
+        sessions,
+        "each session tries EPRT once, then PORT for good: {commands:?}"
+    );
+    assert!(eprt[0].starts_with("EPRT |1|127.0.0.1|"), "{eprt:?}");
+    assert!(
+        ports.len() >= 2,
+        "listing and download both in active mode: {commands:?}"
+    );
+    assert!(
+        ports.iter().all(|p| (47100..=47199).contains(p)),
+        "{ports:?}"
+    );
+}

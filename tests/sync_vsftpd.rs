@@ -95,7 +95,15 @@ async fn round_trip_active_mode_over_tls() {
     };
     let mut e = ep(&v);
     e.data_mode = DataMode::Active;
+    e.active_ports = Some(47300..=47399);
     round_trip(&v, e).await;
+    // ferry announced its own port range with EPRT (vsftpd knows it: no PORT fallback).
+    let log = v.log_text();
+    assert!(
+        log.contains("\"EPRT |1|127.0.0.1|473"),
+        "no EPRT in range in the log"
+    );
+    assert!(!log.contains("\"PORT "), "PORT used although EPRT works");
 }
 
 #[tokio::test]

@@ -104,6 +104,8 @@ pub struct Endpoint {
     pub timeout: Duration,
     /// Highest TLS version to offer: `None` means rustls' default (1.3).
     pub tls_max_version: Option<TlsVersion>,
+    /// Local ports to listen on for active-mode data connections (`None`: any free port).
+    pub active_ports: Option<std::ops::RangeInclusive<u16>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -875,6 +875,8 @@ pub struct RawEndpoint {
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
     pub tls_max_version: Option<RawTlsVersion>,
+    /// `50000-50100`: local ports for active-mode data connections.
+    pub active_ports: Option<String>,
 }
 
 fn deserialize_secret<'de, D: de::Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
@@ -1106,7 +1108,7 @@ mod tests {
             (
                 "host: h\nprot: 21\n",
                 &[
-                    "2:1: unknown field `prot`, expected one of `host`, `port`, `tls`, `allow_insecure`, `user`, `password_env`, `password_file`, `password_credential`, `password`, `ca_file`, `pin_sha256`, `client_cert`, `client_key`, `data_mode`, `max_connections`, `timeout`, `tls_max_version`",
+                    "2:1: unknown field `prot`, expected one of `host`, `port`, `tls`, `allow_insecure`, `user`, `password_env`, `password_file`, `password_credential`, `password`, `ca_file`, `pin_sha256`, `client_cert`, `client_key`, `data_mode`, `max_connections`, `timeout`, `tls_max_version`, `active_ports`",
                 ],
                 &["prot"],
             ),

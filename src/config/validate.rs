@@ -460,6 +460,7 @@ impl Checker<'_> {
         );
         let max_connections = self.check_max_connections(&place, raw.max_connections);
         let timeout = self.check_timeout(&place, raw.timeout);
+        let active_ports = self.check_active_ports(&place, raw.active_ports.as_deref());
 
         Some(Endpoint {
             name: name.to_owned(),
@@ -482,6 +483,7 @@ impl Checker<'_> {
                 RawTlsVersion::V1_2 => TlsVersion::V1_2,
                 RawTlsVersion::V1_3 => TlsVersion::V1_3,
             }),
+            active_ports: active_ports?,
         })
     }
 
@@ -783,6 +785,40 @@ impl Checker<'_> {
             (pair_ok && cert_ok).then_some(cert),
             (pair_ok && key_ok).then_some(key),
         )
+    }
+
+    /// `active_ports: 50000-50100` (or a single port `50000`), ports 1024-65535.
+    fn check_active_ports(
+        &mut self,
+        place: &Place<'_>,
+        text: Option<&str>,
+    ) -> Option<Option<std::ops::RangeInclusive<u16>>> {
+        let Some(text) = text else {
+            return Some(None);
+        };
+        let parsed = match text.split_once('-') {
+            Some((a, b)) => a
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .zip(b.trim().parse::<u16>().ok()),
+            None => text.trim().parse::<u16>().ok().map(|p| (p, p)),
+        };
+        match parsed {
+            Some((start, end)) if start >= 1024 && start <= end => Some(Some(start..=end)),
+            _ => {
+                let mark = place.value("active_ports");
+                self.report_at(
+                    place,
+                    mark,
+                    format!(
+                        "active_ports `{text}` must be a port range such as 50000-50100 \
+                         (ports 1024-65535, first not above last)"
+                    ),
+                );
+                None
+            }
+        }
     }
 
     fn check_max_connections(&mut self, place: &Place<'_>, max: Option<usize>) -> Option<usize> {
@@ -1525,7 +1561,7 @@ endpoints:
             (
                 "    host: h\n    user: u\n    password_env: ACME_PASSWORD\n    pasive: true\n",
                 &[
-                    "jobs.yaml:7:5: endpoint `acme`: unknown field `pasive`, expected one of `host`, `port`, `tls`, `allow_insecure`, `user`, `password_env`, `password_file`, `password_credential`, `password`, `ca_file`, `pin_sha256`, `client_cert`, `client_key`, `data_mode`, `max_connections`, `timeout`, `tls_max_version`",
+                    "jobs.yaml:7:5: endpoint `acme`: unknown field `pasive`, expected one of `host`, `port`, `tls`, `allow_insecure`, `user`, `password_env`, `password_file`, `password_credential`, `password`, `ca_file`, `pin_sha256`, `client_cert`, `client_key`, `data_mode`, `max_connections`, `timeout`, `tls_max_version`, `active_ports`",
                 ],
             ),
         ];
@@ -1621,7 +1657,7 @@ jobs:
             [
                 "jobs.yaml:3:3: endpoint `acme`: no password source (set password_env, password_file, password_credential or password)",
                 "jobs.yaml:6:14: endpoint `acme`: ca_file `$DIR/empty.pem` holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                "jobs.yaml:11:5: endpoint `partner`: unknown field `colour`, expected one of `host`, `port`, `tls`, `allow_insecure`, `user`, `password_env`, `password_file`, `password_credential`, `password`, `ca_file`, `pin_sha256`, `client_cert`, `client_key`, `data_mode`, `max_connections`, `timeout`, `tls_max_version`",
+                "jobs.yaml:11:5: endpoint `partner`: unknown field `colour`, expected one of `host`, `port`, `tls`, `allow_insecure`, `user`, `password_env`, `password_file`, `password_credential`, `password`, `ca_file`, `pin_sha256`, `client_cert`, `client_key`, `data_mode`, `max_connections`, `timeout`, `tls_max_version`, `active_ports`",
                 "jobs.yaml:14:15: job `nightly`: unknown endpoint `acm` (known: acme, partner)",
                 "jobs.yaml:18:15: job `nightly`: bad schedule `30 25 * * *`: Component error: Number out of bounds. (fields: [second] minute hour day-of-month month day-of-week, or @hourly, @daily, @weekly, @monthly, @yearly)",
                 "jobs.yaml:22:12: job `outbox`: local path `$DIR/file.txt` is not a directory",

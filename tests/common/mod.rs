@@ -33,6 +33,7 @@ pub fn endpoint(addr: SocketAddr, ca: &Path, user: &str, password: &str) -> Endp
         max_connections: 2,
         timeout: Duration::from_secs(10),
         tls_max_version: None,
+        active_ports: None,
     }
 }
 

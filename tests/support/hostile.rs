@@ -44,6 +44,7 @@ enum Script {
 /// A running hostile server; dropping it aborts the server task and every session.
 pub struct Hostile {
     addr: SocketAddr,
+    port_only: Arc<std::sync::atomic::AtomicBool>,
     pki: Pki,
     requested: Arc<Mutex<Vec<String>>>,
     commands: Arc<Mutex<Vec<String>>>,
@@ -62,6 +63,16 @@ impl Hostile {
     /// advertises EPSV but EPSV is refused (502), and PASV announces the unroutable 0.0.0.0.
     pub async fn listing_behind_nat(lines: Vec<String>) -> Hostile {
         Self::start(Script::Listing { lines, mlsd: false }, true).await
+    }
+
+    /// Like [`listing`](Self::listing) (LIST only), for active mode as an old server does it:
+    /// EPRT is refused (502), PORT is accepted and the server connects back to the client.
+    pub async fn listing_port_only(lines: Vec<String>) -> Hostile {
+        let hostile = Self::start(Script::Listing { lines, mlsd: false }, false).await;
+        hostile
+            .port_only
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        hostile
     }
 
     /// Log in normally, then never answer the next command.
@@ -110,8 +121,10 @@ impl Hostile {
         let addr = listener.local_addr().unwrap();
         let requested = Arc::new(Mutex::new(Vec::new()));
         let commands = Arc::new(Mutex::new(Vec::new()));
+        let port_only = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let shared = Arc::new(Shared {
             acceptor,
+            port_only: port_only.clone(),
             script,
             nat,
             requested: requested.clone(),
@@ -121,6 +134,7 @@ impl Hostile {
         Hostile {
             addr,
             pki,
+            port_only,
             requested,
             commands,
             task,
@@ -155,6 +169,8 @@ fn server_config(pki: &Pki) -> Arc<ServerConfig> {
 
 struct Shared {
     acceptor: TlsAcceptor,
+    /// Refuse EPRT, accept PORT (see [`Hostile::listing_port_only`]).
+    port_only: Arc<std::sync::atomic::AtomicBool>,
     script: Script,
     /// Refuse EPSV and announce 0.0.0.0 in PASV replies.
     nat: bool,
@@ -240,6 +256,8 @@ struct Session {
     user: Option<String>,
     logged_in: bool,
     passive: Option<TcpListener>,
+    /// Where to connect for the next transfer, after PORT.
+    active: Option<SocketAddr>,
 }
 
 async fn answer<S>(
@@ -305,6 +323,16 @@ where
             )
             .await
         }
+        "EPRT" => reply(control, "502 EPRT not implemented here.").await,
+        "PORT" if shared.port_only.load(std::sync::atomic::Ordering::Relaxed) => {
+            match parse_port_argument(arg) {
+                Some(addr) => {
+                    session.active = Some(addr);
+                    reply(control, "200 PORT command successful.").await
+                }
+                None => reply(control, "501 Bad PORT argument.").await,
+            }
+        }
         "SIZE" => reply(control, &format!("213 {}", HOSTILE_CONTENT.len())).await,
         "MDTM" => reply(control, "213 20240102030405").await,
         "LIST" => send_listing(control, session, shared).await,
@@ -320,7 +348,18 @@ where
 fn is_known(verb: &str) -> bool {
     matches!(
         verb,
-        "TYPE" | "PWD" | "CWD" | "EPSV" | "PASV" | "LIST" | "MLSD" | "RETR" | "SIZE" | "MDTM"
+        "TYPE"
+            | "PWD"
+            | "CWD"
+            | "EPSV"
+            | "PASV"
+            | "EPRT"
+            | "PORT"
+            | "LIST"
+            | "MLSD"
+            | "RETR"
+            | "SIZE"
+            | "MDTM"
     )
 }
 
@@ -343,6 +382,21 @@ fn feat_reply(mlsd: bool) -> String {
     lines.join("\r\n")
 }
 
+/// `h1,h2,h3,h4,p1,p2` as PORT sends it.
+fn parse_port_argument(arg: &str) -> Option<SocketAddr> {
+    let n: Vec<u8> = arg
+        .split(',')
+        .map(|p| p.trim().parse().ok())
+        .collect::<Option<_>>()?;
+    let [a, b, c, d, hi, lo] = n[..] else {
+        return None;
+    };
+    Some(SocketAddr::from((
+        [a, b, c, d],
+        u16::from(hi) << 8 | u16::from(lo),
+    )))
+}
+
 fn record(shared: &Shared, name: &str) {
     shared.requested.lock().unwrap().push(name.to_string());
 }
@@ -363,6 +417,12 @@ async fn open_data<S>(
 where
     S: AsyncWrite + Unpin,
 {
+    if let Some(addr) = session.active.take() {
+        // Active mode: announce, connect back to the client, and be the TLS server there too.
+        reply(control, "150 Here comes the data.").await?;
+        let stream = TcpStream::connect(addr).await?;
+        return Ok(Some(shared.acceptor.accept(stream).await?));
+    }
     let Some(listener) = session.passive.take() else {
         reply(control, "425 Use PASV or EPSV first.").await?;
         return Ok(None);

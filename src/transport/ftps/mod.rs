@@ -10,6 +10,7 @@
 //! raw; the scan validates them. Paths sent to the server are built from [`RelPath`]s, which can
 //! hold no CR or LF, under a root the job file validated.
 
+pub mod active;
 pub mod parse;
 pub mod tls;
 
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rustls::RootCertStore;
+use rustls_pki_types::ServerName;
 use suppaftp::tokio::AsyncRustlsFtpStream;
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, Mode, Status};
@@ -68,7 +70,7 @@ impl FtpsConnector {
         let timeout = ep.timeout;
         let addr = resolve(&ep.host, ep.port, timeout).await?;
         let connect_op = format!("connect {}:{}", ep.host, ep.port);
-        let (mut ftp, seen) = match ep.tls {
+        let (mut ftp, seen, tls_config) = match ep.tls {
             TlsMode::None => {
                 let tcp = tcp_connect(addr, timeout, &connect_op).await?;
                 let ftp = with_timeout(
@@ -77,7 +79,7 @@ impl FtpsConnector {
                     AsyncRustlsFtpStream::connect_with_stream(tcp),
                 )
                 .await?;
-                (ftp, None)
+                (ftp, None, None)
             }
             TlsMode::Explicit => {
                 let tcp = tcp_connect(addr, timeout, &connect_op).await?;
@@ -88,14 +90,14 @@ impl FtpsConnector {
                 )
                 .await?;
                 let config = tls::client_config(ep, &self.roots)?;
-                let (connector, seen) = ObservingConnector::new(config);
+                let (connector, seen) = ObservingConnector::new(config.clone());
                 let ftp =
                     with_timeout(timeout, "AUTH TLS", ftp.into_secure(connector, &ep.host)).await?;
-                (ftp, Some(seen))
+                (ftp, Some(seen), Some(config))
             }
             TlsMode::Implicit => {
                 let config = tls::client_config(ep, &self.roots)?;
-                let (connector, seen) = ObservingConnector::new(config);
+                let (connector, seen) = ObservingConnector::new(config.clone());
                 let mut ftp = with_timeout(
                     timeout,
                     &connect_op,
@@ -116,7 +118,7 @@ impl FtpsConnector {
                     ftp.custom_command("PROT P", &[Status::CommandOk]),
                 )
                 .await?;
-                (ftp, Some(seen))
+                (ftp, Some(seen), Some(config))
             }
         };
         let banner = ftp
@@ -178,10 +180,28 @@ impl FtpsConnector {
                     })
                 });
             }
-            DataMode::Active => {
-                ftp = ftp.active_mode(timeout);
-            }
+            DataMode::Active => {}
         }
+        let active = match ep.data_mode {
+            DataMode::Passive => None,
+            DataMode::Active => {
+                let tls = match tls_config {
+                    Some(config) => {
+                        let name = ServerName::try_from(ep.host.clone()).map_err(|e| {
+                            TransportError::new(ErrorKind::Tls, "TLS setup", e.to_string())
+                        })?;
+                        Some((config, name))
+                    }
+                    None => None,
+                };
+                Some(active::Active {
+                    ports: ep.active_ports.clone(),
+                    eprt: true,
+                    tls,
+                    observations: seen.clone(),
+                })
+            }
+        };
         let capabilities = Capabilities {
             mlsd: features.mlsd,
             mfmt: features.mfmt,
@@ -206,6 +226,7 @@ impl FtpsConnector {
             capabilities,
             seen,
             epsv,
+            active,
         })
     }
 }
@@ -354,6 +375,8 @@ pub struct FtpsSession {
     seen: Option<Arc<Mutex<TlsObservations>>>,
     /// EPSV is in use and may still turn out to be refused (then PASV takes over).
     epsv: bool,
+    /// Set in active mode: ferry opens those data connections itself.
+    active: Option<active::Active>,
 }
 
 /// Whether a reply means the server does not understand or allow EPSV.
@@ -407,11 +430,129 @@ impl FtpsSession {
         true
     }
 
+    /// Open an active-mode data connection for `command` (`RETR x`, `STOR x`, `LIST`, `MLSD`).
+    async fn open_active(&mut self, command: &str) -> Result<Box<dyn active::DataIo>> {
+        let timeout = self.timeout;
+        let (local, peer) = {
+            let socket = self.ftp.get_ref().await;
+            let local = socket.local_addr();
+            let peer = socket.peer_addr();
+            (local, peer)
+        };
+        let local = local.map_err(|e| TransportError::from_io(command, &e))?;
+        let peer = peer.map_err(|e| TransportError::from_io(command, &e))?;
+        let Some(mode) = self.active.as_ref() else {
+            return Err(TransportError::new(
+                ErrorKind::Permanent,
+                command,
+                "not in active mode",
+            ));
+        };
+        let listener = active::bind_listener(local.ip(), mode.ports.as_ref()).await?;
+        let announce = listener
+            .local_addr()
+            .map_err(|e| TransportError::from_io(command, &e))?;
+        let mut announced = false;
+        if mode.eprt {
+            let line = format!("EPRT {}", active::eprt_argument(announce));
+            match self
+                .run(&line, async |f| {
+                    f.custom_command(&line, &[Status::CommandOk]).await
+                })
+                .await
+            {
+                Ok(_) => announced = true,
+                Err(e) if e.kind == ErrorKind::Permanent && announce.is_ipv4() => {
+                    tracing::info!(error = %e, "EPRT refused; falling back to PORT");
+                    if let Some(mode) = self.active.as_mut() {
+                        mode.eprt = false;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !announced {
+            let Some(arg) = active::port_argument(announce) else {
+                return Err(TransportError::new(
+                    ErrorKind::Permanent,
+                    command,
+                    "the server refused EPRT and PORT cannot carry an IPv6 address",
+                ));
+            };
+            let line = format!("PORT {arg}");
+            self.run(&line, async |f| {
+                f.custom_command(&line, &[Status::CommandOk]).await
+            })
+            .await?;
+        }
+        self.run(command, async |f| {
+            f.custom_command(command, &[Status::AboutToSend, Status::AlreadyOpen])
+                .await
+        })
+        .await?;
+        let Some(mode) = self.active.as_ref() else {
+            return Err(TransportError::new(
+                ErrorKind::Permanent,
+                command,
+                "not in active mode",
+            ));
+        };
+        let data = active::accept_data(mode, listener, peer.ip(), timeout, command).await?;
+        self.note_data_connection();
+        Ok(data)
+    }
+
+    /// Close an active-mode data connection (close_notify first) and read the completion reply.
+    async fn close_active(
+        &mut self,
+        mut data: Box<dyn active::DataIo>,
+        upload: bool,
+        op: &str,
+    ) -> Result<()> {
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, data.shutdown())
+            .await
+            .map_err(|_| timed_out(op, timeout))?
+            .map_err(|e| TransportError::from_io(op, &e))?;
+        if upload {
+            // Wait for the server's close_notify, so our 226 cannot overtake our own close.
+            let mut sink = [0u8; 512];
+            let _ = tokio::time::timeout(timeout, async {
+                while let Ok(n) = data.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        drop(data);
+        self.run(op, async |f| {
+            f.read_response_in(&[Status::ClosingDataConnection, Status::RequestedFileActionOk])
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
     async fn list_lines(&mut self, dir: &str) -> Result<Vec<String>> {
         // CWD then a bare listing: some servers read LIST arguments as options or globs.
         let cwd_op = format!("CWD {dir}");
         let dir_owned = dir.to_owned();
         self.run(&cwd_op, async |f| f.cwd(&dir_owned).await).await?;
+        if self.active.is_some() {
+            let command = if self.capabilities.mlsd {
+                "MLSD"
+            } else {
+                "LIST"
+            };
+            let op = format!("{command} {dir}");
+            let mut data = self.open_active(command).await?;
+            let mut raw = Vec::new();
+            pump(&mut data, &mut raw, self.timeout, &op, &|_| {}).await?;
+            self.close_active(data, false, &op).await?;
+            return Ok(split_lines(&raw));
+        }
         let lines = if self.capabilities.mlsd {
             let op = format!("MLSD {dir}");
             match self.run(&op, async |f| f.mlsd(None).await).await {
@@ -486,6 +627,12 @@ impl Transport for FtpsSession {
         let remote = self.remote(path);
         let op = format!("STOR {remote}");
         let timeout = self.timeout;
+        if self.active.is_some() {
+            let mut data = self.open_active(&op).await?;
+            let sent = pump(src, &mut data, timeout, &op, progress).await?;
+            self.close_active(data, true, &op).await?;
+            return Ok(sent);
+        }
         let mut stream = match self
             .run(&op, async |f| f.put_with_stream(&remote).await)
             .await
@@ -497,26 +644,7 @@ impl Transport for FtpsSession {
             other => other?,
         };
         self.note_data_connection();
-        let mut buf = vec![0u8; CHUNK];
-        let mut sent = 0u64;
-        loop {
-            let n = src.read(&mut buf).await.map_err(|e| {
-                TransportError::new(
-                    ErrorKind::Permanent,
-                    &op,
-                    format!("reading local file: {e}"),
-                )
-            })?;
-            if n == 0 {
-                break;
-            }
-            tokio::time::timeout(timeout, stream.write_all(&buf[..n]))
-                .await
-                .map_err(|_| timed_out(&op, timeout))?
-                .map_err(|e| TransportError::from_io(&op, &e))?;
-            sent += n as u64;
-            progress(n as u64);
-        }
+        let sent = pump(src, &mut stream, timeout, &op, progress).await?;
         // finish() sends close_notify, waits for the server's, then reads the 226.
         tokio::time::timeout(timeout, stream.finish())
             .await
@@ -534,6 +662,12 @@ impl Transport for FtpsSession {
         let remote = self.remote(path);
         let op = format!("RETR {remote}");
         let timeout = self.timeout;
+        if self.active.is_some() {
+            let mut data = self.open_active(&op).await?;
+            let received = pump(&mut data, dst, timeout, &op, progress).await?;
+            self.close_active(data, false, &op).await?;
+            return Ok(received);
+        }
         let mut stream = match self
             .run(&op, async |f| f.retr_as_stream(&remote).await)
             .await
@@ -545,26 +679,7 @@ impl Transport for FtpsSession {
             other => other?,
         };
         self.note_data_connection();
-        let mut buf = vec![0u8; CHUNK];
-        let mut received = 0u64;
-        loop {
-            let n = tokio::time::timeout(timeout, stream.read(&mut buf))
-                .await
-                .map_err(|_| timed_out(&op, timeout))?
-                .map_err(|e| TransportError::from_io(&op, &e))?;
-            if n == 0 {
-                break;
-            }
-            dst.write_all(&buf[..n]).await.map_err(|e| {
-                TransportError::new(
-                    ErrorKind::Permanent,
-                    &op,
-                    format!("writing local file: {e}"),
-                )
-            })?;
-            received += n as u64;
-            progress(n as u64);
-        }
+        let received = pump(&mut stream, dst, timeout, &op, progress).await?;
         tokio::time::timeout(timeout, stream.finish())
             .await
             .map_err(|_| timed_out(&op, timeout))?
@@ -631,6 +746,47 @@ impl Transport for FtpsSession {
     async fn quit(&mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.ftp.quit()).await;
     }
+}
+
+/// Copy everything from `src` to `dst`, each read and write bounded by `timeout` (a stalled
+/// peer is an error, never a hang), reporting progress. Returns the bytes copied.
+async fn pump<R, W>(
+    src: &mut R,
+    dst: &mut W,
+    timeout: Duration,
+    op: &str,
+    progress: Progress<'_>,
+) -> Result<u64>
+where
+    R: AsyncRead + Unpin + Send + ?Sized,
+    W: AsyncWrite + Unpin + Send + ?Sized,
+{
+    let mut buf = vec![0u8; CHUNK];
+    let mut moved = 0u64;
+    loop {
+        let n = tokio::time::timeout(timeout, src.read(&mut buf))
+            .await
+            .map_err(|_| timed_out(op, timeout))?
+            .map_err(|e| TransportError::from_io(op, &e))?;
+        if n == 0 {
+            return Ok(moved);
+        }
+        tokio::time::timeout(timeout, dst.write_all(&buf[..n]))
+            .await
+            .map_err(|_| timed_out(op, timeout))?
+            .map_err(|e| TransportError::from_io(op, &e))?;
+        moved += n as u64;
+        progress(n as u64);
+    }
+}
+
+/// Split a listing's bytes into lines (LF or CRLF), dropping empty ones, as suppaftp does.
+fn split_lines(raw: &[u8]) -> Vec<String> {
+    raw.split(|b| *b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .filter(|line| !line.is_empty())
+        .map(|line| String::from_utf8_lossy(line).into_owned())
+        .collect()
 }
 
 /// Find the 64-hex-digit SHA-256 in a `213` reply to XSHA256 or HASH.
