@@ -87,8 +87,12 @@ fn init_logging(format: LogFormat, verbose: u8) {
         1 => "info,ferry=info",
         _ => "debug,ferry=debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // suppaftp traces every command line it sends, PASS included: never below debug.
+    if let Ok(cap) = "suppaftp=debug".parse() {
+        filter = filter.add_directive(cap);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

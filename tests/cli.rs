@@ -9,6 +9,9 @@ use std::path::Path;
 
 use ferry::embedded::{CertKind, EmbeddedOptions, EmbeddedServer};
 
+/// The server's password: it must never show up in any output.
+const SECRET: &str = "s3cret-Pa55-ferry";
+
 struct Run {
     code: i32,
     stdout: String,
@@ -16,12 +19,18 @@ struct Run {
 }
 
 async fn ferry(args: &[&str], config: &Path) -> Run {
+    ferry_with_env(args, config, &[]).await
+}
+
+async fn ferry_with_env(args: &[&str], config: &Path, env: &[(&str, &str)]) -> Run {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(args)
+        .envs(env.iter().copied())
         .arg("--config")
         .arg(config)
-        .env("FERRY_TEST_PASSWORD", "ferry")
+        .env("FERRY_TEST_PASSWORD", SECRET)
         .env_remove("FERRY_CONFIG")
+        .env_remove("FERRY_LOG")
         .output()
         .await
         .unwrap();
@@ -81,6 +90,7 @@ async fn start(dir: &Path, cert: CertKind) -> EmbeddedServer {
         EmbeddedOptions {
             passive_ports: support::embedded_passive_ports(),
             cert,
+            password: SECRET.to_owned(),
             ..EmbeddedOptions::default()
         },
     )
@@ -166,9 +176,23 @@ async fn sync_plan_check_and_status_through_the_binary() {
         "{}",
         status.stdout
     );
-    // The password never shows up in any output.
-    for out in [&sync.stdout, &sync.stderr, &status.stdout] {
-        assert!(!out.contains("FERRY_TEST_PASSWORD=") && !out.contains("password: ferry"));
+    // The password never shows up in any output, not even in the most detailed logs.
+    std::fs::write(outbox.join("late.txt"), b"late").unwrap();
+    let traced = ferry_with_env(&["sync", "push"], &config, &[("FERRY_LOG", "trace")]).await;
+    assert_eq!(traced.code, 0, "{}", traced.stderr);
+    assert!(
+        traced.stderr.contains("Signin in with user"),
+        "suppaftp debug logs are on: {}",
+        traced.stderr
+    );
+    for out in [
+        &sync.stdout,
+        &sync.stderr,
+        &status.stdout,
+        &traced.stdout,
+        &traced.stderr,
+    ] {
+        assert!(!out.contains(SECRET), "password leaked");
     }
     server.shutdown().await;
 }
