@@ -37,6 +37,9 @@ impl JobError {
         match self {
             JobError::Setup { .. } => 2,
             JobError::Transport { error, .. } if error.kind == ErrorKind::Cancelled => 1,
+            // A refusal about a path (a missing remote root, no permission): not a connection
+            // problem.
+            JobError::Transport { error, .. } if error.kind == ErrorKind::Permanent => 1,
             JobError::Transport { .. } => 3,
             JobError::State { .. } => 1,
         }
@@ -91,7 +94,18 @@ pub async fn plan_job(
         .await
         .map_err(transport_err)?;
     let mut session = connector.connect().await.map_err(transport_err)?;
-    let remote = scan::walk(session.as_mut(), &job.filter).await;
+    let mut remote = scan::walk(session.as_mut(), &job.filter).await;
+    if job.direction == Direction::Push
+        && let Err(e) = &remote
+        && e.kind == ErrorKind::Permanent
+    {
+        // A push to a directory that does not exist yet: create it, as a user would expect.
+        tracing::info!(job = %job.name, remote = %job.remote, error = %e, "creating the remote root");
+        remote = match session.make_root().await {
+            Ok(()) => scan::walk(session.as_mut(), &job.filter).await,
+            Err(_) => remote,
+        };
+    }
     session.quit().await;
     let remote = remote.map_err(transport_err)?;
     let plan = plan::plan(&local, &remote, records, &Policy::from_job(job));

@@ -483,3 +483,30 @@ async fn after_upload_deletes_or_archives_verified_files() {
     assert_eq!(again.execution.transferred + again.execution.deleted, 0);
     assert!(w.server_root.join("data/sub/a.csv").exists());
 }
+
+#[tokio::test]
+async fn push_creates_a_missing_remote_root_and_pull_reports_it() {
+    let w = start(EmbeddedOptions::default()).await;
+    let (outbox, inbox) = (w.local("outbox"), w.local("inbox"));
+    std::fs::write(outbox.join("a.txt"), b"a").unwrap();
+    let setup = Setup::new(
+        w.endpoint(),
+        vec![
+            job("pull", Direction::Pull, &inbox, "/new/deeper"),
+            job("push", Direction::Push, &outbox, "/new/deeper"),
+        ],
+    );
+    let err = setup.run("pull").await.expect_err("nothing to pull from");
+    assert_eq!(
+        err.exit_code(),
+        1,
+        "a missing directory is not a connection failure"
+    );
+    assert!(err.to_string().contains("/new/deeper"), "{err}");
+    setup.sync_ok("push").await;
+    assert_eq!(
+        std::fs::read(w.server_root.join("new/deeper/a.txt")).unwrap(),
+        b"a"
+    );
+    assert_eq!(setup.sync_ok("pull").await.execution.transferred, 1);
+}

@@ -230,6 +230,12 @@ impl Transport for LocalDir {
         Ok(received)
     }
 
+    async fn make_root(&mut self) -> Result<()> {
+        tokio::fs::create_dir_all(&self.root)
+            .await
+            .map_err(|e| io_err(format!("create directory {}", self.root.display()), e))
+    }
+
     async fn rename(&mut self, from: &RelPath, to: &RelPath) -> Result<()> {
         let (f, t) = (self.local(from), self.local(to));
         tokio::fs::rename(&f, &t)

@@ -83,6 +83,12 @@ impl TransportError {
     /// Classify a local I/O error met while transferring.
     pub fn from_io(op: impl Into<String>, e: &std::io::Error) -> Self {
         use std::io::ErrorKind as K;
+        // A TLS alert or bad record (a refused client certificate, say) arrives as an I/O error.
+        if e.get_ref()
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        {
+            return TransportError::new(ErrorKind::Tls, op, e.to_string());
+        }
         let kind = match e.kind() {
             K::TimedOut
             | K::ConnectionReset
@@ -169,6 +175,9 @@ pub trait Transport: Send {
         dst: &mut (dyn AsyncWrite + Unpin + Send),
         progress: Progress<'_>,
     ) -> Result<u64>;
+
+    /// Create the session's root directory and any missing parents (a push to a new place).
+    async fn make_root(&mut self) -> Result<()>;
 
     /// Rename a file, replacing the target if the server allows it.
     async fn rename(&mut self, from: &RelPath, to: &RelPath) -> Result<()>;

@@ -687,6 +687,25 @@ impl Transport for FtpsSession {
         Ok(received)
     }
 
+    async fn make_root(&mut self) -> Result<()> {
+        // MKD each prefix; an existing directory answers 550, which is fine: CWD decides.
+        let mut prefix = String::new();
+        let root = self.root.clone();
+        for part in root.split('/').filter(|p| !p.is_empty()) {
+            prefix.push('/');
+            prefix.push_str(part);
+            let op = format!("MKD {prefix}");
+            let dir = prefix.clone();
+            match self.run(&op, async |f| f.mkdir(&dir).await).await {
+                Ok(()) => {}
+                Err(e) if e.kind == ErrorKind::Permanent => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let op = format!("CWD {root}");
+        self.run(&op, async |f| f.cwd(&root).await).await
+    }
+
     async fn rename(&mut self, from: &RelPath, to: &RelPath) -> Result<()> {
         let (rf, rt) = (self.remote(from), self.remote(to));
         let op = format!("RNFR {rf} / RNTO {rt}");
