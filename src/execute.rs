@@ -232,34 +232,28 @@ async fn run_transfers(
         let stop = stop.clone();
         tasks.push(worker(queue, results, stop, remote, ctx));
     }
-    futures_join_all(tasks).await;
-    let mut out = match Arc::try_unwrap(results) {
-        Ok(m) => m.into_inner().unwrap_or_default(),
-        Err(shared) => shared.lock().map(|g| g.clone()).unwrap_or_default(),
-    };
+    join_all(tasks).await;
+    let mut out = results
+        .lock()
+        .map(|mut r| std::mem::take(&mut *r))
+        .unwrap_or_default();
     out.sort_by(|a: &(Action, _), b| a.0.path.cmp(&b.0.path));
     out
 }
 
 /// Run futures concurrently on this task (they borrow the context, so no spawn).
-async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: Vec<F>) {
-    let mut set = Vec::new();
-    for f in futs {
-        set.push(Box::pin(f));
-    }
-    let mut pending: Vec<_> = set.into_iter().map(Some).collect();
+async fn join_all<F: std::future::Future<Output = ()>>(futs: Vec<F>) {
+    let mut pending: Vec<_> = futs.into_iter().map(|f| Some(Box::pin(f))).collect();
     std::future::poll_fn(|cx| {
-        let mut all_done = true;
         for slot in pending.iter_mut() {
-            if let Some(f) = slot {
-                if f.as_mut().poll(cx).is_ready() {
-                    *slot = None;
-                } else {
-                    all_done = false;
-                }
+            if slot
+                .as_mut()
+                .is_some_and(|f| f.as_mut().poll(cx).is_ready())
+            {
+                *slot = None;
             }
         }
-        if all_done {
+        if pending.iter().all(Option::is_none) {
             std::task::Poll::Ready(())
         } else {
             std::task::Poll::Pending

@@ -10,15 +10,14 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::listing::{Entry, EntryKind, Mtime, Precision, RawEntry};
 use crate::path::RelPath;
 use crate::transport::{
     Capabilities, Connector, DirListing, ErrorKind, Progress, Result, Transport, TransportError,
+    copy_with_progress,
 };
-
-const CHUNK: usize = 256 * 1024;
 
 /// Opens [`LocalDir`] sessions on one directory.
 pub struct LocalConnector {
@@ -180,22 +179,7 @@ impl Transport for LocalDir {
         let mut file = tokio::fs::File::create(&target)
             .await
             .map_err(|e| io_err(op.clone(), e))?;
-        let mut buf = vec![0u8; CHUNK];
-        let mut sent = 0u64;
-        loop {
-            let n = src
-                .read(&mut buf)
-                .await
-                .map_err(|e| io_err(op.clone(), e))?;
-            if n == 0 {
-                break;
-            }
-            file.write_all(&buf[..n])
-                .await
-                .map_err(|e| io_err(op.clone(), e))?;
-            sent += n as u64;
-            progress(n as u64);
-        }
+        let sent = copy_with_progress(src, &mut file, None, &op, progress).await?;
         file.sync_all().await.map_err(|e| io_err(op.clone(), e))?;
         Ok(sent)
     }
@@ -211,23 +195,7 @@ impl Transport for LocalDir {
         let mut file = tokio::fs::File::open(&source)
             .await
             .map_err(|e| io_err(op.clone(), e))?;
-        let mut buf = vec![0u8; CHUNK];
-        let mut received = 0u64;
-        loop {
-            let n = file
-                .read(&mut buf)
-                .await
-                .map_err(|e| io_err(op.clone(), e))?;
-            if n == 0 {
-                break;
-            }
-            dst.write_all(&buf[..n])
-                .await
-                .map_err(|e| io_err(op.clone(), e))?;
-            received += n as u64;
-            progress(n as u64);
-        }
-        Ok(received)
+        copy_with_progress(&mut file, dst, None, &op, progress).await
     }
 
     async fn make_root(&mut self) -> Result<()> {

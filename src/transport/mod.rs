@@ -17,9 +17,11 @@ pub mod ftps;
 pub mod local;
 
 use std::fmt;
+use std::future::Future;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::listing::RawEntry;
 use crate::path::RelPath;
@@ -203,4 +205,55 @@ pub trait Connector: Send + Sync {
 
     /// A short human description, e.g. `ftps://dropbox@ftp.acme.example:21/outgoing`.
     fn describe(&self) -> String;
+}
+
+/// Size of one read while copying a file.
+const CHUNK: usize = 256 * 1024;
+
+/// Copy everything from `src` to `dst`, reporting progress; the loop every transport uses for
+/// file bodies. With a `timeout`, each read and each write must finish within it (a stalled
+/// peer is an error, never a hang). Returns the bytes copied.
+pub async fn copy_with_progress<R, W>(
+    src: &mut R,
+    dst: &mut W,
+    timeout: Option<Duration>,
+    op: &str,
+    progress: Progress<'_>,
+) -> Result<u64>
+where
+    R: AsyncRead + Unpin + Send + ?Sized,
+    W: AsyncWrite + Unpin + Send + ?Sized,
+{
+    let mut buf = vec![0u8; CHUNK];
+    let mut moved = 0u64;
+    loop {
+        let n = bounded(timeout, op, src.read(&mut buf)).await?;
+        if n == 0 {
+            return Ok(moved);
+        }
+        bounded(timeout, op, dst.write_all(&buf[..n])).await?;
+        moved += n as u64;
+        progress(n as u64);
+    }
+}
+
+async fn bounded<T>(
+    timeout: Option<Duration>,
+    op: &str,
+    io: impl Future<Output = std::io::Result<T>>,
+) -> Result<T> {
+    let result = match timeout {
+        Some(limit) => tokio::time::timeout(limit, io).await.map_err(|_| {
+            TransportError::new(
+                ErrorKind::Transient,
+                op,
+                format!(
+                    "no answer within {} (timeout)",
+                    humantime::format_duration(limit)
+                ),
+            )
+        })?,
+        None => io.await,
+    };
+    result.map_err(|e| TransportError::from_io(op, &e))
 }

@@ -33,9 +33,8 @@ use crate::config::{DataMode, Endpoint, Secret, TlsMode};
 use crate::path::RelPath;
 use crate::transport::{
     Capabilities, Connector, DirListing, ErrorKind, Progress, Result, Transport, TransportError,
+    copy_with_progress,
 };
-
-const CHUNK: usize = 256 * 1024;
 
 /// Opens FTPS sessions to one endpoint, rooted at one remote directory.
 pub struct FtpsConnector {
@@ -549,7 +548,7 @@ impl FtpsSession {
             let op = format!("{command} {dir}");
             let mut data = self.open_active(command).await?;
             let mut raw = Vec::new();
-            pump(&mut data, &mut raw, self.timeout, &op, &|_| {}).await?;
+            copy_with_progress(&mut data, &mut raw, Some(self.timeout), &op, &|_| {}).await?;
             self.close_active(data, false, &op).await?;
             return Ok(split_lines(&raw));
         }
@@ -629,7 +628,7 @@ impl Transport for FtpsSession {
         let timeout = self.timeout;
         if self.active.is_some() {
             let mut data = self.open_active(&op).await?;
-            let sent = pump(src, &mut data, timeout, &op, progress).await?;
+            let sent = copy_with_progress(src, &mut data, Some(timeout), &op, progress).await?;
             self.close_active(data, true, &op).await?;
             return Ok(sent);
         }
@@ -644,7 +643,7 @@ impl Transport for FtpsSession {
             other => other?,
         };
         self.note_data_connection();
-        let sent = pump(src, &mut stream, timeout, &op, progress).await?;
+        let sent = copy_with_progress(src, &mut stream, Some(timeout), &op, progress).await?;
         // finish() sends close_notify, waits for the server's, then reads the 226.
         tokio::time::timeout(timeout, stream.finish())
             .await
@@ -664,7 +663,7 @@ impl Transport for FtpsSession {
         let timeout = self.timeout;
         if self.active.is_some() {
             let mut data = self.open_active(&op).await?;
-            let received = pump(&mut data, dst, timeout, &op, progress).await?;
+            let received = copy_with_progress(&mut data, dst, Some(timeout), &op, progress).await?;
             self.close_active(data, false, &op).await?;
             return Ok(received);
         }
@@ -679,7 +678,7 @@ impl Transport for FtpsSession {
             other => other?,
         };
         self.note_data_connection();
-        let received = pump(&mut stream, dst, timeout, &op, progress).await?;
+        let received = copy_with_progress(&mut stream, dst, Some(timeout), &op, progress).await?;
         tokio::time::timeout(timeout, stream.finish())
             .await
             .map_err(|_| timed_out(&op, timeout))?
@@ -764,38 +763,6 @@ impl Transport for FtpsSession {
 
     async fn quit(&mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.ftp.quit()).await;
-    }
-}
-
-/// Copy everything from `src` to `dst`, each read and write bounded by `timeout` (a stalled
-/// peer is an error, never a hang), reporting progress. Returns the bytes copied.
-async fn pump<R, W>(
-    src: &mut R,
-    dst: &mut W,
-    timeout: Duration,
-    op: &str,
-    progress: Progress<'_>,
-) -> Result<u64>
-where
-    R: AsyncRead + Unpin + Send + ?Sized,
-    W: AsyncWrite + Unpin + Send + ?Sized,
-{
-    let mut buf = vec![0u8; CHUNK];
-    let mut moved = 0u64;
-    loop {
-        let n = tokio::time::timeout(timeout, src.read(&mut buf))
-            .await
-            .map_err(|_| timed_out(op, timeout))?
-            .map_err(|e| TransportError::from_io(op, &e))?;
-        if n == 0 {
-            return Ok(moved);
-        }
-        tokio::time::timeout(timeout, dst.write_all(&buf[..n]))
-            .await
-            .map_err(|_| timed_out(op, timeout))?
-            .map_err(|e| TransportError::from_io(op, &e))?;
-        moved += n as u64;
-        progress(n as u64);
     }
 }
 
