@@ -1,0 +1,344 @@
+//! Run a [`Plan`]: directories first, then transfers with bounded parallelism and retries,
+//! then deletes, only if nothing failed.
+//!
+//! Every transfer goes to a temporary name beside its target (`.NAME.ferry-tmp`), is checked,
+//! then renamed, so nobody sees a partial file under its final name and an existing file is
+//! untouched until its replacement is complete:
+//! - upload: hash while reading, STOR to the temporary name, compare the byte count and the
+//!   server's SIZE, and its SHA-256 where FEAT offers a hash command (or read it back when the
+//!   job says `verify: readback`), then RNFR/RNTO onto the final name;
+//! - download: RETR into a local temporary file while hashing, compare the byte count with the
+//!   listing, fsync, set the remote modification time, rename, fsync the directory.
+//!
+//! A state record is written for each verified file only. Transient errors are retried with
+//! exponential backoff and jitter on a fresh session; auth and TLS errors stop the run. One
+//! file's failure is recorded and the run goes on. Deletes run last and are skipped after any
+//! failure.
+//!
+//! The parts: [`workers`] runs transfers on up to `max_connections` sessions, [`retry`] retries
+//! them, [`upload`] and [`download`] move one file each, [`hashing`] hashes while streaming.
+
+mod download;
+mod hashing;
+mod retry;
+mod upload;
+mod workers;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AfterUpload, Direction, RetryPolicy, Verify};
+use crate::listing::Listing;
+use crate::path::RelPath;
+use crate::plan::{Action, ActionKind, Plan, SyncRecord};
+use crate::state::Store;
+use crate::transport::{Connector, ErrorKind, Transport, TransportError};
+
+pub use hashing::{HashingReader, HashingWriter};
+pub use retry::backoff_delay;
+
+/// Suffix of ferry's temporary files; the scan ignores such names on both sides.
+pub const TEMP_SUFFIX: &str = ".ferry-tmp";
+
+/// The temporary name used while `path` is being written.
+pub fn temp_name(path: &RelPath) -> RelPath {
+    let tmp = format!(".{}{TEMP_SUFFIX}", path.file_name());
+    // The file name was valid, so the derived name is too; fall back to the root's child.
+    path.parent().join(&tmp).unwrap_or_else(|_| RelPath::root())
+}
+
+/// Whether a name is one of ferry's own temporary files.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(TEMP_SUFFIX)
+}
+
+/// What a run is told about progress.
+pub trait Observer: Send + Sync {
+    fn file_started(&self, _action: &Action) {}
+    fn bytes_moved(&self, _n: u64) {}
+    fn file_finished(&self, _action: &Action, _result: &Result<FileOutcome, TransportError>) {}
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// What one finished action did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOutcome {
+    pub bytes: u64,
+    pub verified: bool,
+    pub sha256: Option<String>,
+}
+
+/// One failed action.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub path: RelPath,
+    pub action: ActionKind,
+    pub error: TransportError,
+}
+
+/// Totals of one execution.
+#[derive(Debug, Clone, Default)]
+pub struct Execution {
+    pub transferred: u64,
+    pub bytes: u64,
+    pub verified: u64,
+    pub deleted: u64,
+    pub dirs_made: u64,
+    pub failures: Vec<Failure>,
+    /// An error that stopped the run (auth, TLS, cancellation).
+    pub fatal: Option<TransportError>,
+    /// Why planned deletes did not run.
+    pub deletes_skipped: Option<String>,
+}
+
+/// Everything an execution needs besides the plan.
+pub struct Context {
+    pub job: String,
+    pub direction: Direction,
+    pub local_root: PathBuf,
+    pub verify: Verify,
+    pub retry: RetryPolicy,
+    /// What to do with a local file once it is uploaded and verified.
+    pub after_upload: AfterUpload,
+    pub max_connections: usize,
+    pub connector: Arc<dyn Connector>,
+    pub store: Arc<Mutex<Store>>,
+    pub cancel: CancellationToken,
+    pub observer: Arc<dyn Observer>,
+}
+
+/// Run a plan. `remote` is the listing the plan was made from (for the sizes and times of
+/// downloads).
+pub async fn execute(plan: &Plan, remote: &Listing, ctx: &Context) -> Execution {
+    let mut out = Execution::default();
+    let mut session: Option<Box<dyn Transport>> = None;
+
+    // 1. Directories, parents first, on one session.
+    for action in plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a.kind, ActionKind::MakeRemoteDir | ActionKind::MakeLocalDir))
+    {
+        if ctx.cancel.is_cancelled() {
+            out.fatal = Some(cancelled());
+            return out;
+        }
+        let result = match action.kind {
+            ActionKind::MakeLocalDir => {
+                download::make_local_dir(&ctx.local_root, &action.path).await
+            }
+            _ => match session_for(&mut session, ctx).await {
+                Ok(t) => t.make_dir(&action.path).await,
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Ok(()) => out.dirs_made += 1,
+            Err(e) if e.is_fatal() => {
+                out.fatal = Some(e);
+                return out;
+            }
+            Err(e) => out.failures.push(Failure {
+                path: action.path.clone(),
+                action: action.kind,
+                error: e,
+            }),
+        }
+    }
+
+    // 2. Transfers, on up to max_connections sessions.
+    let transfers: Vec<Action> = plan
+        .actions
+        .iter()
+        .filter(|a| a.kind.is_transfer())
+        .cloned()
+        .collect();
+    if !transfers.is_empty() {
+        if let Some(t) = session.as_mut() {
+            t.quit().await;
+        }
+        session = None;
+        let results = workers::run_transfers(transfers, remote, ctx).await;
+        for (action, result) in results {
+            match result {
+                Ok(done) => {
+                    out.transferred += 1;
+                    out.bytes += done.bytes;
+                    out.verified += u64::from(done.verified);
+                }
+                Err(e) if e.is_fatal() => {
+                    if out.fatal.is_none() {
+                        out.fatal = Some(e);
+                    }
+                }
+                Err(e) => out.failures.push(Failure {
+                    path: action.path.clone(),
+                    action: action.kind,
+                    error: e,
+                }),
+            }
+        }
+        if ctx.direction == Direction::Push && out.fatal.is_none() {
+            refresh_remote_fingerprints(plan, ctx, &mut session).await;
+        }
+    }
+
+    // 3. Deletes, last, and only after a clean run.
+    let deletes: Vec<&Action> = plan.actions.iter().filter(|a| a.kind.is_delete()).collect();
+    if !deletes.is_empty() {
+        let errors = out.failures.len() + usize::from(out.fatal.is_some()) + plan.conflicts.len();
+        if errors > 0 {
+            out.deletes_skipped = Some(format!(
+                "{} planned deletion(s) skipped because of {errors} error(s) in this run",
+                deletes.len(),
+            ));
+        } else {
+            run_deletes(&deletes, ctx, &mut session, &mut out).await;
+        }
+    }
+    if let Some(t) = session.as_mut() {
+        t.quit().await;
+    }
+    out
+}
+
+fn cancelled() -> TransportError {
+    TransportError::new(ErrorKind::Cancelled, "", "run cancelled")
+}
+
+async fn session_for<'a>(
+    slot: &'a mut Option<Box<dyn Transport>>,
+    ctx: &Context,
+) -> Result<&'a mut Box<dyn Transport>, TransportError> {
+    if slot.is_none() {
+        *slot = Some(ctx.connector.connect().await?);
+    }
+    slot.as_mut()
+        .ok_or_else(|| TransportError::new(ErrorKind::Permanent, "connect", "no session"))
+}
+
+fn local_err(op: String, e: std::io::Error) -> TransportError {
+    TransportError::new(ErrorKind::Permanent, op, e.to_string())
+}
+
+fn save_record(
+    ctx: &Context,
+    path: &RelPath,
+    record: &SyncRecord,
+    op: &str,
+) -> Result<(), TransportError> {
+    let store = ctx
+        .store
+        .lock()
+        .map_err(|_| TransportError::new(ErrorKind::Permanent, op, "state store poisoned"))?;
+    store
+        .put_record(&ctx.job, path, record)
+        .map_err(|e| TransportError::new(ErrorKind::Permanent, op, e.to_string()))
+}
+
+/// After uploads, list each directory that received files once and record how the server
+/// now lists them, so the next run compares like with like.
+async fn refresh_remote_fingerprints(
+    plan: &Plan,
+    ctx: &Context,
+    session: &mut Option<Box<dyn Transport>>,
+) {
+    let mut dirs: std::collections::BTreeMap<RelPath, Vec<&RelPath>> = Default::default();
+    for a in plan.actions.iter().filter(|a| a.kind == ActionKind::Upload) {
+        dirs.entry(a.path.parent()).or_default().push(&a.path);
+    }
+    for (dir, paths) in dirs {
+        let Ok(t) = session_for(session, ctx).await else {
+            return;
+        };
+        let Ok(listing) = t.list_dir(&dir).await else {
+            continue;
+        };
+        let Ok(store) = ctx.store.lock() else { return };
+        for raw in listing.entries {
+            let Ok(p) = dir.join(&raw.name) else { continue };
+            if paths.contains(&&p) {
+                let _ = store.set_remote_fingerprint(&ctx.job, &p, raw.entry.size, raw.entry.mtime);
+            }
+        }
+    }
+}
+
+async fn run_deletes(
+    deletes: &[&Action],
+    ctx: &Context,
+    session: &mut Option<Box<dyn Transport>>,
+    out: &mut Execution,
+) {
+    let mut forgotten = Vec::new();
+    for action in deletes {
+        if ctx.cancel.is_cancelled() {
+            out.fatal = Some(cancelled());
+            break;
+        }
+        let result = match action.kind {
+            ActionKind::DeleteLocalFile => {
+                let p = action.path.to_local(&ctx.local_root);
+                tokio::fs::remove_file(&p)
+                    .await
+                    .map_err(|e| local_err(format!("delete {}", p.display()), e))
+            }
+            ActionKind::RemoveLocalDir => {
+                let p = action.path.to_local(&ctx.local_root);
+                tokio::fs::remove_dir(&p)
+                    .await
+                    .map_err(|e| local_err(format!("remove directory {}", p.display()), e))
+            }
+            ActionKind::DeleteRemoteFile | ActionKind::RemoveRemoteDir => {
+                match session_for(session, ctx).await {
+                    Ok(t) if action.kind == ActionKind::DeleteRemoteFile => {
+                        t.delete_file(&action.path).await
+                    }
+                    Ok(t) => t.remove_dir(&action.path).await,
+                    Err(e) => Err(e),
+                }
+            }
+            _ => continue,
+        };
+        match result {
+            Ok(()) => {
+                out.deleted += 1;
+                forgotten.push(action.path.clone());
+                tracing::info!(job = %ctx.job, path = %action.path, action = action.kind.as_str(), "deleted");
+            }
+            Err(e) => {
+                let fatal = e.is_fatal();
+                out.failures.push(Failure {
+                    path: action.path.clone(),
+                    action: action.kind,
+                    error: e,
+                });
+                if fatal {
+                    break;
+                }
+            }
+        }
+    }
+    if let Ok(store) = ctx.store.lock() {
+        let _ = store.forget(&ctx.job, &forgotten);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_sit_beside_the_target_and_are_recognised() {
+        let p = RelPath::parse("a/b/report 1.csv").expect("path");
+        let t = temp_name(&p);
+        assert_eq!(t.as_str(), "a/b/.report 1.csv.ferry-tmp");
+        assert!(is_temp_name(t.file_name()));
+        assert!(!is_temp_name("report.csv"));
+    }
+}
