@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    AfterUpload, Config, DataMode, Direction, Endpoint, Filter, Job, PasswordSource, RetryPolicy,
-    Secret, TlsMode, TrustRoots, Verify,
+    AfterUpload, Config, DataMode, Direction, Endpoint, Filter, Job, Limits, PasswordSource,
+    RetryPolicy, Secret, TlsMode, TrustRoots, Verify,
 };
 use crate::embedded::{EmbeddedOptions, EmbeddedServer};
 use crate::job::{self, Planned};
@@ -167,6 +167,8 @@ pub async fn run(cancel: CancellationToken) -> Result<(), DemoError> {
         timeout: Duration::from_secs(15),
         tls_max_version: None,
         active_ports: None,
+        use_pasv_address: false,
+        limits: Limits::default(),
     };
     let push = demo_job("demo-push", Direction::Push, &outbox);
     let pull = demo_job("demo-pull", Direction::Pull, &inbox);

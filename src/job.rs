@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::{Config, Direction, Job, TlsMode};
-use crate::execute::{self, Context, Execution, Observer};
+use crate::config::{AfterUpload, Config, Direction, Job, Limits, TlsMode};
+use crate::execute::{self, Context, Execution, Listings, Observer};
 use crate::listing::Listing;
+use crate::local_fs::LocalRoot;
 use crate::plan::{self, Plan, Policy, Records};
 use crate::scan;
 use crate::state::{RunTotals, StateError, Store};
@@ -71,39 +72,63 @@ pub fn connector_for(config: &Config, job: &Job) -> Result<Arc<dyn Connector>, J
     Ok(Arc::new(connector))
 }
 
-/// Both listings and the plan made from them.
+/// Both listings, the plan made from them, and the local root they were read through (the
+/// executor works on that same open directory).
 #[derive(Debug)]
 pub struct Planned {
+    pub local_root: LocalRoot,
     pub local: Listing,
     pub remote: Listing,
     pub plan: Plan,
 }
 
-/// List both sides and plan, changing nothing.
+/// Whether listing a push job's missing remote root may create it (`sync`), or must leave the
+/// server as it is and plan against an empty root (`plan`, which changes nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingRoot {
+    Create,
+    PlanAsEmpty,
+}
+
+/// List both sides and plan. Changes nothing, except creating a push job's missing remote
+/// root when `missing_root` says so.
 pub async fn plan_job(
     job: &Job,
+    limits: &Limits,
     connector: &dyn Connector,
     records: &Records,
+    missing_root: MissingRoot,
 ) -> Result<Planned, JobError> {
     let transport_err = |error| JobError::Transport {
         job: job.name.clone(),
         error,
     };
-    let mut local_side = LocalDir::open(&job.local).map_err(transport_err)?;
-    let local = scan::walk(&mut local_side, &job.filter)
+    let local_root = LocalRoot::open(&job.local)
+        .map_err(|e| transport_err(TransportError::local("open the local root", &e)))?;
+    let mut local_side = LocalDir::on(local_root.clone());
+    let local = scan::walk(&mut local_side, &job.filter, limits)
         .await
         .map_err(transport_err)?;
     let mut session = connector.connect().await.map_err(transport_err)?;
-    let mut remote = scan::walk(session.as_mut(), &job.filter).await;
+    let mut remote = scan::walk(session.as_mut(), &job.filter, limits).await;
     if job.direction == Direction::Push
         && let Err(e) = &remote
         && e.kind == ErrorKind::Permanent
     {
         // A push to a directory that does not exist yet: create it, as a user would expect.
-        tracing::info!(job = %job.name, remote = %job.remote, error = %e, "creating the remote root");
-        remote = match session.make_root().await {
-            Ok(()) => scan::walk(session.as_mut(), &job.filter).await,
-            Err(_) => remote,
+        remote = match missing_root {
+            MissingRoot::Create => {
+                tracing::info!(job = %job.name, remote = %job.remote, error = %e, "creating the remote root");
+                match session.make_root().await {
+                    Ok(()) => scan::walk(session.as_mut(), &job.filter, limits).await,
+                    Err(_) => remote,
+                }
+            }
+            MissingRoot::PlanAsEmpty => {
+                tracing::info!(job = %job.name, remote = %job.remote, error = %e,
+                    "the remote root cannot be listed; planning as if it were empty (a sync creates it)");
+                Ok(Listing::default())
+            }
         };
     }
     session.quit().await;
@@ -113,6 +138,7 @@ pub async fn plan_job(
         tracing::error!(job = %job.name, path = %p.path, "{}", p.message);
     }
     Ok(Planned {
+        local_root,
         local,
         remote,
         plan,
@@ -199,10 +225,34 @@ pub async fn run_job(
         (id, s.records(&job.name).map_err(state_err)?)
     };
     let span = tracing::info_span!("job_run", job = %job.name, run_id, trigger);
-    let planned = plan_job(job, connector.as_ref(), &records)
-        .instrument(span.clone())
-        .await;
-    let planned = match planned {
+    let limits = config
+        .endpoints
+        .get(&job.endpoint)
+        .map(|e| e.limits)
+        .unwrap_or_default();
+    let planned = async {
+        let archive = match &job.after_upload {
+            AfterUpload::MoveTo(dir) => {
+                Some(LocalRoot::open(dir).map_err(|e| JobError::Transport {
+                    job: job.name.clone(),
+                    error: TransportError::local("open the after_upload.move_to directory", &e),
+                })?)
+            }
+            _ => None,
+        };
+        let planned = plan_job(
+            job,
+            &limits,
+            connector.as_ref(),
+            &records,
+            MissingRoot::Create,
+        )
+        .await?;
+        Ok::<_, JobError>((planned, archive))
+    }
+    .instrument(span.clone())
+    .await;
+    let (planned, archive) = match planned {
         Ok(p) => p,
         Err(e) => {
             if let Ok(s) = store.lock() {
@@ -225,7 +275,8 @@ pub async fn run_job(
     let ctx = Context {
         job: job.name.clone(),
         direction: job.direction,
-        local_root: job.local.clone(),
+        local: planned.local_root.clone(),
+        archive,
         verify: job.verify,
         retry: job.retry,
         after_upload: job.after_upload.clone(),
@@ -235,7 +286,11 @@ pub async fn run_job(
         cancel,
         observer,
     };
-    let execution = execute::execute(&planned.plan, &planned.remote, &ctx)
+    let listings = Listings {
+        local: &planned.local,
+        remote: &planned.remote,
+    };
+    let execution = execute::execute(&planned.plan, listings, &ctx)
         .instrument(span)
         .await;
     if !planned.plan.forget.is_empty()

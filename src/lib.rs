@@ -17,6 +17,7 @@
 //! - [`config`]: the job file, from raw serde types to validated [`config::Job`]s.
 //! - [`transport`]: the trait every backend implements, with FTPS and local-directory backends.
 //! - [`path`], [`listing`]: safe relative paths and the listing type both sides share.
+//! - [`local_fs`]: local file operations anchored at the job's opened root, refusing links.
 //! - [`scan`]: walk the local tree and the remote tree into listings.
 //! - [`plan`]: the pure planner, two listings and recorded state in, actions with reasons out.
 //! - [`execute`]: run a plan: temp name, verify, rename; bounded and retried.
@@ -32,6 +33,7 @@ pub mod embedded;
 pub mod execute;
 pub mod job;
 pub mod listing;
+pub mod local_fs;
 pub mod path;
 pub mod plan;
 pub mod report;

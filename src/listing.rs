@@ -5,7 +5,7 @@
 //! Modification times carry their precision, because LIST gives minutes (or only days for
 //! older files) in the server's local time, while a local file has nanoseconds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::path::RelPath;
 
@@ -98,6 +98,14 @@ impl Mtime {
     }
 }
 
+/// Which local file an entry is (device and inode), so that an upload can tell whether the
+/// file it opened is the one the scan saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
 /// One file, directory or link in a listing.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Entry {
@@ -105,6 +113,9 @@ pub struct Entry {
     /// Size in bytes; 0 for directories.
     pub size: u64,
     pub mtime: Option<Mtime>,
+    /// For a local entry, which file it is; `None` for a remote one.
+    #[serde(skip)]
+    pub id: Option<FileId>,
 }
 
 impl Entry {
@@ -113,6 +124,7 @@ impl Entry {
             kind: EntryKind::File,
             size,
             mtime,
+            id: None,
         }
     }
 
@@ -121,6 +133,18 @@ impl Entry {
             kind: EntryKind::Dir,
             size: 0,
             mtime: None,
+            id: None,
+        }
+    }
+
+    /// A symbolic link, or anything else that is neither a file nor a directory: never followed,
+    /// never transferred.
+    pub fn link() -> Self {
+        Entry {
+            kind: EntryKind::Symlink,
+            size: 0,
+            mtime: None,
+            id: None,
         }
     }
 }
@@ -148,6 +172,9 @@ pub struct Listing {
     /// Problems met while walking (an unreadable directory, a hostile name). Any problem makes
     /// the listing incomplete, which blocks every delete.
     pub problems: Vec<ListingProblem>,
+    /// Directories (the root included) that hold entries the job's filter leaves out: they are
+    /// not empty, whatever the listing shows, so they are never planned for removal.
+    pub holds_excluded: BTreeSet<RelPath>,
 }
 
 impl Listing {

@@ -242,7 +242,19 @@ async fn plan_one(config: &Config, name: &str, json: bool) -> u8 {
             job: job.name.clone(),
             error,
         })?;
-        job::plan_job(job, connector.as_ref(), &records).await
+        let limits = config
+            .endpoints
+            .get(&job.endpoint)
+            .map(|e| e.limits)
+            .unwrap_or_default();
+        job::plan_job(
+            job,
+            &limits,
+            connector.as_ref(),
+            &records,
+            job::MissingRoot::PlanAsEmpty,
+        )
+        .await
     }
     .await;
     match result {

@@ -10,6 +10,7 @@
 //! Records are written only for verified actions, one at a time, so an interrupted run loses
 //! nothing it had finished.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -71,6 +72,21 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// Take group and other permissions off `path` when it has any (ours to change: we own it);
+/// warn when that is not possible.
+fn restrict_mode(path: &Path, mode: u32) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    if meta.permissions().mode() & 0o077 == 0 {
+        return;
+    }
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        tracing::warn!(path = %path.display(), error = %e,
+            "state is readable by other users and its mode cannot be changed");
+    }
+}
+
 fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -91,21 +107,43 @@ fn join_mtime(nanos: Option<i64>, precision: Option<String>) -> Option<Mtime> {
 }
 
 impl Store {
-    /// Open (creating if needed) `ferry.db` in `dir`.
+    /// Open (creating if needed) `ferry.db` in `dir`. The directory is made owner-only (0700)
+    /// and the database 0600: run messages can quote a server's replies.
     pub fn open(dir: &Path) -> Result<Store, StateError> {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+        let create_err = |source| StateError::CreateDir {
             path: dir.to_path_buf(),
             source,
-        })?;
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(create_err)?;
+        restrict_mode(dir, 0o700);
         Self::open_file(&dir.join("ferry.db"))
     }
 
-    /// Open a database file directly.
+    /// Open a database file directly (created 0600; SQLite gives its WAL files the same mode).
     pub fn open_file(path: &Path) -> Result<Store, StateError> {
         let wrap = |source| StateError::Sqlite {
             path: path.to_path_buf(),
             source,
         };
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => restrict_mode(path, 0o600),
+            Err(source) => {
+                return Err(StateError::CreateDir {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        }
         let conn = Connection::open(path).map_err(wrap)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(wrap)?;
@@ -400,6 +438,27 @@ mod tests {
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .expect("pragma");
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn state_directory_and_database_are_owner_only() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let dir = parent.path().join("state");
+        let store = Store::open(&dir).expect("open");
+        store.start_run("j", "test").expect("write");
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        for name in ["ferry.db", "ferry.db-wal", "ferry.db-shm"] {
+            assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+        }
+        drop(store);
+        // A state directory and database left open to others by an older ferry are tightened.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(dir.join("ferry.db"), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        Store::open(&dir).expect("reopen");
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("ferry.db")), 0o600);
     }
 
     #[test]

@@ -325,7 +325,7 @@ async fn wrong_password_is_an_authentication_failure() {
 
 #[cfg(unix)]
 #[tokio::test]
-async fn local_symlinks_are_not_followed_out_of_the_root() {
+async fn local_symlinks_are_never_followed() {
     let w = start(EmbeddedOptions::default()).await;
     let outbox = w.local("outbox");
     let secret = w.local("outside").join("secret.txt");
@@ -338,12 +338,27 @@ async fn local_symlinks_are_not_followed_out_of_the_root() {
         w.endpoint(),
         vec![job("push", Direction::Push, &outbox, "/data")],
     );
-    setup.sync_ok("push").await;
+    let report = setup.sync_ok("push").await;
     let remote = tree(&w.server_root.join("data"));
     assert_eq!(
         remote.keys().cloned().collect::<Vec<_>>(),
-        vec!["alias.txt", "real.txt"],
-        "only files inside the root are sent"
+        vec!["real.txt"],
+        "links are not followed, not even to a file inside the root"
+    );
+    let skipped: Vec<String> = report
+        .planned
+        .plan
+        .skipped
+        .iter()
+        .map(|s| format!("{}: {}", s.path, s.reason))
+        .collect();
+    assert_eq!(
+        skipped,
+        vec![
+            "alias.txt: symlink not followed",
+            "leak.txt: symlink not followed",
+            "leakdir: symlink not followed"
+        ]
     );
 }
 
@@ -387,14 +402,20 @@ async fn plan_changes_nothing_and_gives_reasons() {
     write_sample_tree(&outbox);
     let setup = Setup::new(
         w.endpoint(),
-        vec![job("push", Direction::Push, &outbox, "/data")],
+        vec![job("push", Direction::Push, &outbox, "/data/not yet")],
     );
     let job = setup.config.jobs.get("push").unwrap();
     let connector = ferry::job::connector_for(&setup.config, job).unwrap();
     let records = setup.store.lock().unwrap().records("push").unwrap();
-    let planned = ferry::job::plan_job(job, connector.as_ref(), &records)
-        .await
-        .unwrap();
+    let planned = ferry::job::plan_job(
+        job,
+        &Default::default(),
+        connector.as_ref(),
+        &records,
+        ferry::job::MissingRoot::PlanAsEmpty,
+    )
+    .await
+    .unwrap();
     assert_eq!(planned.plan.count(ActionKind::Upload), 7);
     assert!(
         planned
@@ -406,6 +427,10 @@ async fn plan_changes_nothing_and_gives_reasons() {
     assert!(
         tree(&w.server_root.join("data")).is_empty(),
         "plan must not change the server"
+    );
+    assert!(
+        !w.server_root.join("data/not yet").exists(),
+        "plan must not create a missing remote root"
     );
     let json = ferry::report::plan_json("push", &planned);
     assert_eq!(json["plan"]["actions"][0]["kind"], "make_remote_dir");

@@ -106,6 +106,33 @@ pub struct Endpoint {
     pub tls_max_version: Option<TlsVersion>,
     /// Local ports to listen on for active-mode data connections (`None`: any free port).
     pub active_ports: Option<std::ops::RangeInclusive<u16>>,
+    /// Connect passive data connections to the address in a PASV reply. Off by default: the
+    /// control connection's address is used, so a server cannot send ferry to another host.
+    pub use_pasv_address: bool,
+    pub limits: Limits,
+}
+
+/// Bounds on what a server may send, so that a hostile or broken one cannot exhaust memory or
+/// keep a walk going forever. Over a limit is an error naming the directory, which makes the
+/// listing incomplete and so blocks deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest listing line, in bytes.
+    pub max_line: usize,
+    /// Most entries one directory listing may hold.
+    pub max_entries: usize,
+    /// Deepest directory level below the root that is walked (both sides).
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line: 16 * 1024,
+            max_entries: 1_000_000,
+            max_depth: 64,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

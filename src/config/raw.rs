@@ -877,6 +877,23 @@ pub struct RawEndpoint {
     pub tls_max_version: Option<RawTlsVersion>,
     /// `50000-50100`: local ports for active-mode data connections.
     pub active_ports: Option<String>,
+    /// Connect passive data connections to the address a PASV reply names, rather than to the
+    /// control connection's address. Off by default.
+    pub use_pasv_address: Option<bool>,
+    /// Bounds on what the server may send.
+    pub limits: Option<RawLimits>,
+}
+
+/// `limits: { line_length: 16384, entries_per_dir: 1000000, depth: 64 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping such as { line_length: 16384, entries_per_dir: 1000000, depth: 64 }"
+)]
+pub struct RawLimits {
+    pub line_length: Option<usize>,
+    pub entries_per_dir: Option<usize>,
+    pub depth: Option<usize>,
 }
 
 fn deserialize_secret<'de, D: de::Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
@@ -1108,7 +1125,7 @@ mod tests {
             (
                 "host: h\nprot: 21\n",
                 &[
-                    "2:1: unknown field `prot`, expected one of `host`, `port`, `tls`, `allow_insecure`, `user`, `password_env`, `password_file`, `password_credential`, `password`, `ca_file`, `pin_sha256`, `client_cert`, `client_key`, `data_mode`, `max_connections`, `timeout`, `tls_max_version`, `active_ports`",
+                    "2:1: unknown field `prot`, expected one of `host`, `port`, `tls`, `allow_insecure`, `user`, `password_env`, `password_file`, `password_credential`, `password`, `ca_file`, `pin_sha256`, `client_cert`, `client_key`, `data_mode`, `max_connections`, `timeout`, `tls_max_version`, `active_ports`, `use_pasv_address`, `limits`",
                 ],
                 &["prot"],
             ),

@@ -27,13 +27,13 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::model::{
-    AfterUpload, Config, DataMode, Direction, Endpoint, Filter, Job, PasswordSource, RetryPolicy,
-    Secret, TlsMode, TlsVersion, TrustRoots, Verify,
+    AfterUpload, Config, DataMode, Direction, Endpoint, Filter, Job, Limits, PasswordSource,
+    RetryPolicy, Secret, TlsMode, TlsVersion, TrustRoots, Verify,
 };
 use super::raw::{
     Collected, Mark, Node, NodeValue, Problem, RawAfterUpload, RawDataMode, RawDirection,
-    RawEndpoint, RawFile, RawJob, RawTlsMode, RawTlsVersion, RawVerify, deserialize_collecting,
-    parse_document,
+    RawEndpoint, RawFile, RawJob, RawLimits, RawTlsMode, RawTlsVersion, RawVerify,
+    deserialize_collecting, parse_document,
 };
 
 /// The only job file format this ferry reads.
@@ -461,6 +461,16 @@ impl Checker<'_> {
         let max_connections = self.check_max_connections(&place, raw.max_connections);
         let timeout = self.check_timeout(&place, raw.timeout);
         let active_ports = self.check_active_ports(&place, raw.active_ports.as_deref());
+        let limits = self.check_limits(&place, raw.limits);
+        let use_pasv_address = raw.use_pasv_address.unwrap_or(false);
+        if use_pasv_address {
+            self.warn_at(
+                &place,
+                place.value("use_pasv_address"),
+                "use_pasv_address: true lets the server's PASV reply choose the host ferry \
+                 connects to for data; use it only for a server that needs it",
+            );
+        }
 
         Some(Endpoint {
             name: name.to_owned(),
@@ -484,7 +494,38 @@ impl Checker<'_> {
                 RawTlsVersion::V1_3 => TlsVersion::V1_3,
             }),
             active_ports: active_ports?,
+            use_pasv_address,
+            limits: limits?,
         })
+    }
+
+    fn check_limits(&mut self, place: &Place<'_>, raw: Option<RawLimits>) -> Option<Limits> {
+        let defaults = Limits::default();
+        let Some(raw) = raw else {
+            return Some(defaults);
+        };
+        let limits = Limits {
+            max_line: raw.line_length.unwrap_or(defaults.max_line),
+            max_entries: raw.entries_per_dir.unwrap_or(defaults.max_entries),
+            max_depth: raw.depth.unwrap_or(defaults.max_depth),
+        };
+        let mut ok = true;
+        for (key, value, least) in [
+            ("line_length", limits.max_line, 512),
+            ("entries_per_dir", limits.max_entries, 1),
+            ("depth", limits.max_depth, 1),
+        ] {
+            if value < least {
+                let mark = place.nested_value("limits", key);
+                self.report_at(
+                    place,
+                    mark,
+                    format!("limits.{key} must be at least {least}"),
+                );
+                ok = false;
+            }
+        }
+        ok.then_some(limits)
     }
 
     fn require<'v>(
@@ -1561,7 +1602,7 @@ endpoints:
             (
                 "    host: h\n    user: u\n    password_env: ACME_PASSWORD\n    pasive: true\n",
                 &[
-                    "jobs.yaml:7:5: endpoint `acme`: unknown field `pasive`, expected one of `host`, `port`, `tls`, `allow_insecure`, `user`, `password_env`, `password_file`, `password_credential`, `password`, `ca_file`, `pin_sha256`, `client_cert`, `client_key`, `data_mode`, `max_connections`, `timeout`, `tls_max_version`, `active_ports`",
+                    "jobs.yaml:7:5: endpoint `acme`: unknown field `pasive`, expected one of `host`, `port`, `tls`, `allow_insecure`, `user`, `password_env`, `password_file`, `password_credential`, `password`, `ca_file`, `pin_sha256`, `client_cert`, `client_key`, `data_mode`, `max_connections`, `timeout`, `tls_max_version`, `active_ports`, `use_pasv_address`, `limits`",
                 ],
             ),
         ];
@@ -1657,7 +1698,7 @@ jobs:
             [
                 "jobs.yaml:3:3: endpoint `acme`: no password source (set password_env, password_file, password_credential or password)",
                 "jobs.yaml:6:14: endpoint `acme`: ca_file `$DIR/empty.pem` holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                "jobs.yaml:11:5: endpoint `partner`: unknown field `colour`, expected one of `host`, `port`, `tls`, `allow_insecure`, `user`, `password_env`, `password_file`, `password_credential`, `password`, `ca_file`, `pin_sha256`, `client_cert`, `client_key`, `data_mode`, `max_connections`, `timeout`, `tls_max_version`, `active_ports`",
+                "jobs.yaml:11:5: endpoint `partner`: unknown field `colour`, expected one of `host`, `port`, `tls`, `allow_insecure`, `user`, `password_env`, `password_file`, `password_credential`, `password`, `ca_file`, `pin_sha256`, `client_cert`, `client_key`, `data_mode`, `max_connections`, `timeout`, `tls_max_version`, `active_ports`, `use_pasv_address`, `limits`",
                 "jobs.yaml:14:15: job `nightly`: unknown endpoint `acm` (known: acme, partner)",
                 "jobs.yaml:18:15: job `nightly`: bad schedule `30 25 * * *`: Component error: Number out of bounds. (fields: [second] minute hour day-of-month month day-of-week, or @hourly, @daily, @weekly, @monthly, @yearly)",
                 "jobs.yaml:22:12: job `outbox`: local path `$DIR/file.txt` is not a directory",

@@ -1,45 +1,42 @@
-//! One download: RETR into a local temporary file while hashing, check the length, fsync, set
-//! the remote modification time, rename, fsync the directory. Also local directories.
-
-use std::path::Path;
+//! One download, and local directories.
+//!
+//! The parent directory is opened once, through the job's [`LocalRoot`] (a link anywhere on the
+//! way is refused), and every step happens on that handle: create `.NAME.ferry-tmp` owner-only,
+//! RETR into it while hashing (never more bytes than the listing gave), check the length and the
+//! server's hash when offered, fsync, set the remote modification time and the mode the file
+//! should have, rename onto `NAME`, fsync the directory. The temporary file is removed when
+//! anything fails or the transfer is dropped (cancelled).
 
 use tokio::io::AsyncWriteExt;
 
 use super::{Context, FileOutcome, HashingWriter, local_err, save_record, temp_name};
 use crate::config::Verify;
 use crate::listing::{Listing, Mtime};
+use crate::local_fs::{self, DirHandle, TEMP_MODE};
 use crate::path::RelPath;
 use crate::plan::{Action, SyncRecord};
-use crate::transport::local::mtime_of;
 use crate::transport::{ErrorKind, Transport, TransportError};
 
-/// Refuse to write through a symbolic link anywhere between the local root and `rel`.
-async fn check_no_symlink_ancestors(root: &Path, rel: &RelPath) -> Result<(), TransportError> {
-    for dir in rel.ancestors() {
-        let p = dir.to_local(root);
-        if let Ok(meta) = tokio::fs::symlink_metadata(&p).await
-            && meta.file_type().is_symlink()
-        {
-            return Err(TransportError::new(
-                ErrorKind::Permanent,
-                format!("write {rel}"),
-                format!(
-                    "{} is a symbolic link; ferry does not write through links",
-                    p.display()
-                ),
-            ));
-        }
-    }
-    Ok(())
+/// Create one local directory (its parent exists), refusing links on the way.
+pub(super) fn make_local_dir(ctx: &Context, rel: &RelPath) -> Result<(), TransportError> {
+    let op = format!("create directory {rel}");
+    let (dir, name) = ctx.local.parent(rel).map_err(|e| local_err(&op, e))?;
+    dir.make_dir(name).map_err(|e| local_err(&op, e))
 }
 
-pub(super) async fn make_local_dir(root: &Path, rel: &RelPath) -> Result<(), TransportError> {
-    check_no_symlink_ancestors(root, rel).await?;
-    let p = rel.to_local(root);
-    match tokio::fs::create_dir(&p).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && p.is_dir() => Ok(()),
-        Err(e) => Err(local_err(format!("create directory {}", p.display()), e)),
+/// Removes a temporary file when dropped, unless disarmed: a failed or cancelled download
+/// leaves nothing behind.
+struct TempFile<'a> {
+    dir: &'a DirHandle,
+    name: &'a str,
+    armed: bool,
+}
+
+impl Drop for TempFile<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.dir.remove_file(self.name);
+        }
     }
 }
 
@@ -54,46 +51,39 @@ pub(super) async fn download_file(
     let entry = remote.get(path).cloned().ok_or_else(|| {
         TransportError::new(ErrorKind::Permanent, &op, "not in the remote listing")
     })?;
-    check_no_symlink_ancestors(&ctx.local_root, path).await?;
-    let target = path.to_local(&ctx.local_root);
-    let tmp = temp_name(path).to_local(&ctx.local_root);
-    let _ = tokio::fs::remove_file(&tmp).await;
-    let file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .await
-        .map_err(|e| local_err(format!("create {}", tmp.display()), e))?;
-    let mut writer = HashingWriter::new(file);
-    let progress = |n: u64| ctx.observer.bytes_moved(n);
-    let result = finish_download(t, path, &entry, &mut writer, &progress, ctx.verify).await;
-    let (received, sha, verified) = match result {
-        Ok(ok) => ok,
-        Err(e) => {
-            drop(writer);
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e);
-        }
+    let (dir, name) = ctx.local.parent(path).map_err(|e| local_err(&op, e))?;
+    let tmp = temp_name(path);
+    let tmp_name = tmp.file_name();
+    match dir.remove_file(tmp_name) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(local_err(&op, e)),
+        _ => {}
+    }
+    let file = dir
+        .create_new(tmp_name, TEMP_MODE)
+        .map_err(|e| local_err(&op, e))?;
+    let mut guard = TempFile {
+        dir: &dir,
+        name: tmp_name,
+        armed: true,
     };
-    let file = writer.into_inner();
-    drop(file);
+    let mut writer = HashingWriter::new(tokio::fs::File::from_std(file)).with_limit(entry.size);
+    let progress = |n: u64| ctx.observer.bytes_moved(n);
+    let (received, sha, verified) =
+        finish_download(t, path, entry.size, &mut writer, &progress, ctx.verify).await?;
+    let file = writer.into_inner().into_std().await;
     if let Some(m) = entry.mtime {
-        set_mtime(&tmp, m)?;
+        set_mtime(&file, m).map_err(|e| local_err(&op, e))?;
     }
-    if let Err(e) = tokio::fs::rename(&tmp, &target).await {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(local_err(
-            format!("rename {} to {}", tmp.display(), target.display()),
-            e,
-        ));
-    }
-    sync_dir(target.parent()).await;
-    let after = tokio::fs::metadata(&target)
-        .await
-        .map_err(|e| local_err(format!("stat {}", target.display()), e))?;
+    dir.finish_mode(&file, name)
+        .map_err(|e| local_err(&op, e))?;
+    dir.rename(tmp_name, &dir, name)
+        .map_err(|e| local_err(&op, e))?;
+    guard.armed = false;
+    dir.sync().map_err(|e| local_err(&op, e))?;
+    let after = local_fs::fstat(&file).map_err(|e| local_err(&op, e))?;
     let record = SyncRecord {
-        local_size: after.len(),
-        local_mtime: mtime_of(&after),
+        local_size: after.size,
+        local_mtime: after.mtime,
         sha256: Some(sha.clone()),
         remote_size: entry.size,
         remote_mtime: entry.mtime,
@@ -111,27 +101,26 @@ pub(super) async fn download_file(
 async fn finish_download(
     t: &mut dyn Transport,
     path: &RelPath,
-    entry: &crate::listing::Entry,
+    listed_size: u64,
     writer: &mut HashingWriter<tokio::fs::File>,
     progress: &(dyn Fn(u64) + Send + Sync),
     verify: Verify,
 ) -> Result<(u64, String, bool), TransportError> {
     let op = format!("download {path}");
     let received = t.download(path, writer, progress).await?;
-    writer.flush().await.map_err(|e| local_err(op.clone(), e))?;
+    writer.flush().await.map_err(|e| local_err(&op, e))?;
     writer
         .inner
         .sync_all()
         .await
-        .map_err(|e| local_err(format!("fsync {path}"), e))?;
+        .map_err(|e| local_err(&format!("fsync {path}"), e))?;
     let sha = writer.digest_hex();
-    if received != entry.size {
+    if received != listed_size {
         return Err(TransportError::new(
             ErrorKind::Transient,
             op,
             format!(
-                "received {received} bytes but the listing said {}; the file may still be changing",
-                entry.size
+                "received {received} bytes but the listing said {listed_size}; the file may still be changing"
             ),
         ));
     }
@@ -154,17 +143,12 @@ async fn finish_download(
     Ok((received, sha, verified))
 }
 
-fn set_mtime(path: &Path, m: Mtime) -> Result<(), TransportError> {
+fn set_mtime(file: &std::fs::File, m: Mtime) -> std::io::Result<()> {
     let secs = m.secs();
     let nanos = m.nanos.rem_euclid(1_000_000_000) as u32;
-    filetime::set_file_mtime(path, filetime::FileTime::from_unix_time(secs, nanos))
-        .map_err(|e| local_err(format!("set modification time of {}", path.display()), e))
-}
-
-async fn sync_dir(dir: Option<&Path>) {
-    if let Some(dir) = dir
-        && let Ok(f) = tokio::fs::File::open(dir).await
-    {
-        let _ = f.sync_all().await;
-    }
+    filetime::set_file_handle_times(
+        file,
+        None,
+        Some(filetime::FileTime::from_unix_time(secs, nanos)),
+    )
 }

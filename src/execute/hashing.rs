@@ -1,9 +1,14 @@
-//! Readers and writers that hash every byte passing through (SHA-256).
+//! The local side of a copy: a reader and a writer that hash every byte passing through
+//! (SHA-256) and mark their own I/O errors as local ([`mark_local`]), so that a full disk is
+//! never reported as the server's fault. The writer can also stop a download at the size the
+//! listing gave: a server that sends more is cut off at once, not written to disk.
 
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Reads through to an inner reader, hashing every byte.
+use crate::transport::mark_local;
+
+/// Reads a local file through, hashing every byte.
 pub struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
@@ -17,9 +22,9 @@ impl<R> HashingReader<R> {
         }
     }
 
-    /// The SHA-256 of everything read, lowercase hex.
-    pub fn finish(self) -> String {
-        hex::encode(self.hasher.finalize())
+    /// The SHA-256 of everything read, lowercase hex, and the reader back.
+    pub fn finish(self) -> (String, R) {
+        (hex::encode(self.hasher.finalize()), self.inner)
     }
 }
 
@@ -31,18 +36,24 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
     ) -> std::task::Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
-        let poll = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let std::task::Poll::Ready(Ok(())) = &poll {
-            this.hasher.update(&buf.filled()[before..]);
+        match std::pin::Pin::new(&mut this.inner).poll_read(cx, buf) {
+            std::task::Poll::Ready(Ok(())) => {
+                this.hasher.update(&buf.filled()[before..]);
+                std::task::Poll::Ready(Ok(()))
+            }
+            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(mark_local(e))),
+            pending => pending,
         }
-        poll
     }
 }
 
-/// Writes through to an inner writer, hashing every byte written.
+/// Writes through to a local file (or a sink), hashing every byte written, refusing to write
+/// more than `limit` bytes when one is set.
 pub struct HashingWriter<W> {
     pub(super) inner: W,
     hasher: Sha256,
+    written: u64,
+    limit: Option<u64>,
 }
 
 impl<W> HashingWriter<W> {
@@ -50,7 +61,15 @@ impl<W> HashingWriter<W> {
         HashingWriter {
             inner,
             hasher: Sha256::new(),
+            written: 0,
+            limit: None,
         }
+    }
+
+    /// Refuse (with an error, writing nothing of it) any write that would pass `limit` bytes.
+    pub fn with_limit(mut self, limit: u64) -> Self {
+        self.limit = Some(limit);
+        self
     }
 
     pub fn digest_hex(&self) -> String {
@@ -73,44 +92,78 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for HashingWriter<W> {
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        let poll = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let std::task::Poll::Ready(Ok(n)) = &poll {
-            this.hasher.update(&buf[..*n]);
+        if let Some(limit) = this.limit
+            && this.written.saturating_add(buf.len() as u64) > limit
+        {
+            // Not marked local: this is the server's doing.
+            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
+                "the server sent more than the {limit} bytes its listing gave; stopped \
+                 (the file is changing, or the server misbehaves)"
+            ))));
         }
-        poll
+        match std::pin::Pin::new(&mut this.inner).poll_write(cx, buf) {
+            std::task::Poll::Ready(Ok(n)) => {
+                this.hasher.update(&buf[..n]);
+                this.written += n as u64;
+                std::task::Poll::Ready(Ok(n))
+            }
+            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(mark_local(e))),
+            pending => pending,
+        }
     }
 
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        std::pin::Pin::new(&mut self.inner)
+            .poll_flush(cx)
+            .map_err(mark_local)
     }
 
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        std::pin::Pin::new(&mut self.inner)
+            .poll_shutdown(cx)
+            .map_err(mark_local)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
     async fn hashing_reader_and_writer_agree_with_sha256() {
-        use tokio::io::AsyncReadExt;
         let data = b"hello ferry".to_vec();
         let mut r = HashingReader::new(&data[..]);
         let mut sink = Vec::new();
         r.read_to_end(&mut sink).await.expect("read");
         let want = hex::encode(Sha256::digest(&data));
-        assert_eq!(r.finish(), want);
+        assert_eq!(r.finish().0, want);
         let mut w = HashingWriter::new(Vec::new());
         w.write_all(&data).await.expect("write");
         assert_eq!(w.finish(), want);
+    }
+
+    #[tokio::test]
+    async fn a_limited_writer_refuses_the_first_byte_too_many() {
+        let mut w = HashingWriter::new(Vec::new()).with_limit(10);
+        w.write_all(b"0123456789").await.expect("up to the limit");
+        let e = w.write_all(b"x").await.expect_err("one byte more");
+        assert!(e.to_string().contains("more than the 10 bytes"), "{e}");
+        assert_eq!(w.into_inner(), b"0123456789");
+    }
+
+    #[tokio::test]
+    async fn local_errors_are_marked_local() {
+        let e = crate::transport::TransportError::from_io(
+            "write",
+            &mark_local(std::io::Error::other("No space left on device")),
+        );
+        assert_eq!(e.kind, crate::transport::ErrorKind::Local);
     }
 }

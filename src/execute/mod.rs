@@ -24,13 +24,13 @@ mod retry;
 mod upload;
 mod workers;
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AfterUpload, Direction, RetryPolicy, Verify};
 use crate::listing::Listing;
+use crate::local_fs::{Kind, LocalRoot};
 use crate::path::RelPath;
 use crate::plan::{Action, ActionKind, Plan, SyncRecord};
 use crate::state::Store;
@@ -94,13 +94,19 @@ pub struct Execution {
     pub fatal: Option<TransportError>,
     /// Why planned deletes did not run.
     pub deletes_skipped: Option<String>,
+    /// Local files not sent because they changed, vanished or were replaced since the scan
+    /// (warnings, not failures: the next run sends them).
+    pub changed: Vec<Failure>,
 }
 
 /// Everything an execution needs besides the plan.
 pub struct Context {
     pub job: String,
     pub direction: Direction,
-    pub local_root: PathBuf,
+    /// The job's local root, opened once for the scan and every local operation of the run.
+    pub local: LocalRoot,
+    /// The `after_upload: move_to` directory, opened once per run.
+    pub archive: Option<LocalRoot>,
     pub verify: Verify,
     pub retry: RetryPolicy,
     /// What to do with a local file once it is uploaded and verified.
@@ -112,9 +118,16 @@ pub struct Context {
     pub observer: Arc<dyn Observer>,
 }
 
-/// Run a plan. `remote` is the listing the plan was made from (for the sizes and times of
-/// downloads).
-pub async fn execute(plan: &Plan, remote: &Listing, ctx: &Context) -> Execution {
+/// The two listings a plan was made from: the scan's facts for uploads (which file, what size
+/// and time), the server's for downloads.
+#[derive(Clone, Copy)]
+pub struct Listings<'a> {
+    pub local: &'a Listing,
+    pub remote: &'a Listing,
+}
+
+/// Run a plan made from `listings`.
+pub async fn execute(plan: &Plan, listings: Listings<'_>, ctx: &Context) -> Execution {
     let mut out = Execution::default();
     let mut session: Option<Box<dyn Transport>> = None;
 
@@ -129,9 +142,7 @@ pub async fn execute(plan: &Plan, remote: &Listing, ctx: &Context) -> Execution 
             return out;
         }
         let result = match action.kind {
-            ActionKind::MakeLocalDir => {
-                download::make_local_dir(&ctx.local_root, &action.path).await
-            }
+            ActionKind::MakeLocalDir => download::make_local_dir(ctx, &action.path),
             _ => match session_for(&mut session, ctx).await {
                 Ok(t) => t.make_dir(&action.path).await,
                 Err(e) => Err(e),
@@ -163,7 +174,7 @@ pub async fn execute(plan: &Plan, remote: &Listing, ctx: &Context) -> Execution 
             t.quit().await;
         }
         session = None;
-        let results = workers::run_transfers(transfers, remote, ctx).await;
+        let results = workers::run_transfers(transfers, listings, ctx).await;
         for (action, result) in results {
             match result {
                 Ok(done) => {
@@ -175,6 +186,14 @@ pub async fn execute(plan: &Plan, remote: &Listing, ctx: &Context) -> Execution 
                     if out.fatal.is_none() {
                         out.fatal = Some(e);
                     }
+                }
+                Err(e) if e.kind == ErrorKind::Changed => {
+                    tracing::warn!(job = %ctx.job, path = %action.path, error = %e, "skipped");
+                    out.changed.push(Failure {
+                        path: action.path.clone(),
+                        action: action.kind,
+                        error: e,
+                    });
                 }
                 Err(e) => out.failures.push(Failure {
                     path: action.path.clone(),
@@ -222,8 +241,36 @@ async fn session_for<'a>(
         .ok_or_else(|| TransportError::new(ErrorKind::Permanent, "connect", "no session"))
 }
 
-fn local_err(op: String, e: std::io::Error) -> TransportError {
-    TransportError::new(ErrorKind::Permanent, op, e.to_string())
+/// A local file operation's failure; the I/O error already names the path.
+fn local_err(op: &str, e: std::io::Error) -> TransportError {
+    TransportError::local(op, &e)
+}
+
+/// Delete a local file the plan found deleted on the source, or remove a directory; the parent
+/// is opened through the root (no link followed), and only a regular file is deleted.
+fn delete_local(ctx: &Context, action: &Action) -> Result<(), TransportError> {
+    let op = format!("{} {}", action.kind.as_str(), action.path);
+    let (dir, name) = ctx
+        .local
+        .parent(&action.path)
+        .map_err(|e| local_err(&op, e))?;
+    if action.kind == ActionKind::RemoveLocalDir {
+        return dir.remove_dir(name).map_err(|e| local_err(&op, e));
+    }
+    match dir.stat(name).map_err(|e| local_err(&op, e))? {
+        Some(meta) if meta.kind == Kind::File => {
+            dir.remove_file(name).map_err(|e| local_err(&op, e))
+        }
+        Some(_) => Err(TransportError::new(
+            ErrorKind::Local,
+            op,
+            format!(
+                "{}: no longer a regular file; not deleted",
+                dir.display(name).display()
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn save_record(
@@ -282,18 +329,7 @@ async fn run_deletes(
             break;
         }
         let result = match action.kind {
-            ActionKind::DeleteLocalFile => {
-                let p = action.path.to_local(&ctx.local_root);
-                tokio::fs::remove_file(&p)
-                    .await
-                    .map_err(|e| local_err(format!("delete {}", p.display()), e))
-            }
-            ActionKind::RemoveLocalDir => {
-                let p = action.path.to_local(&ctx.local_root);
-                tokio::fs::remove_dir(&p)
-                    .await
-                    .map_err(|e| local_err(format!("remove directory {}", p.display()), e))
-            }
+            ActionKind::DeleteLocalFile | ActionKind::RemoveLocalDir => delete_local(ctx, action),
             ActionKind::DeleteRemoteFile | ActionKind::RemoveRemoteDir => {
                 match session_for(session, ctx).await {
                     Ok(t) if action.kind == ActionKind::DeleteRemoteFile => {

@@ -5,10 +5,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::workers::transfer_once;
-use super::{Context, FileOutcome, cancelled, temp_name};
+use super::{Context, FileOutcome, Listings, cancelled};
 use crate::config::RetryPolicy;
-use crate::listing::Listing;
-use crate::plan::{Action, ActionKind};
+use crate::plan::Action;
 use crate::transport::{ErrorKind, Transport, TransportError};
 
 /// The delay before retry number `attempt` (1-based): exponential from `initial`, capped at
@@ -25,7 +24,7 @@ pub fn backoff_delay(policy: &RetryPolicy, attempt: u32) -> Duration {
 
 pub(super) async fn transfer_with_retry(
     action: &Action,
-    remote: &Listing,
+    listings: Listings<'_>,
     ctx: &Context,
     session: &mut Option<Box<dyn Transport>>,
     stop: &CancellationToken,
@@ -33,19 +32,18 @@ pub(super) async fn transfer_with_retry(
     let mut attempt = 1;
     loop {
         let result = tokio::select! {
-            r = transfer_once(action, remote, ctx, session) => r,
+            r = transfer_once(action, listings, ctx, session) => r,
             _ = stop.cancelled() => Err(cancelled()),
         };
         match result {
             Ok(done) => return Ok(done),
             Err(e) => {
-                // Whatever happened, the session may be mid-transfer: never reuse it.
-                if e.kind != ErrorKind::Permanent {
+                // Whatever happened, the session may be mid-transfer (a download cut off at
+                // its listed size, a reset): never reuse it. Only a file skipped before or after
+                // a clean transfer leaves it usable. A cancelled download removed its own
+                // temporary file when its future was dropped.
+                if e.kind != ErrorKind::Changed {
                     *session = None;
-                }
-                if e.kind == ErrorKind::Cancelled && action.kind == ActionKind::Download {
-                    let tmp = temp_name(&action.path).to_local(&ctx.local_root);
-                    let _ = tokio::fs::remove_file(tmp).await;
                 }
                 if !e.is_retryable() || attempt >= ctx.retry.attempts {
                     return Err(e);

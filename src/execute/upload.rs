@@ -1,47 +1,94 @@
-//! One upload: hash while reading, STOR to the temporary name, verify, rename; then
-//! `after_upload`.
-
-use std::path::{Path, PathBuf};
+//! One upload: open the file through the job's root, check it is the file the scan saw, hash
+//! while reading, STOR to the temporary name, verify, rename; then `after_upload`.
+//!
+//! The file is opened with no link followed anywhere on its path, and the open handle's device,
+//! inode, size and modification time must be the scan's: a file swapped for a link to a secret,
+//! or replaced or rewritten since the scan, is not sent under the scanned facts. It is skipped
+//! this run with a warning ([`ErrorKind::Changed`]), and so is a file that changes while it is
+//! being read. The next run (or the watcher) picks it up.
 
 use super::{
     Context, FileOutcome, HashingReader, HashingWriter, local_err, save_record, temp_name,
 };
 use crate::config::{AfterUpload, Verify};
+use crate::listing::{Entry, Listing};
+use crate::local_fs::{self, DirHandle, LocalRoot, Meta};
 use crate::path::RelPath;
 use crate::plan::{Action, SyncRecord};
-use crate::transport::local::mtime_of;
 use crate::transport::{ErrorKind, Transport, TransportError};
+
+fn changed(op: &str, message: impl Into<String>) -> TransportError {
+    TransportError::new(ErrorKind::Changed, op, message)
+}
+
+/// Whether the opened file is the one the scan listed, with the same size and time.
+fn check_against_scan(op: &str, scanned: &Entry, opened: &Meta) -> Result<(), TransportError> {
+    if scanned.id != Some(opened.id) {
+        return Err(changed(
+            op,
+            "replaced by another file since the scan; not sent",
+        ));
+    }
+    if scanned.size != opened.size || scanned.mtime != opened.mtime {
+        return Err(changed(
+            op,
+            format!(
+                "changed since the scan ({} bytes then, {} now); not sent this run",
+                scanned.size, opened.size
+            ),
+        ));
+    }
+    Ok(())
+}
 
 pub(super) async fn upload_file(
     t: &mut dyn Transport,
     action: &Action,
+    local: &Listing,
     ctx: &Context,
 ) -> Result<FileOutcome, TransportError> {
     let path = &action.path;
-    let local = path.to_local(&ctx.local_root);
     let op = format!("upload {path}");
-    let file = tokio::fs::File::open(&local)
-        .await
-        .map_err(|e| local_err(format!("open {}", local.display()), e))?;
-    let before = file
-        .metadata()
-        .await
-        .map_err(|e| local_err(format!("stat {}", local.display()), e))?;
-    let mut reader = HashingReader::new(file);
+    let scanned = local
+        .get(path)
+        .ok_or_else(|| TransportError::new(ErrorKind::Permanent, &op, "not in the local scan"))?;
+    let open_failed = |e: std::io::Error| {
+        if local_fs::is_refused(&e) || e.kind() == std::io::ErrorKind::NotFound {
+            changed(&op, format!("{e}; not sent"))
+        } else {
+            local_err(&op, e)
+        }
+    };
+    let (dir, name) = ctx.local.parent(path).map_err(open_failed)?;
+    let (file, opened) = dir.open_read(name).map_err(open_failed)?;
+    check_against_scan(&op, scanned, &opened)?;
+    let mut reader = HashingReader::new(tokio::fs::File::from_std(file));
     let tmp = temp_name(path);
     let progress = |n: u64| ctx.observer.bytes_moved(n);
     let sent = match t.upload(&tmp, &mut reader, &progress).await {
         Ok(n) => n,
         Err(e) => {
-            if e.kind == ErrorKind::Permanent {
+            if matches!(e.kind, ErrorKind::Permanent | ErrorKind::Local) {
                 let _ = t.delete_file(&tmp).await;
             }
             return Err(e);
         }
     };
-    let sha = reader.finish();
-    let result = verify_upload(t, &tmp, sent, &before, &local, &sha, ctx.verify).await;
-    let verified = match result {
+    let (sha, file) = reader.finish();
+    // The file must not have changed while it was read.
+    let after = local_fs::fstat(&file).map_err(|e| local_err(&op, e))?;
+    if sent != opened.size || !after.same_content_as(&opened) {
+        let _ = t.delete_file(&tmp).await;
+        return Err(changed(
+            &op,
+            format!(
+                "changed while it was being uploaded ({} bytes at the start, {sent} sent, {} now); \
+                 not sent this run",
+                opened.size, after.size
+            ),
+        ));
+    }
+    let verified = match verify_upload(t, &tmp, sent, &sha, ctx.verify).await {
         Ok(v) => v,
         Err(e) => {
             let _ = t.delete_file(&tmp).await;
@@ -53,8 +100,8 @@ pub(super) async fn upload_file(
         return Err(e);
     }
     let record = SyncRecord {
-        local_size: before.len(),
-        local_mtime: mtime_of(&before),
+        local_size: opened.size,
+        local_mtime: opened.mtime,
         sha256: Some(sha.clone()),
         remote_size: sent,
         // Filled in from a fresh listing after the transfers (see refresh_remote_fingerprints).
@@ -62,7 +109,7 @@ pub(super) async fn upload_file(
     };
     save_record(ctx, path, &record, &op)?;
     tracing::info!(job = %ctx.job, path = %path, bytes = sent, sha256 = %sha, verified, "uploaded");
-    apply_after_upload(&ctx.after_upload, &local, path).await?;
+    apply_after_upload(ctx, &dir, name, &opened, path)?;
     Ok(FileOutcome {
         bytes: sent,
         verified,
@@ -70,61 +117,85 @@ pub(super) async fn upload_file(
     })
 }
 
-/// Delete or archive a local file that is now safely on the server. A failure here is
-/// reported against the file; the upload itself stands (and is recorded).
-async fn apply_after_upload(
-    after: &AfterUpload,
-    local: &Path,
+/// Delete or archive a local file that is now safely on the server, if it is still the file
+/// that was uploaded (a producer may have written a new version meanwhile: that one stays). A
+/// failure here is reported against the file; the upload itself stands (and is recorded).
+fn apply_after_upload(
+    ctx: &Context,
+    dir: &DirHandle,
+    name: &str,
+    uploaded: &Meta,
     path: &RelPath,
 ) -> Result<(), TransportError> {
     let op = format!("after_upload {path}");
-    match after {
-        AfterUpload::Keep => Ok(()),
-        AfterUpload::Delete => tokio::fs::remove_file(local)
-            .await
-            .map_err(|e| local_err(format!("{op}: delete {}", local.display()), e)),
-        AfterUpload::MoveTo(dir) => {
-            let target = free_name(&path.to_local(dir)).await;
-            if let Some(parent) = target.parent() {
-                tokio::fs::create_dir_all(parent)
-                    .await
-                    .map_err(|e| local_err(format!("{op}: create {}", parent.display()), e))?;
-            }
-            match tokio::fs::rename(local, &target).await {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
-                    // Another filesystem: copy, flush, then remove the original.
-                    tokio::fs::copy(local, &target)
-                        .await
-                        .map_err(|e| local_err(format!("{op}: copy to {}", target.display()), e))?;
-                    if let Ok(f) = tokio::fs::File::open(&target).await {
-                        let _ = f.sync_all().await;
-                    }
-                    tokio::fs::remove_file(local)
-                        .await
-                        .map_err(|e| local_err(format!("{op}: delete {}", local.display()), e))
-                }
-                Err(e) => Err(local_err(format!("{op}: move to {}", target.display()), e)),
-            }
-        }
+    let archive = match &ctx.after_upload {
+        AfterUpload::Keep => return Ok(()),
+        AfterUpload::Delete => None,
+        AfterUpload::MoveTo(_) => Some(ctx.archive.as_ref().ok_or_else(|| {
+            TransportError::new(ErrorKind::Local, &op, "the move_to directory is not open")
+        })?),
+    };
+    let now = dir.stat(name).map_err(|e| local_err(&op, e))?;
+    if !now.is_some_and(|m| m.same_content_as(uploaded)) {
+        tracing::warn!(job = %ctx.job, path = %path,
+            "changed after its upload; left in place (the next run sends the new version)");
+        return Ok(());
+    }
+    match archive {
+        None => dir.remove_file(name).map_err(|e| local_err(&op, e)),
+        Some(archive) => move_to_archive(archive, dir, name, path).map_err(|e| local_err(&op, e)),
     }
 }
 
-/// `path` itself if nothing is there, else `path.1`, `path.2`, ...: archiving never overwrites.
-async fn free_name(path: &Path) -> PathBuf {
-    if tokio::fs::symlink_metadata(path).await.is_err() {
-        return path.to_path_buf();
-    }
-    let mut n = 1u32;
-    loop {
-        let mut candidate = path.as_os_str().to_owned();
-        candidate.push(format!(".{n}"));
-        let candidate = PathBuf::from(candidate);
-        if tokio::fs::symlink_metadata(&candidate).await.is_err() {
-            return candidate;
+/// Move `name` to the same relative place under the archive, as `NAME`, else `NAME.1`,
+/// `NAME.2`, ...: archiving never overwrites. Across filesystems: copy, fsync, then remove.
+fn move_to_archive(
+    archive: &LocalRoot,
+    dir: &DirHandle,
+    name: &str,
+    path: &RelPath,
+) -> std::io::Result<()> {
+    let dest = archive.make_dirs(&path.parent())?;
+    for n in 0u32..10_000 {
+        let candidate = if n == 0 {
+            name.to_owned()
+        } else {
+            format!("{name}.{n}")
+        };
+        match dir.rename_no_replace(name, &dest, &candidate) {
+            Ok(()) => return dest.sync(),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                match copy_across(dir, name, &dest, &candidate) {
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    other => return other,
+                }
+            }
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "move {} to {}: {e}",
+                        dir.display(name).display(),
+                        dest.display(&candidate).display()
+                    ),
+                ));
+            }
         }
-        n += 1;
     }
+    Err(std::io::Error::other(format!(
+        "{}: 10000 archived copies already; not moved",
+        dest.display(name).display()
+    )))
+}
+
+fn copy_across(dir: &DirHandle, name: &str, dest: &DirHandle, to: &str) -> std::io::Result<()> {
+    let (mut src, meta) = dir.open_read(name)?;
+    let mut out = dest.create_new(to, meta.mode & 0o777)?;
+    std::io::copy(&mut src, &mut out)?;
+    out.sync_all()?;
+    dest.sync()?;
+    dir.remove_file(name)
 }
 
 /// Check an uploaded temporary file. Returns whether a check beyond the byte count passed.
@@ -132,28 +203,10 @@ async fn verify_upload(
     t: &mut dyn Transport,
     tmp: &RelPath,
     sent: u64,
-    before: &std::fs::Metadata,
-    local: &Path,
     sha: &str,
     verify: Verify,
 ) -> Result<bool, TransportError> {
     let op = format!("verify {tmp}");
-    // The local file must not have changed while it was read.
-    let after = tokio::fs::metadata(local)
-        .await
-        .map_err(|e| local_err(format!("stat {}", local.display()), e))?;
-    if sent != before.len() || after.len() != before.len() || mtime_of(&after) != mtime_of(before) {
-        return Err(TransportError::new(
-            ErrorKind::Transient,
-            op,
-            format!(
-                "local file changed while uploading ({} bytes before, {} sent, {} now)",
-                before.len(),
-                sent,
-                after.len()
-            ),
-        ));
-    }
     let mut verified = false;
     if let Some(size) = t.size(tmp).await? {
         if size != sent {

@@ -6,14 +6,13 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use super::retry::transfer_with_retry;
-use super::{Context, FileOutcome, cancelled, download, session_for, upload};
-use crate::listing::Listing;
+use super::{Context, FileOutcome, Listings, cancelled, download, session_for, upload};
 use crate::plan::{Action, ActionKind};
 use crate::transport::{ErrorKind, Transport, TransportError};
 
 pub(super) async fn run_transfers(
     transfers: Vec<Action>,
-    remote: &Listing,
+    listings: Listings<'_>,
     ctx: &Context,
 ) -> Vec<(Action, Result<FileOutcome, TransportError>)> {
     let workers = ctx.max_connections.clamp(1, transfers.len().max(1));
@@ -29,7 +28,7 @@ pub(super) async fn run_transfers(
         let queue = queue.clone();
         let results = results.clone();
         let stop = stop.clone();
-        tasks.push(worker(queue, results, stop, remote, ctx));
+        tasks.push(worker(queue, results, stop, listings, ctx));
     }
     join_all(tasks).await;
     let mut out = results
@@ -67,7 +66,7 @@ async fn worker(
     queue: Shared<std::collections::VecDeque<Action>>,
     results: Shared<Vec<(Action, Result<FileOutcome, TransportError>)>>,
     stop: CancellationToken,
-    remote: &Listing,
+    listings: Listings<'_>,
     ctx: &Context,
 ) {
     let mut session: Option<Box<dyn Transport>> = None;
@@ -78,7 +77,7 @@ async fn worker(
             Err(cancelled())
         } else {
             ctx.observer.file_started(&action);
-            let r = transfer_with_retry(&action, remote, ctx, &mut session, &stop).await;
+            let r = transfer_with_retry(&action, listings, ctx, &mut session, &stop).await;
             ctx.observer.file_finished(&action, &r);
             r
         };
@@ -99,14 +98,16 @@ async fn worker(
 
 pub(super) async fn transfer_once(
     action: &Action,
-    remote: &Listing,
+    listings: Listings<'_>,
     ctx: &Context,
     session: &mut Option<Box<dyn Transport>>,
 ) -> Result<FileOutcome, TransportError> {
     let t = session_for(session, ctx).await?;
     match action.kind {
-        ActionKind::Upload => upload::upload_file(t.as_mut(), action, ctx).await,
-        ActionKind::Download => download::download_file(t.as_mut(), action, remote, ctx).await,
+        ActionKind::Upload => upload::upload_file(t.as_mut(), action, listings.local, ctx).await,
+        ActionKind::Download => {
+            download::download_file(t.as_mut(), action, listings.remote, ctx).await
+        }
         other => Err(TransportError::new(
             ErrorKind::Permanent,
             other.as_str(),

@@ -141,8 +141,11 @@ pub struct Plan {
     pub skipped: Vec<Skip>,
     /// A file on one side where the other has a directory; never acted on, nor anything below.
     pub conflicts: Vec<Conflict>,
-    /// Why the deletes the policy asked for were not planned (an incomplete listing).
+    /// Why the deletes the policy asked for were not planned (an incomplete listing, an empty
+    /// source root). A run whose deletes were blocked does not end "ok".
     pub deletes_blocked: Option<String>,
+    /// The deletes that `deletes_blocked` withheld, so that they can be listed.
+    pub withheld: Vec<Action>,
     /// Recorded paths that are now a file on neither side: the state module drops them.
     #[serde(serialize_with = "serialize_paths")]
     pub forget: Vec<RelPath>,
@@ -196,7 +199,19 @@ pub fn plan(local: &Listing, remote: &Listing, records: &Records, policy: &Polic
         draft.visit(&route, &pair, records.get(path));
     }
 
-    let deletes_blocked = blocked_deletes_reason(local, remote, policy, draft.delete_count());
+    let (source_listing, dest_listing) = match policy.direction {
+        Direction::Push => (local, remote),
+        Direction::Pull => (remote, local),
+    };
+    draft.pin_dirs_holding_excluded(dest_listing);
+    let deletes_blocked = blocked_deletes_reason(
+        local,
+        remote,
+        source_listing,
+        route.source,
+        policy,
+        draft.delete_count(),
+    );
     let forget = find_forgotten(records, local, remote);
     draft.into_plan(
         policy.delete && deletes_blocked.is_none(),
@@ -252,6 +267,7 @@ const IMPLIED_DIR: Entry = Entry {
     kind: EntryKind::Dir,
     size: 0,
     mtime: None,
+    id: None,
 };
 
 /// The listing's entries plus every ancestor directory it implies, so that a file whose parent
@@ -381,6 +397,15 @@ impl Draft {
         }
     }
 
+    /// A destination directory that holds entries the filter leaves out is not empty: never
+    /// plan its removal (it would fail on every run), nor its ancestors'.
+    fn pin_dirs_holding_excluded(&mut self, dest: &Listing) {
+        for dir in &dest.holds_excluded {
+            self.pinned.insert(dir.clone());
+            self.pinned.extend(dir.ancestors());
+        }
+    }
+
     /// How many deletes the policy would ask for (pinned directories excluded).
     fn delete_count(&self) -> usize {
         self.delete_files.len()
@@ -401,21 +426,28 @@ impl Draft {
         // deletes are by path; reversing sorted order puts every child before its parent.
         let mut actions = self.make_dirs;
         actions.extend(self.transfers);
-        if with_deletes {
-            actions.extend(self.delete_files);
-            let pinned = self.pinned;
-            actions.extend(
-                self.remove_dirs
-                    .into_iter()
-                    .rev()
-                    .filter(|a| !pinned.contains(&a.path)),
-            );
-        }
+        let pinned = self.pinned;
+        let mut deletes = self.delete_files;
+        deletes.extend(
+            self.remove_dirs
+                .into_iter()
+                .rev()
+                .filter(|a| !pinned.contains(&a.path)),
+        );
+        let withheld = if with_deletes {
+            actions.extend(deletes);
+            Vec::new()
+        } else if deletes_blocked.is_some() {
+            deletes
+        } else {
+            Vec::new()
+        };
         Plan {
             actions,
             skipped: self.skipped,
             conflicts: self.conflicts,
             deletes_blocked,
+            withheld,
             forget,
         }
     }
@@ -496,16 +528,26 @@ fn find_change(entry: &Entry, size: u64, mtime: Option<Mtime>) -> Option<Change>
     }
 }
 
-/// Why deletes are withheld, when the policy asks for them but a listing is incomplete: a
-/// missing directory in the source listing would otherwise read as "deleted on the source".
+/// Why deletes are withheld, when the policy asks for them but a listing is incomplete (a
+/// missing directory in the source listing would otherwise read as "deleted on the source"), or
+/// the source root is empty (an unmounted disk, a server answering an empty listing: an empty
+/// source never empties the other side).
 fn blocked_deletes_reason(
     local: &Listing,
     remote: &Listing,
+    source: &Listing,
+    source_side: Side,
     policy: &Policy,
     withheld: usize,
 ) -> Option<String> {
     if !policy.delete {
         return None;
+    }
+    if withheld > 0 && source.entries.keys().all(RelPath::is_root) {
+        return Some(format!(
+            "the {source_side} root is empty: {} not planned (an empty source never empties the other side)",
+            count_noun(withheld, "delete")
+        ));
     }
     let sides: Vec<String> = [(Side::Local, local), (Side::Remote, remote)]
         .into_iter()

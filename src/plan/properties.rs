@@ -26,11 +26,7 @@ fn mtime() -> impl Strategy<Value = Option<Mtime>> {
 }
 
 fn symlink() -> Entry {
-    Entry {
-        kind: EntryKind::Symlink,
-        size: 0,
-        mtime: None,
-    }
+    Entry::link()
 }
 
 fn entry() -> impl Strategy<Value = Entry> {

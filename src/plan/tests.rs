@@ -22,11 +22,7 @@ fn file(size: u64, mtime: Option<Mtime>) -> Entry {
 }
 
 fn symlink() -> Entry {
-    Entry {
-        kind: EntryKind::Symlink,
-        size: 0,
-        mtime: None,
-    }
+    Entry::link()
 }
 
 fn listing(entries: &[(&str, Entry)]) -> Listing {
@@ -383,9 +379,10 @@ fn a_kept_link_keeps_its_directory() {
         ("d", Entry::dir()),
         ("d/link", symlink()),
         ("d/f", file(2, None)),
+        ("kept", Entry::dir()),
     ]);
     let plan = plan(
-        &Listing::default(),
+        &listing(&[("kept", Entry::dir())]),
         &remote,
         &Records::new(),
         &policy(Direction::Push, true),
@@ -624,6 +621,7 @@ fn plan_serializes_to_json_with_paths_as_strings() {
             "skipped": [{"path": "l", "reason": "symlink not followed"}],
             "conflicts": [],
             "deletes_blocked": null,
+            "withheld": [],
             "forget": ["gone"],
         })
     );

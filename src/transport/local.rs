@@ -2,17 +2,18 @@
 //!
 //! It implements the same [`Transport`] contract as FTPS, so the engine and the conformance
 //! suite run against it without a server, and it is what the scan uses to walk a job's local
-//! tree. Symbolic links are reported as links unless they point at a file inside the root:
-//! nothing outside the root is ever read through a link, and directory links are not followed
-//! (no loops).
+//! tree. Every operation goes through [`crate::local_fs`], anchored at the opened root:
+//! symbolic links are reported as links and never followed, at any depth (nothing outside the
+//! root is ever read or written through one, and there are no loops).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::listing::{Entry, EntryKind, Mtime, Precision, RawEntry};
+use crate::listing::{Entry, Mtime, Precision, RawEntry};
+use crate::local_fs::{Kind, LocalRoot, Meta};
 use crate::path::RelPath;
 use crate::transport::{
     Capabilities, Connector, DirListing, ErrorKind, Progress, Result, Transport, TransportError,
@@ -43,65 +44,48 @@ impl Connector for LocalConnector {
 
 /// A session on a local directory.
 pub struct LocalDir {
-    root: PathBuf,
-    canonical_root: PathBuf,
+    /// The directory as configured, for `make_root` (the one path resolved by name).
+    configured: PathBuf,
+    root: LocalRoot,
     capabilities: Capabilities,
 }
 
 impl LocalDir {
-    pub fn open(root: &Path) -> Result<Self> {
-        let canonical_root = std::fs::canonicalize(root).map_err(|e| {
-            TransportError::new(
-                ErrorKind::Permanent,
-                format!("open {}", root.display()),
-                e.to_string(),
-            )
-        })?;
-        Ok(LocalDir {
-            root: root.to_path_buf(),
-            canonical_root,
+    /// Open a session on the directory at `root`.
+    pub fn open(root: &std::path::Path) -> Result<Self> {
+        let opened = LocalRoot::open(root).map_err(|e| io_err(String::new(), e))?;
+        Ok(Self::on(opened))
+    }
+
+    /// A session on an already opened root (a job's local side: the same handle the executor
+    /// uses, so the scan and the transfers see one directory).
+    pub fn on(root: LocalRoot) -> Self {
+        LocalDir {
+            configured: root.path().to_path_buf(),
+            root,
             capabilities: Capabilities {
                 size: true,
                 utf8: true,
                 ..Capabilities::default()
             },
-        })
+        }
     }
 
-    fn local(&self, path: &RelPath) -> PathBuf {
-        path.to_local(&self.root)
+    fn root(&self) -> Result<&LocalRoot> {
+        Ok(&self.root)
     }
+}
 
-    /// Describe one directory entry, following a link only to a file inside the root.
-    fn describe_entry(&self, path: &Path, meta: std::fs::Metadata) -> Entry {
-        if meta.file_type().is_symlink() {
-            let inside = std::fs::canonicalize(path)
-                .map(|target| target.starts_with(&self.canonical_root))
-                .unwrap_or(false);
-            if inside
-                && let Ok(target) = std::fs::metadata(path)
-                && target.is_file()
-            {
-                return Entry::file(target.len(), mtime_of(&target));
-            }
-            return Entry {
-                kind: EntryKind::Symlink,
-                size: 0,
-                mtime: None,
-            };
-        }
-        if meta.is_dir() {
-            Entry::dir()
-        } else if meta.is_file() {
-            Entry::file(meta.len(), mtime_of(&meta))
-        } else {
-            // Sockets, FIFOs, devices: never transferred.
-            Entry {
-                kind: EntryKind::Symlink,
-                size: 0,
-                mtime: None,
-            }
-        }
+/// Describe one directory entry as the listing shows it; links are links.
+fn describe(meta: &Meta) -> Entry {
+    match meta.kind {
+        Kind::Dir => Entry::dir(),
+        Kind::File => Entry {
+            id: Some(meta.id),
+            ..Entry::file(meta.size, meta.mtime)
+        },
+        // Links, sockets, FIFOs, devices: never followed, never transferred.
+        Kind::Symlink | Kind::Other => Entry::link(),
     }
 }
 
@@ -115,6 +99,7 @@ pub fn mtime_of(meta: &std::fs::Metadata) -> Option<Mtime> {
     Some(Mtime::new(nanos, Precision::Nanosecond))
 }
 
+/// A local error as a transport error; the message already names the path.
 fn io_err(op: String, e: std::io::Error) -> TransportError {
     let kind = match e.kind() {
         std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut => ErrorKind::Transient,
@@ -130,42 +115,35 @@ impl Transport for LocalDir {
     }
 
     async fn list_dir(&mut self, dir: &RelPath) -> Result<DirListing> {
-        let path = self.local(dir);
-        let op = format!("read directory {}", path.display());
-        let mut rd = tokio::fs::read_dir(&path)
+        let root = self.root()?.clone();
+        let dir = dir.clone();
+        let entries = tokio::task::spawn_blocking(move || root.dir(&dir)?.entries())
             .await
-            .map_err(|e| io_err(op.clone(), e))?;
+            .map_err(|e| {
+                TransportError::new(ErrorKind::Permanent, "read directory", e.to_string())
+            })?
+            .map_err(|e| io_err(String::new(), e))?;
         let mut listing = DirListing::default();
-        while let Some(item) = rd.next_entry().await.map_err(|e| io_err(op.clone(), e))? {
-            let Some(name) = item.file_name().to_str().map(str::to_owned) else {
-                listing.unparsed.push(format!(
-                    "{}: name is not valid UTF-8",
-                    item.path().display()
-                ));
-                continue;
-            };
-            let meta = match tokio::fs::symlink_metadata(item.path()).await {
-                Ok(m) => m,
-                Err(e) => {
-                    listing
-                        .unparsed
-                        .push(format!("{}: {e}", item.path().display()));
-                    continue;
-                }
-            };
-            let entry = self.describe_entry(&item.path(), meta);
-            listing.entries.push(RawEntry { name, entry });
+        for (name, meta) in entries {
+            match name.into_string() {
+                Ok(name) => listing.entries.push(RawEntry {
+                    name,
+                    entry: describe(&meta),
+                }),
+                Err(name) => listing
+                    .unparsed
+                    .push(format!("{:?}: name is not valid UTF-8", name)),
+            }
         }
         Ok(listing)
     }
 
     async fn make_dir(&mut self, dir: &RelPath) -> Result<()> {
-        let path = self.local(dir);
-        match tokio::fs::create_dir(&path).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
-            Err(e) => Err(io_err(format!("create directory {}", path.display()), e)),
-        }
+        let (parent, name) = self
+            .root()?
+            .parent(dir)
+            .map_err(|e| io_err(String::new(), e))?;
+        parent.make_dir(name).map_err(|e| io_err(String::new(), e))
     }
 
     async fn upload(
@@ -174,11 +152,13 @@ impl Transport for LocalDir {
         src: &mut (dyn AsyncRead + Unpin + Send),
         progress: Progress<'_>,
     ) -> Result<u64> {
-        let target = self.local(path);
-        let op = format!("write {}", target.display());
-        let mut file = tokio::fs::File::create(&target)
-            .await
+        let root = self.root()?;
+        let op = format!("write {}", root.display(path).display());
+        let (parent, name) = root.parent(path).map_err(|e| io_err(op.clone(), e))?;
+        let file = parent
+            .create_or_truncate(name, crate::local_fs::new_file_mode())
             .map_err(|e| io_err(op.clone(), e))?;
+        let mut file = tokio::fs::File::from_std(file);
         let sent = copy_with_progress(src, &mut file, None, &op, progress).await?;
         file.sync_all().await.map_err(|e| io_err(op.clone(), e))?;
         Ok(sent)
@@ -190,47 +170,62 @@ impl Transport for LocalDir {
         dst: &mut (dyn AsyncWrite + Unpin + Send),
         progress: Progress<'_>,
     ) -> Result<u64> {
-        let source = self.local(path);
-        let op = format!("read {}", source.display());
-        let mut file = tokio::fs::File::open(&source)
-            .await
-            .map_err(|e| io_err(op.clone(), e))?;
+        let root = self.root()?;
+        let op = format!("read {}", root.display(path).display());
+        let (parent, name) = root.parent(path).map_err(|e| io_err(op.clone(), e))?;
+        let (file, _) = parent.open_read(name).map_err(|e| io_err(op.clone(), e))?;
+        let mut file = tokio::fs::File::from_std(file);
         copy_with_progress(&mut file, dst, None, &op, progress).await
     }
 
     async fn make_root(&mut self) -> Result<()> {
-        tokio::fs::create_dir_all(&self.root)
+        tokio::fs::create_dir_all(&self.configured)
             .await
-            .map_err(|e| io_err(format!("create directory {}", self.root.display()), e))
+            .map_err(|e| io_err(format!("create directory {}", self.configured.display()), e))?;
+        let opened = LocalRoot::open(&self.configured).map_err(|e| io_err(String::new(), e))?;
+        self.root = opened;
+        Ok(())
     }
 
     async fn rename(&mut self, from: &RelPath, to: &RelPath) -> Result<()> {
-        let (f, t) = (self.local(from), self.local(to));
-        tokio::fs::rename(&f, &t)
-            .await
-            .map_err(|e| io_err(format!("rename {} to {}", f.display(), t.display()), e))
+        let root = self.root()?;
+        let (from_dir, from_name) = root.parent(from).map_err(|e| io_err(String::new(), e))?;
+        let (to_dir, to_name) = root.parent(to).map_err(|e| io_err(String::new(), e))?;
+        from_dir
+            .rename(from_name, &to_dir, to_name)
+            .map_err(|e| io_err(String::new(), e))
     }
 
     async fn delete_file(&mut self, path: &RelPath) -> Result<()> {
-        let p = self.local(path);
-        tokio::fs::remove_file(&p)
-            .await
-            .map_err(|e| io_err(format!("delete {}", p.display()), e))
+        let (parent, name) = self
+            .root()?
+            .parent(path)
+            .map_err(|e| io_err(String::new(), e))?;
+        parent
+            .remove_file(name)
+            .map_err(|e| io_err(String::new(), e))
     }
 
     async fn remove_dir(&mut self, path: &RelPath) -> Result<()> {
-        let p = self.local(path);
-        tokio::fs::remove_dir(&p)
-            .await
-            .map_err(|e| io_err(format!("remove directory {}", p.display()), e))
+        let (parent, name) = self
+            .root()?
+            .parent(path)
+            .map_err(|e| io_err(String::new(), e))?;
+        parent
+            .remove_dir(name)
+            .map_err(|e| io_err(String::new(), e))
     }
 
     async fn size(&mut self, path: &RelPath) -> Result<Option<u64>> {
-        let p = self.local(path);
-        let meta = tokio::fs::metadata(&p)
-            .await
-            .map_err(|e| io_err(format!("stat {}", p.display()), e))?;
-        Ok(Some(meta.len()))
+        let root = self.root()?;
+        match root.stat(path).map_err(|e| io_err(String::new(), e))? {
+            Some(meta) if meta.kind == Kind::File => Ok(Some(meta.size)),
+            _ => Err(TransportError::new(
+                ErrorKind::Permanent,
+                format!("stat {}", root.display(path).display()),
+                "no such file",
+            )),
+        }
     }
 
     async fn sha256(&mut self, _path: &RelPath) -> Result<Option<String>> {

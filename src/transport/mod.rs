@@ -34,6 +34,12 @@ pub enum ErrorKind {
     Transient,
     /// A 5xx reply about this file, a local I/O error: retrying will not help.
     Permanent,
+    /// A local file operation failed (disk full, permission denied, a link refused): reported
+    /// against the file, not retried, never blamed on the server.
+    Local,
+    /// The local file changed, vanished or was replaced since the scan: it is not sent under
+    /// the scanned facts this run (the next run picks it up). A warning, not a failure.
+    Changed,
     /// Login refused: stops the run.
     Auth,
     /// TLS handshake or certificate failure: stops the run.
@@ -82,9 +88,21 @@ impl TransportError {
         )
     }
 
-    /// Classify a local I/O error met while transferring.
+    /// A local file operation's error; `e` already names the path.
+    pub fn local(op: impl Into<String>, e: &std::io::Error) -> Self {
+        TransportError::new(ErrorKind::Local, op, e.to_string())
+    }
+
+    /// Classify an I/O error met while transferring: the network's, unless the local side of
+    /// the copy marked it ([`LocalIoError`]).
     pub fn from_io(op: impl Into<String>, e: &std::io::Error) -> Self {
         use std::io::ErrorKind as K;
+        if let Some(local) = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<LocalIoError>())
+        {
+            return TransportError::new(ErrorKind::Local, op, local.0.clone());
+        }
         // A TLS alert or bad record (a refused client certificate, say) arrives as an I/O error.
         if e.get_ref()
             .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
@@ -108,6 +126,17 @@ impl TransportError {
 }
 
 pub type Result<T, E = TransportError> = std::result::Result<T, E>;
+
+/// Marks an I/O error as the local side's (a disk, not the network), so that a copy loop that
+/// cannot tell its reader from its writer still reports it as [`ErrorKind::Local`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LocalIoError(pub String);
+
+/// Wrap a local file's I/O error as [`LocalIoError`], keeping its kind.
+pub fn mark_local(e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), LocalIoError(e.to_string()))
+}
 
 /// A checksum algorithm a server can compute for us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry::config::{
-    AfterUpload, Config, DataMode, Direction, Endpoint, Filter, Job, PasswordSource, RetryPolicy,
-    Secret, TlsMode, TrustRoots, Verify,
+    AfterUpload, Config, DataMode, Direction, Endpoint, Filter, Job, Limits, PasswordSource,
+    RetryPolicy, Secret, TlsMode, TrustRoots, Verify,
 };
 use ferry::execute::Silent;
 use ferry::job::{self, JobError, RunReport};
@@ -34,6 +34,8 @@ pub fn endpoint(addr: SocketAddr, ca: &Path, user: &str, password: &str) -> Endp
         timeout: Duration::from_secs(10),
         tls_max_version: None,
         active_ports: None,
+        use_pasv_address: false,
+        limits: Limits::default(),
     }
 }
 

@@ -219,7 +219,12 @@ fn make_entry(kind: EntryKind, size: u64, mtime: Option<Mtime>) -> Entry {
     // Links are not followed: their listed size is the length of the target path, which says
     // nothing about any file, so links (like directories) carry size 0.
     let size = if kind == EntryKind::File { size } else { 0 };
-    Entry { kind, size, mtime }
+    Entry {
+        kind,
+        size,
+        mtime,
+        id: None,
+    }
 }
 
 fn raw_entry(name: &str, entry: Entry) -> Result<Option<RawEntry>, String> {
@@ -646,7 +651,12 @@ mod tests {
     fn entry(name: &str, kind: EntryKind, size: u64, mtime: Option<Mtime>) -> Option<RawEntry> {
         Some(RawEntry {
             name: name.to_owned(),
-            entry: Entry { kind, size, mtime },
+            entry: Entry {
+                kind,
+                size,
+                mtime,
+                id: None,
+            },
         })
     }
 
