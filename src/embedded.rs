@@ -245,11 +245,22 @@ fn issue_client_cert(
     Ok((cert, key))
 }
 
+/// Write a PEM file owner-only (0600): keys are secrets, and ferry refuses a client key that
+/// other users can read.
 fn write_file(path: &Path, contents: &str) -> Result<(), EmbeddedError> {
-    std::fs::write(path, contents).map_err(|source| EmbeddedError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .map_err(|source| EmbeddedError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// A running embedded FTPS server. Dropping it without [`shutdown`](Self::shutdown) still stops

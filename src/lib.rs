@@ -24,6 +24,7 @@
 //! - [`state`]: the SQLite store of what is known in sync and of past runs.
 //! - [`report`]: progress, summaries and JSON output.
 //! - [`job`]: one job run end to end, shared by `sync`, `plan` and `demo`.
+//! - [`text`]: what is shown of outside text: control characters escaped, secrets redacted.
 //! - [`embedded`]: an in-process FTPS server on loopback for `ferry demo` and tests.
 
 pub mod check;
@@ -39,4 +40,5 @@ pub mod plan;
 pub mod report;
 pub mod scan;
 pub mod state;
+pub mod text;
 pub mod transport;

@@ -160,9 +160,19 @@ pub struct RawEntry {
 /// A problem met while walking one side: the walk went on, but the listing is incomplete.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ListingProblem {
-    /// The directory or entry concerned (as the server or filesystem named it).
+    /// The directory or entry concerned (as the server or filesystem named it, escaped).
     pub path: String,
     pub message: String,
+}
+
+impl ListingProblem {
+    /// A problem as it is shown and stored: escaped, redacted, and cut short.
+    pub fn new(path: impl AsRef<str>, message: impl AsRef<str>) -> Self {
+        ListingProblem {
+            path: crate::text::clean(path.as_ref(), 300),
+            message: crate::text::clean(message.as_ref(), 1000),
+        }
+    }
 }
 
 /// A whole side of a job: every entry under the root, sorted by path.

@@ -82,24 +82,30 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat, verbose: u8) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let default = match verbose {
         0 => "warn,ferry=warn",
         1 => "info,ferry=info",
         _ => "debug,ferry=debug",
     };
-    let mut filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // suppaftp traces every command line it sends, PASS included: never below debug.
-    if let Ok(cap) = "suppaftp=debug".parse() {
-        filter = filter.add_directive(cap);
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    // suppaftp traces every command line it sends, PASS included: its trace level is dropped
+    // whatever FERRY_LOG asks for (a directive would only add to it). Every line is also
+    // scrubbed of known secrets on its way out.
+    let no_library_trace = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target().starts_with("suppaftp") && *meta.level() == tracing::Level::TRACE)
+    });
+    let layer = tracing_subscriber::fmt::layer().with_writer(ferry::text::RedactingStderr);
+    let layer = match format {
+        LogFormat::Human => layer.boxed(),
+        LogFormat::Json => layer.json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(layer.with_filter(filter).with_filter(no_library_trace))
+        .init();
 }
 
 /// A token cancelled on the first Ctrl-C/SIGTERM; a second signal exits at once.

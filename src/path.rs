@@ -145,12 +145,14 @@ impl RelPath {
     }
 }
 
+/// For people: control characters escaped (a name from a server cannot drive the terminal).
+/// `as_str` is the exact name, for the wire and the disk.
 impl fmt::Display for RelPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0.is_empty() {
             f.write_str(".")
         } else {
-            f.write_str(&self.0)
+            f.write_str(&crate::text::escape_controls(&self.0))
         }
     }
 }

@@ -32,31 +32,29 @@ pub async fn walk(
     let mut queue = VecDeque::from([RelPath::root()]);
     while let Some(dir) = queue.pop_front() {
         if dir.depth() > limits.max_depth {
-            listing.problems.push(ListingProblem {
-                path: dir.to_string(),
-                message: format!(
+            listing.problems.push(ListingProblem::new(
+                dir.to_string(),
+                format!(
                     "{dir}: more than {} directory levels deep (limits.max_depth); not walked further",
                     limits.max_depth
                 ),
-            });
+            ));
             continue;
         }
         let found = match t.list_dir(&dir).await {
             Ok(found) => found,
             Err(e) if dir.is_root() || e.is_fatal() => return Err(e),
             Err(e) => {
-                listing.problems.push(ListingProblem {
-                    path: dir.to_string(),
-                    message: e.to_string(),
-                });
+                listing
+                    .problems
+                    .push(ListingProblem::new(dir.to_string(), e.to_string()));
                 continue;
             }
         };
         for message in found.unparsed {
-            listing.problems.push(ListingProblem {
-                path: dir.to_string(),
-                message,
-            });
+            listing
+                .problems
+                .push(ListingProblem::new(dir.to_string(), message));
         }
         let mut entries = found.entries;
         entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -69,10 +67,10 @@ pub async fn walk(
             let path = match dir.join(&raw.name) {
                 Ok(p) => p,
                 Err(e) => {
-                    listing.problems.push(ListingProblem {
-                        path: format!("{}/{:?}", dir, raw.name),
-                        message: format!("refused entry {:?} listed in {dir}: {e}", raw.name),
-                    });
+                    listing.problems.push(ListingProblem::new(
+                        format!("{}/{:?}", dir, raw.name),
+                        format!("refused entry {:?} listed in {dir}: {e}", raw.name),
+                    ));
                     continue;
                 }
             };

@@ -354,7 +354,8 @@ impl Store {
                     totals.failed as i64,
                     totals.verified as i64,
                     totals.deleted as i64,
-                    message
+                    // A server's reply may be quoted here: stored escaped and redacted.
+                    message.map(|m| crate::text::clean(m, 2000))
                 ],
             )
             .map_err(|e| self.wrap(e))?;

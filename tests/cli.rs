@@ -25,12 +25,13 @@ async fn ferry(args: &[&str], config: &Path) -> Run {
 async fn ferry_with_env(args: &[&str], config: &Path, env: &[(&str, &str)]) -> Run {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(args)
-        .envs(env.iter().copied())
         .arg("--config")
         .arg(config)
         .env("FERRY_TEST_PASSWORD", SECRET)
         .env_remove("FERRY_CONFIG")
         .env_remove("FERRY_LOG")
+        // After the removals, so that a test's own FERRY_LOG is kept.
+        .envs(env.iter().copied())
         .output()
         .await
         .unwrap();

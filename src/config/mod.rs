@@ -16,4 +16,6 @@ mod validate;
 
 pub use model::*;
 pub use raw::Problem;
-pub use validate::{ConfigError, load, parse_schedule, parse_str, read_password};
+pub use validate::{
+    ConfigError, check_private_file, load, parse_schedule, parse_str, read_password,
+};

@@ -160,10 +160,10 @@ pub fn read_password(endpoint: &Endpoint) -> Result<Option<Secret>, String> {
         }
         PasswordSource::File(path) => {
             let source = format!("password file `{}`", path.display());
-            match fs::read_to_string(path) {
-                Ok(text) => (Secret::new(trim_one_newline(text)), source),
-                Err(e) => return Err(format!("endpoint `{name}`: cannot read {source}: {e}")),
-            }
+            let text = fs::read_to_string(path)
+                .map_err(|e| format!("endpoint `{name}`: cannot read {source}: {e}"))?;
+            check_private_file(path).map_err(|e| format!("endpoint `{name}`: {e}"))?;
+            (Secret::new(trim_one_newline(text)), source)
         }
     };
     // CR or LF would end the PASS command early and let the rest run as another command.
@@ -172,7 +172,25 @@ pub fn read_password(endpoint: &Endpoint) -> Result<Option<Secret>, String> {
             "endpoint `{name}`: the password from {source} contains CR, LF or NUL"
         ));
     }
+    crate::text::register_secret(secret.expose());
     Ok(Some(secret))
+}
+
+/// Refuse a secret file (a password file, a client key) that users other than its owner and
+/// group can read or write, as OpenSSH does; group-readable stays allowed for `root:ferry 0640`
+/// set-ups. The message names the file and the fix.
+pub fn check_private_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::metadata(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o006 != 0 {
+        return Err(format!(
+            "`{}` is open to other users (mode {mode:04o}): it holds a secret; \
+             make it 0600 or 0640 (chmod o-rwx)",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// A literal password is never quoted by ferry's own messages, but serde quotes a value that
@@ -633,7 +651,13 @@ impl Checker<'_> {
             let path = self.resolve(file);
             let mark = place.value("password_file");
             return match check_readable_file(&path) {
-                Ok(()) => Some(PasswordSource::File(path)),
+                Ok(()) => match check_private_file(&path) {
+                    Ok(()) => Some(PasswordSource::File(path)),
+                    Err(message) => {
+                        self.report_at(place, mark, format!("password_file {message}"));
+                        None
+                    }
+                },
                 Err(e) => {
                     let message = format!("cannot read password_file `{}`: {e}", path.display());
                     self.report_at(place, mark, message);
@@ -1316,8 +1340,8 @@ fn read_private_key(path: &Path) -> Result<(), String> {
     let shown = path.display();
     let bytes = fs::read(path).map_err(|e| format!("cannot read client_key `{shown}`: {e}"))?;
     PrivateKeyDer::from_pem_slice(&bytes)
-        .map(|_| ())
-        .map_err(|_| format!("client_key `{shown}` holds no PEM private key"))
+        .map_err(|_| format!("client_key `{shown}` holds no PEM private key"))?;
+    check_private_file(path).map_err(|e| format!("client_key {e}"))
 }
 
 #[cfg(test)]
@@ -1353,6 +1377,10 @@ mod tests {
             fs::write(root.join("file.txt"), "not a directory\n").expect("write");
             fs::write(root.join("password.txt"), "from-file\n").expect("write");
             fs::write(root.join("creds/partner-ftp"), "from-credential").expect("write");
+            // Secrets are owner-only, or ferry refuses them (tested below).
+            for secret in ["client.key", "password.txt", "creds/partner-ftp"] {
+                set_mode(&root.join(secret), 0o600);
+            }
             let env = HashMap::from([
                 ("HOME".to_string(), "/home/ferry".to_string()),
                 ("ACME_PASSWORD".to_string(), "from-env".to_string()),
@@ -1364,6 +1392,57 @@ mod tests {
             self.dir.path().join(rel)
         }
 
+        /// A secret file with the given mode.
+        fn secret(&self, rel: &str, text: &str, mode: u32) -> PathBuf {
+            let path = self.path(rel);
+            fs::write(&path, text).expect("write");
+            set_mode(&path, mode);
+            path
+        }
+    }
+
+    fn set_mode(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    #[test]
+    fn secret_files_open_to_other_users_are_refused() {
+        let fixture = Fixture::new();
+        let key = fs::read_to_string(fixture.path("client.key")).expect("key");
+        fixture.secret("open.txt", "pw\n", 0o644);
+        fixture.secret("group.txt", "pw\n", 0o640);
+        fixture.secret("open.key", &key, 0o604);
+        fixture.secret("group.key", &key, 0o640);
+        let endpoint = |extra: &str| {
+            format!("version: 1\nendpoints:\n  acme:\n    host: h\n    user: u\n{extra}")
+        };
+        assert_eq!(
+            fixture.problems(&endpoint("    password_file: open.txt\n")),
+            vec![
+                "jobs.yaml:6:20: endpoint `acme`: password_file `$DIR/open.txt` is open to other users (mode 0644): it holds a secret; make it 0600 or 0640 (chmod o-rwx)"
+            ]
+        );
+        assert_eq!(
+            fixture.problems(&endpoint(
+                "    password_env: ACME_PASSWORD\n    client_cert: client.pem\n    client_key: open.key\n"
+            )),
+            vec![
+                "jobs.yaml:8:17: endpoint `acme`: client_key `$DIR/open.key` is open to other users (mode 0604): it holds a secret; make it 0600 or 0640 (chmod o-rwx)"
+            ]
+        );
+        // root:ferry 0640 is the usual set-up for a service: allowed.
+        fixture.parse_ok(&endpoint(
+            "    password_file: group.txt\n    client_cert: client.pem\n    client_key: group.key\n",
+        ));
+        // At run time too: a file opened up after `ferry check` is refused when read.
+        let config = fixture.parse_ok(&endpoint("    password_file: group.txt\n"));
+        set_mode(&fixture.path("group.txt"), 0o644);
+        let err = read_password(&config.endpoints["acme"]).expect_err("refused");
+        assert!(err.contains("is open to other users (mode 0644)"), "{err}");
+    }
+
+    impl Fixture {
         fn parse(&self, yaml: &str) -> Result<Config, ConfigError> {
             let env = |name: &str| self.env.get(name).cloned();
             parse_str(yaml, Path::new("jobs.yaml"), self.dir.path(), &env)
@@ -2119,10 +2198,10 @@ jobs:
             )
             .endpoints["acme"]
             .clone();
-        fs::write(fixture.path("crlf.txt"), "crlf\r\n").expect("write");
+        fixture.secret("crlf.txt", "crlf\r\n", 0o600);
         // Only one newline is trimmed: the second is part of the value, and a password may
         // not hold one (it would end the PASS command).
-        fs::write(fixture.path("two.txt"), "two\n\n").expect("write");
+        fixture.secret("two.txt", "two\n\n", 0o600);
         let file = |name: &str| PasswordSource::File(fixture.path(name));
         let shown = |name: &str| fixture.path(name).display().to_string();
         // PATH is set wherever tests run; nobody sets the long name below.

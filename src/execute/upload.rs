@@ -229,7 +229,7 @@ async fn verify_upload(
         verified = true;
     } else if verify != Verify::Size {
         // No server-side hash: read the file back and hash it ourselves.
-        let mut sink = HashingWriter::new(tokio::io::sink());
+        let mut sink = HashingWriter::new(tokio::io::sink()).with_limit(sent);
         let got = t.download(tmp, &mut sink, &|_| {}).await?;
         let back = sink.finish();
         if got != sent || back != sha {

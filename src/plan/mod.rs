@@ -589,15 +589,20 @@ fn find_forgotten(records: &Records, local: &Listing, remote: &Listing) -> Vec<R
         .collect()
 }
 
+/// Paths in JSON as people see them: control characters escaped, like everywhere else shown.
 fn serialize_path<S: serde::Serializer>(path: &RelPath, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(path.as_str())
+    serializer.serialize_str(&crate::text::escape_controls(path.as_str()))
 }
 
 fn serialize_paths<S: serde::Serializer>(
     paths: &[RelPath],
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    serializer.collect_seq(paths.iter().map(RelPath::as_str))
+    serializer.collect_seq(
+        paths
+            .iter()
+            .map(|p| crate::text::escape_controls(p.as_str())),
+    )
 }
 
 #[cfg(test)]

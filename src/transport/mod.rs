@@ -68,11 +68,14 @@ impl fmt::Display for TransportError {
 }
 
 impl TransportError {
+    /// An error as it will be shown and stored: control characters escaped, secrets
+    /// redacted, and a long reply or line cut short ([`crate::text::clean`]), whatever the
+    /// server sent.
     pub fn new(kind: ErrorKind, op: impl Into<String>, message: impl Into<String>) -> Self {
         TransportError {
             kind,
-            op: op.into(),
-            message: message.into(),
+            op: crate::text::clean(&op.into(), 400),
+            message: crate::text::clean(&message.into(), 1000),
         }
     }
 

@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use self::tls::{ObservingConnector, TlsObservations};
-use crate::config::{DataMode, Endpoint, Secret, TlsMode};
+use crate::config::{DataMode, Endpoint, Limits, Secret, TlsMode};
 use crate::path::RelPath;
 use crate::transport::{
     Capabilities, Connector, DirListing, ErrorKind, Progress, Result, Transport, TransportError,
@@ -51,6 +51,9 @@ impl FtpsConnector {
         root: &str,
         password: Option<Secret>,
     ) -> Result<Self, TransportError> {
+        if let Some(p) = &password {
+            crate::text::register_secret(p.expose());
+        }
         let roots = if endpoint.tls == TlsMode::None {
             Arc::new(RootCertStore::empty())
         } else {
@@ -123,7 +126,7 @@ impl FtpsConnector {
         let banner = ftp
             .get_welcome_msg()
             .and_then(|m| m.lines().next())
-            .map(str::to_owned);
+            .map(|line| crate::text::clean(line, 200));
         let password = self.password.as_ref().map(Secret::expose).unwrap_or("");
         let login_op = format!("login as {}", ep.user);
         tokio::time::timeout(timeout, ftp.login(ep.user.as_str(), password))
@@ -164,8 +167,9 @@ impl FtpsConnector {
                     Mode::Passive
                 });
                 let control_ip = addr.ip();
+                let use_pasv_address = ep.use_pasv_address;
                 ftp = ftp.passive_stream_builder(move |pasv: SocketAddr| {
-                    let target = rewrite_pasv(pasv, control_ip);
+                    let target = data_address(pasv, control_ip, use_pasv_address);
                     Box::pin(async move {
                         tokio::time::timeout(timeout, TcpStream::connect(target))
                             .await
@@ -226,6 +230,7 @@ impl FtpsConnector {
             seen,
             epsv,
             active,
+            limits: ep.limits,
         })
     }
 }
@@ -246,6 +251,18 @@ impl Connector for FtpsConnector {
             "{scheme}://{}@{}:{}{}",
             self.endpoint.user, self.endpoint.host, self.endpoint.port, self.root
         )
+    }
+}
+
+/// Where a passive data connection goes. By default the control connection's address with the
+/// port from the reply: the address in a PASV reply is ignored (as curl does), so that a server
+/// cannot point ferry at another host (a port scan, or a TLS ClientHello sent to a third
+/// party). With `use_pasv_address` the reply's address is used, except an unroutable one.
+pub fn data_address(pasv: SocketAddr, control_ip: IpAddr, use_pasv_address: bool) -> SocketAddr {
+    if use_pasv_address {
+        rewrite_pasv(pasv, control_ip)
+    } else {
+        SocketAddr::new(control_ip, pasv.port())
     }
 }
 
@@ -376,6 +393,7 @@ pub struct FtpsSession {
     epsv: bool,
     /// Set in active mode: ferry opens those data connections itself.
     active: Option<active::Active>,
+    limits: Limits,
 }
 
 /// Whether a reply means the server does not understand or allow EPSV.
@@ -539,38 +557,107 @@ impl FtpsSession {
         let cwd_op = format!("CWD {dir}");
         let dir_owned = dir.to_owned();
         self.run(&cwd_op, async |f| f.cwd(&dir_owned).await).await?;
-        if self.active.is_some() {
-            let command = if self.capabilities.mlsd {
-                "MLSD"
-            } else {
-                "LIST"
-            };
-            let op = format!("{command} {dir}");
-            let mut data = self.open_active(command).await?;
-            let mut raw = Vec::new();
-            copy_with_progress(&mut data, &mut raw, Some(self.timeout), &op, &|_| {}).await?;
-            self.close_active(data, false, &op).await?;
-            return Ok(split_lines(&raw));
-        }
-        let lines = if self.capabilities.mlsd {
-            let op = format!("MLSD {dir}");
-            match self.run(&op, async |f| f.mlsd(None).await).await {
-                Err(e) if self.fall_back_to_pasv(&e) => {
-                    self.run(&op, async |f| f.mlsd(None).await).await?
-                }
-                other => other?,
-            }
+        let command = if self.capabilities.mlsd {
+            "MLSD"
         } else {
-            let op = format!("LIST {dir}");
-            match self.run(&op, async |f| f.list(None).await).await {
-                Err(e) if self.fall_back_to_pasv(&e) => {
-                    self.run(&op, async |f| f.list(None).await).await?
-                }
-                other => other?,
-            }
+            "LIST"
         };
+        let op = format!("{command} {dir}");
+        let bounds = ListingBounds {
+            max_line: self.limits.max_line,
+            max_entries: self.limits.max_entries,
+            timeout: self.timeout,
+        };
+        if self.active.is_some() {
+            let mut data = self.open_active(command).await?;
+            let lines = read_listing(&mut data, &bounds, &op).await?;
+            self.close_active(data, false, &op).await?;
+            return Ok(lines);
+        }
+        let codes = [Status::AboutToSend, Status::AlreadyOpen];
+        let mut stream = match self
+            .run(&op, async |f| f.custom_data_command(command, &codes).await)
+            .await
+        {
+            Err(e) if self.fall_back_to_pasv(&e) => {
+                self.run(&op, async |f| f.custom_data_command(command, &codes).await)
+                    .await?
+            }
+            other => other?,
+        }
+        .1;
         self.note_data_connection();
+        // On an error the stream is dropped unfinished: suppaftp reads its reply before the
+        // next command, and the caller drops the session on errors anyway.
+        let lines = read_listing(&mut stream, &bounds, &op).await?;
+        tokio::time::timeout(self.timeout, stream.finish())
+            .await
+            .map_err(|_| timed_out(&op, self.timeout))?
+            .map_err(|e| classify(&op, e))?;
         Ok(lines)
+    }
+}
+
+/// How much of a listing ferry reads before it calls the server hostile.
+struct ListingBounds {
+    max_line: usize,
+    max_entries: usize,
+    timeout: Duration,
+}
+
+/// Read a directory listing's lines (LF or CRLF, empty ones dropped, lossy UTF-8), refusing a
+/// line longer than `max_line` bytes or more than `max_entries` lines (plus a little room for
+/// `total` and `.`/`..` lines): memory stays bounded whatever the server sends.
+async fn read_listing<R: AsyncRead + Unpin + ?Sized>(
+    data: &mut R,
+    bounds: &ListingBounds,
+    op: &str,
+) -> Result<Vec<String>> {
+    use tokio::io::AsyncBufReadExt;
+    let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, data);
+    let mut lines = Vec::new();
+    let mut line = Vec::with_capacity(256);
+    let room = bounds.max_entries.saturating_add(16);
+    loop {
+        line.clear();
+        let limit = bounds.max_line as u64 + 2;
+        let n = tokio::time::timeout(
+            bounds.timeout,
+            (&mut reader).take(limit).read_until(b'\n', &mut line),
+        )
+        .await
+        .map_err(|_| timed_out(op, bounds.timeout))?
+        .map_err(|e| TransportError::from_io(op, &e))?;
+        if n == 0 {
+            return Ok(lines);
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.len() > bounds.max_line {
+            return Err(TransportError::new(
+                ErrorKind::Permanent,
+                op,
+                format!(
+                    "a listing line is longer than {} bytes (limits.line_length); it starts \"{}\"",
+                    bounds.max_line,
+                    crate::text::clean(&String::from_utf8_lossy(&text[..text.len().min(80)]), 80)
+                ),
+            ));
+        }
+        if text.is_empty() {
+            continue;
+        }
+        if lines.len() >= room {
+            return Err(TransportError::new(
+                ErrorKind::Permanent,
+                op,
+                format!(
+                    "the directory lists more than {} entries (limits.entries_per_dir)",
+                    bounds.max_entries
+                ),
+            ));
+        }
+        lines.push(String::from_utf8_lossy(text).into_owned());
     }
 }
 
@@ -766,15 +853,6 @@ impl Transport for FtpsSession {
     }
 }
 
-/// Split a listing's bytes into lines (LF or CRLF), dropping empty ones, as suppaftp does.
-fn split_lines(raw: &[u8]) -> Vec<String> {
-    raw.split(|b| *b == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
-        .filter(|line| !line.is_empty())
-        .map(|line| String::from_utf8_lossy(line).into_owned())
-        .collect()
-}
-
 /// Find the 64-hex-digit SHA-256 in a `213` reply to XSHA256 or HASH.
 pub fn parse_hash_reply(text: &str) -> Option<String> {
     text.split_whitespace()
@@ -802,6 +880,24 @@ mod tests {
         for (pasv, control, want) in cases {
             let got = rewrite_pasv(pasv.parse().expect("addr"), *control);
             assert_eq!(got.to_string(), *want, "PASV {pasv} with control {control}");
+        }
+    }
+
+    #[test]
+    fn pasv_addresses_are_ignored_unless_asked_for() {
+        let control: IpAddr = "192.0.2.10".parse().expect("ip");
+        for (pasv, use_it, want) in [
+            ("127.0.0.2:9999", false, "192.0.2.10:9999"),
+            ("198.51.100.9:5000", false, "192.0.2.10:5000"),
+            ("198.51.100.9:5000", true, "198.51.100.9:5000"),
+            ("0.0.0.0:5000", true, "192.0.2.10:5000"),
+        ] {
+            let got = data_address(pasv.parse().expect("addr"), control, use_it);
+            assert_eq!(
+                got.to_string(),
+                want,
+                "PASV {pasv}, use_pasv_address {use_it}"
+            );
         }
     }
 

@@ -19,9 +19,14 @@ use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta};
 
 use crate::listing::{Entry, EntryKind, Mtime, Precision, RawEntry};
 
-/// A listing line that could not be understood.
+/// A listing line that could not be understood. Shown with at most a short, escaped prefix of
+/// the line: a hostile server's megabyte-long line is not copied into logs and plans.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot parse listing line {line:?}: {reason}")]
+#[error(
+    "cannot parse listing line \"{}\": {}",
+    crate::text::clean(line, 120),
+    crate::text::clean(reason, 200)
+)]
 pub struct ParseError {
     pub line: String,
     pub reason: String,

@@ -101,6 +101,8 @@ pub fn client_config(
     };
     let config = match (&endpoint.client_cert, &endpoint.client_key) {
         (Some(cert), Some(key)) => {
+            crate::config::check_private_file(key)
+                .map_err(|e| tls_error(format!("client_key {e}")))?;
             let chain = read_certs(cert)?;
             let key = PrivateKeyDer::from_pem_file(key)
                 .map_err(|e| tls_error(format!("client key {}: {e}", key.display())))?;
