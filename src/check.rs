@@ -91,6 +91,13 @@ pub async fn connect_all(config: &Config, out: &mut dyn Write) -> i32 {
             }
         };
         let _ = writeln!(out, "  logged in as {}", endpoint.user);
+        if endpoint.tls != TlsMode::None {
+            let _ = writeln!(
+                out,
+                "  certificate: {}",
+                crate::transport::ftps::tls::describe_trust(endpoint)
+            );
+        }
         if let Err(e) = session.list_dir(&RelPath::root()).await {
             let _ = writeln!(out, "  listing {root} failed: {e}");
             code = 3;

@@ -251,33 +251,69 @@ async fn certificate_problems_stop_the_run_with_exit_code_3() {
     );
 }
 
+/// `pin_sha256` without `ca_file` accepts exactly that certificate, expiry and hostname aside
+/// (like known_hosts); with a `ca_file`, the chain (name and validity included) and the pin must
+/// both hold.
 #[tokio::test]
-async fn pinned_certificate_is_accepted_and_a_wrong_pin_refused() {
+async fn pin_sha256_alone_accepts_exactly_its_certificate_and_with_a_ca_file_both_must_hold() {
     let w = start(EmbeddedOptions::default()).await;
     let other = start(EmbeddedOptions::default()).await;
+    let expired = start(EmbeddedOptions {
+        cert: CertKind::Expired,
+        ..EmbeddedOptions::default()
+    })
+    .await;
     let inbox = w.local("inbox");
-    std::fs::write(w.server_root.join("data/x.txt"), b"x").unwrap();
-    let mut ep = w.endpoint();
-    // Trust roots that would refuse this server: the pin alone must decide.
-    ep.trust = TrustRoots::CaFile(other.server.ca_pem().to_path_buf());
-    ep.pin_sha256 = Some(w.server.server_cert_sha256());
-    let setup = Setup::new(
-        ep.clone(),
-        vec![job("pull", Direction::Pull, &inbox, "/data")],
-    );
-    assert_eq!(setup.sync_ok("pull").await.execution.transferred, 1);
+    let outcome = |ep: ferry::config::Endpoint, inbox: std::path::PathBuf| async move {
+        let setup = Setup::new(ep, vec![job("pull", Direction::Pull, &inbox, "/data")]);
+        setup
+            .run("pull")
+            .await
+            .map(|r| r.exit_code())
+            .map_err(|e| e.to_string())
+    };
+    let pinned = |world: &World, trust: TrustRoots, pin: [u8; 32]| {
+        let mut ep = world.endpoint();
+        ep.trust = trust;
+        ep.pin_sha256 = Some(pin);
+        ep
+    };
+    let own_ca = TrustRoots::CaFile(w.server.ca_pem().to_path_buf());
+    let other_ca = TrustRoots::CaFile(other.server.ca_pem().to_path_buf());
 
-    ep.pin_sha256 = Some(other.server.server_cert_sha256());
-    let setup = Setup::new(ep, vec![job("pull", Direction::Pull, &inbox, "/data")]);
-    let err = setup
-        .run("pull")
-        .await
-        .expect_err("wrong pin must be refused");
-    assert_eq!(err.exit_code(), 3);
-    assert!(
-        err.to_string().contains("does not match pin_sha256"),
-        "{err}"
+    // The pin alone (the system's roots would refuse this throwaway CA).
+    let ep = pinned(&w, TrustRoots::System, w.server.server_cert_sha256());
+    assert_eq!(outcome(ep, inbox.clone()).await, Ok(0));
+    let ep = pinned(&w, TrustRoots::System, other.server.server_cert_sha256());
+    let err = outcome(ep, inbox.clone()).await.expect_err("wrong pin");
+    assert!(err.contains("does not match pin_sha256"), "{err}");
+    // Expiry aside: an expired certificate is accepted by its pin alone.
+    let ep = pinned(
+        &expired,
+        TrustRoots::System,
+        expired.server.server_cert_sha256(),
     );
+    assert_eq!(outcome(ep, inbox.clone()).await, Ok(0));
+
+    // With a ca_file, both must hold.
+    let ep = pinned(&w, own_ca.clone(), w.server.server_cert_sha256());
+    assert_eq!(outcome(ep, inbox.clone()).await, Ok(0));
+    let ep = pinned(&w, other_ca, w.server.server_cert_sha256());
+    let err = outcome(ep, inbox.clone())
+        .await
+        .expect_err("the CA must hold too");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    let ep = pinned(&w, own_ca, other.server.server_cert_sha256());
+    let err = outcome(ep, inbox.clone())
+        .await
+        .expect_err("the pin must hold too");
+    assert!(err.contains("does not match pin_sha256"), "{err}");
+    let expired_ca = TrustRoots::CaFile(expired.server.ca_pem().to_path_buf());
+    let ep = pinned(&expired, expired_ca, expired.server.server_cert_sha256());
+    let err = outcome(ep, inbox)
+        .await
+        .expect_err("expired, with a ca_file");
+    assert!(err.to_lowercase().contains("expired"), "{err}");
 }
 
 #[tokio::test]

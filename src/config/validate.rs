@@ -341,12 +341,58 @@ impl Checker<'_> {
             }
         }
         let mut jobs = BTreeMap::new();
+        let mut local_marks = BTreeMap::new();
         for (name, mark, node) in &job_nodes {
             if let Some(job) = self.check_job(name, *mark, node, &known) {
+                let local_mark = node.get("local").map_or(*mark, |v| v.mark);
+                local_marks.insert(name.clone(), local_mark);
                 jobs.insert(name.clone(), job);
             }
         }
+        self.check_overlapping_roots(&jobs, &local_marks);
         Some((state_dir?, endpoints, jobs))
+    }
+
+    /// Two jobs on one local tree, one of which deletes there, would delete each other's files:
+    /// refused, naming both (each pair once, at the later job's `local`).
+    fn check_overlapping_roots(
+        &mut self,
+        jobs: &BTreeMap<String, Job>,
+        marks: &BTreeMap<String, Mark>,
+    ) {
+        let roots: Vec<(&Job, PathBuf)> = jobs
+            .values()
+            .map(|j| {
+                (
+                    j,
+                    fs::canonicalize(&j.local).unwrap_or_else(|_| j.local.clone()),
+                )
+            })
+            .collect();
+        for (i, (a, a_root)) in roots.iter().enumerate() {
+            for (b, b_root) in &roots[i + 1..] {
+                let overlap = a_root.starts_with(b_root) || b_root.starts_with(a_root);
+                let deleter = [a, b].into_iter().find(|j| deletes_files(j));
+                if let (true, Some(deleter)) = (overlap, deleter) {
+                    let mark = marks
+                        .get(&b.name)
+                        .copied()
+                        .unwrap_or(Mark { line: 1, column: 1 });
+                    let context = format!("job `{}`", b.name);
+                    self.report(
+                        mark,
+                        Some(&context),
+                        format!(
+                            "local `{}` overlaps job `{}`'s local `{}`, and `{}` deletes files there; give each job a directory of its own",
+                            b.local.display(),
+                            a.name,
+                            a.local.display(),
+                            deleter.name
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     fn check_version(&mut self, root: &Node, version: Option<u32>, set_aside: bool) {
@@ -971,6 +1017,29 @@ impl Checker<'_> {
             );
         }
 
+        let removes_local = matches!(
+            after_upload,
+            Some(AfterUpload::Delete | AfterUpload::MoveTo(_))
+        );
+        if (delete || removes_local)
+            && let Some(local) = &local
+            && let Some(root) = system_root(local, (self.env)("HOME").as_deref())
+        {
+            let what = if delete {
+                "delete: true"
+            } else {
+                "after_upload"
+            };
+            self.report_at(
+                &place,
+                place.value("local"),
+                format!(
+                    "local `{}` is {root}; a job with {what} may not delete files there: give the job a directory of its own",
+                    local.display()
+                ),
+            );
+        }
+
         Some(Job {
             name: name.to_owned(),
             endpoint: endpoint?,
@@ -1259,6 +1328,42 @@ fn literal_passwords(root: &Node) -> Vec<String> {
 
 /// A job or endpoint name: non-empty, no whitespace, no `/` (names appear in paths, logs and
 /// command lines).
+/// Whether a job removes files from its local tree or mirrors deletions at all.
+fn deletes_files(job: &Job) -> bool {
+    job.delete
+        || matches!(
+            job.after_upload,
+            AfterUpload::Delete | AfterUpload::MoveTo(_)
+        )
+}
+
+/// What system directory `path` is (`/`, `/etc`, `/usr/lib`, the home directory, ...), if it
+/// is one: a mirror with deletes there could empty the system.
+fn system_root(path: &Path, home: Option<&str>) -> Option<&'static str> {
+    const TOP: &[&str] = &[
+        "bin", "boot", "dev", "etc", "home", "lib", "lib32", "lib64", "libx32", "media", "mnt",
+        "opt", "proc", "root", "run", "sbin", "srv", "sys", "tmp", "usr", "var",
+    ];
+    const UNDER_VAR: &[&str] = &["lib", "log", "cache", "spool", "tmp", "mail", "backups"];
+    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let parts: Vec<&str> = path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(p) => p.to_str(),
+            _ => None,
+        })
+        .collect();
+    let home = home.map(|h| fs::canonicalize(h).unwrap_or_else(|_| PathBuf::from(h)));
+    match parts.as_slice() {
+        [] => Some("the root directory"),
+        [top] if TOP.contains(top) => Some("a system directory"),
+        ["usr", _] => Some("a system directory"),
+        ["var", sub] if UNDER_VAR.contains(sub) => Some("a system directory"),
+        _ if home.as_deref() == Some(path.as_path()) => Some("the home directory"),
+        _ => None,
+    }
+}
+
 fn check_name(kind: &str, name: &str) -> Option<String> {
     if name.is_empty() {
         return Some(format!("{kind} name must not be empty"));
@@ -1404,6 +1509,43 @@ mod tests {
     fn set_mode(path: &Path, mode: u32) {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    #[test]
+    fn deleting_jobs_on_system_roots_or_shared_trees_are_refused() {
+        let fixture = Fixture::new();
+        fs::create_dir(fixture.path("drops/inner")).expect("mkdir");
+        let job = |name: &str, local: &str, extra: &str| {
+            format!(
+                "  {name}:\n    endpoint: acme\n    direction: pull\n    local: {local}\n    remote: /out\n{extra}"
+            )
+        };
+        let file = |jobs: &[String]| format!("{ENDPOINT}jobs:\n{}", jobs.concat());
+        assert_eq!(
+            fixture.problems(&file(&[job("all", "/", "    delete: true\n")])),
+            vec![
+                "jobs.yaml:11:12: job `all`: local `/` is the root directory; a job with delete: true may not delete files there: give the job a directory of its own"
+            ]
+        );
+        assert_eq!(
+            fixture.problems(&file(&[job("etc", "/etc", "    delete: true\n")])),
+            vec![
+                "jobs.yaml:11:12: job `etc`: local `/etc` is a system directory; a job with delete: true may not delete files there: give the job a directory of its own"
+            ]
+        );
+        // Without deletes, a system directory is the operator's business.
+        fixture.parse_ok(&file(&[job("etc", "/etc", "")]));
+        assert_eq!(
+            fixture.problems(&file(&[
+                job("outer", "drops", ""),
+                job("inner", "drops/inner", "    delete: true\n"),
+            ])),
+            vec![
+                "jobs.yaml:11:12: job `outer`: local `$DIR/drops` overlaps job `inner`'s local `$DIR/drops/inner`, and `inner` deletes files there; give each job a directory of its own"
+            ]
+        );
+        // Overlapping roots are fine when neither deletes.
+        fixture.parse_ok(&file(&[job("a", "drops", ""), job("b", "drops/inner", "")]));
     }
 
     #[test]

@@ -91,12 +91,28 @@ pub fn client_config(
         .with_protocol_versions(versions)
         .map_err(|e| tls_error(e.to_string()))?;
     let builder = match endpoint.pin_sha256 {
-        Some(pin) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinVerifier {
-                pin,
-                algorithms: provider.signature_verification_algorithms,
-            })),
+        Some(pin) => {
+            // With a ca_file the chain, name and validity must hold as well as the pin; with the
+            // system roots as the only trust, the pin alone decides (like known_hosts).
+            let chain = match &endpoint.trust {
+                TrustRoots::CaFile(_) => Some(
+                    rustls::client::WebPkiServerVerifier::builder_with_provider(
+                        roots.clone(),
+                        provider.clone(),
+                    )
+                    .build()
+                    .map_err(|e| tls_error(e.to_string()))?,
+                ),
+                TrustRoots::System => None,
+            };
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinVerifier {
+                    pin,
+                    chain,
+                    algorithms: provider.signature_verification_algorithms,
+                }))
+        }
         None => builder.with_root_certificates(roots.clone()),
     };
     let config = match (&endpoint.client_cert, &endpoint.client_key) {
@@ -116,22 +132,45 @@ pub fn client_config(
 }
 
 /// Accepts exactly one server certificate, by the SHA-256 of its DER encoding. The handshake
-/// signature is still verified, so the server must hold that certificate's key.
+/// signature is still verified, so the server must hold that certificate's key. Without
+/// `chain`, hostname and expiry are not checked (the pin names the certificate, as known_hosts
+/// names a host key); with `chain` (a `ca_file` was given) the certificate must also verify
+/// against it, name and validity included.
 #[derive(Debug)]
 struct PinVerifier {
     pin: [u8; 32],
+    chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     algorithms: WebPkiSupportedAlgorithms,
+}
+
+/// How an endpoint's server certificate is checked, in words, for `ferry check --connect`.
+pub fn describe_trust(endpoint: &Endpoint) -> String {
+    match (&endpoint.trust, endpoint.pin_sha256) {
+        (TrustRoots::System, None) => "verified against the system's roots, with hostname and expiry".to_owned(),
+        (TrustRoots::CaFile(p), None) => format!(
+            "verified against ca_file {}, with hostname and expiry",
+            p.display()
+        ),
+        (TrustRoots::System, Some(_)) => "pinned by pin_sha256: exactly that certificate is accepted; hostname and expiry are not checked".to_owned(),
+        (TrustRoots::CaFile(p), Some(_)) => format!(
+            "verified against ca_file {}, with hostname and expiry, and pinned by pin_sha256",
+            p.display()
+        ),
+    }
 }
 
 impl ServerCertVerifier for PinVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(chain) = &self.chain {
+            chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        }
         let digest: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
         if digest == self.pin {
             Ok(ServerCertVerified::assertion())
