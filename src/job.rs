@@ -163,8 +163,15 @@ impl RunReport {
             + self.planned.remote.problems.len()) as u64
     }
 
+    /// Files left alone: in sync, links, or changed since the scan (sent next run).
     pub fn skipped(&self) -> u64 {
-        self.planned.plan.skipped.len() as u64
+        (self.planned.plan.skipped.len() + self.execution.changed.len()) as u64
+    }
+
+    /// Whether something kept the run from doing all it should: a failed file, a problem, or
+    /// deletes withheld by a guard.
+    fn fell_short(&self) -> bool {
+        self.failed() > 0 || self.planned.plan.deletes_blocked.is_some()
     }
 
     pub fn totals(&self) -> RunTotals {
@@ -182,7 +189,7 @@ impl RunReport {
     pub fn outcome(&self) -> &'static str {
         if self.execution.fatal.is_some() {
             "failed"
-        } else if self.failed() > 0 {
+        } else if self.fell_short() {
             "partial"
         } else {
             "ok"
@@ -194,7 +201,7 @@ impl RunReport {
         match &self.execution.fatal {
             Some(e) if e.kind == ErrorKind::Cancelled => 1,
             Some(_) => 3,
-            None if self.failed() > 0 => 1,
+            None if self.fell_short() => 1,
             None => 0,
         }
     }

@@ -64,6 +64,9 @@ pub fn print_plan(job: &str, planned: &Planned, out: &mut dyn Write) -> std::io:
     }
     if let Some(why) = &plan.deletes_blocked {
         writeln!(out, "  deletes blocked: {why}")?;
+        for a in &plan.withheld {
+            writeln!(out, "  {:<16} {}: withheld", verb(a.kind), a.path)?;
+        }
     }
     for p in planned.local.problems.iter() {
         writeln!(out, "  local problem    {}: {}", p.path, p.message)?;
@@ -139,6 +142,36 @@ pub fn print_failures(report: &RunReport, out: &mut dyn Write) -> std::io::Resul
     }
     if let Some(why) = &report.planned.plan.deletes_blocked {
         writeln!(out, "job `{}`: deletes blocked: {why}", report.job)?;
+        const SHOWN: usize = 20;
+        let withheld = &report.planned.plan.withheld;
+        for a in withheld.iter().take(SHOWN) {
+            writeln!(
+                out,
+                "job `{}`:   would {} {}",
+                report.job,
+                verb(a.kind),
+                a.path
+            )?;
+        }
+        if withheld.len() > SHOWN {
+            writeln!(
+                out,
+                "job `{}`:   ... and {} more (ferry plan {} lists them all)",
+                report.job,
+                withheld.len() - SHOWN,
+                report.job
+            )?;
+        }
+    }
+    for c in &report.execution.changed {
+        writeln!(
+            out,
+            "job `{}`: warning: {} {}: {}",
+            report.job,
+            verb(c.action),
+            c.path,
+            c.error
+        )?;
     }
     Ok(())
 }

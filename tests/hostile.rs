@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{Setup, endpoint, job, tree};
 use ferry::config::Direction;
-use support::hostile::{HOSTILE_CONTENT, Hostile};
+use support::hostile::{Behaviour, Body, HOSTILE_CONTENT, Hostile};
 
 const HOSTILE_NAMES: &[&str] = &[
     "..",
@@ -209,6 +209,7 @@ async fn refused_epsv_falls_back_to_pasv_behind_nat() {
 
 #[tokio::test]
 async fn cancelling_a_run_stops_a_transfer_and_removes_its_partial_file() {
+    use std::os::unix::fs::PermissionsExt;
     let server = Hostile::stall_data().await;
     let dir = tempfile::tempdir().unwrap();
     let mut ep = endpoint(
@@ -220,19 +221,33 @@ async fn cancelling_a_run_stops_a_transfer_and_removes_its_partial_file() {
     ep.timeout = Duration::from_secs(600);
     let setup = Setup::new(ep, vec![job("pull", Direction::Pull, dir.path(), "/data")]);
     let cancel = tokio_util::sync::CancellationToken::new();
-    let trigger = cancel.clone();
-    tokio::spawn(async move {
-        // Long enough to be inside the stalled RETR.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        trigger.cancel();
-    });
-    let report = tokio::time::timeout(
-        Duration::from_secs(60),
-        setup.run_with_cancel("pull", cancel),
-    )
-    .await
-    .expect("cancellation must end the run")
-    .expect("the run reports");
+    let partial = dir.path().join(".stalled.bin.ferry-tmp");
+    // Cancel only once the transfer has really started: the server got RETR and the partial
+    // file exists (owner-only while it is being written).
+    let watch = async {
+        let started = tokio::time::timeout(Duration::from_secs(30), async {
+            while server.requested_paths().is_empty() || !partial.exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let mode = std::fs::metadata(&partial).map(|m| m.permissions().mode() & 0o777);
+        cancel.cancel();
+        (started.is_ok(), mode.ok())
+    };
+    let (report, (started, partial_mode)) = tokio::join!(
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            setup.run_with_cancel("pull", cancel.clone()),
+        ),
+        watch
+    );
+    assert!(started, "the transfer never started");
+    assert_eq!(partial_mode, Some(0o600), "the partial file is owner-only");
+    assert_eq!(server.requested_paths(), vec!["/data/stalled.bin"]);
+    let report = report
+        .expect("cancellation must end the run")
+        .expect("the run reports");
     let fatal = report
         .execution
         .fatal
@@ -291,4 +306,299 @@ async fn active_mode_announces_with_eprt_falls_back_to_port_and_stays_in_the_por
         ports.iter().all(|p| (47100..=47199).contains(p)),
         "{ports:?}"
     );
+}
+
+fn hostile_setup(server: &Hostile, jobs: Vec<ferry::config::Job>) -> Setup {
+    Setup::new(
+        endpoint(
+            server.addr(),
+            server.ca_pem(),
+            server.user(),
+            server.password(),
+        ),
+        jobs,
+    )
+}
+
+async fn run_bounded(setup: &Setup, name: &str) -> ferry::job::RunReport {
+    tokio::time::timeout(Duration::from_secs(60), setup.run(name))
+        .await
+        .expect("the run must not hang")
+        .expect("the run itself goes on")
+}
+
+#[tokio::test]
+async fn endless_data_is_cut_off_at_the_listed_size_and_not_retried() {
+    let server = Hostile::with(
+        vec!["-rw-r--r--    1 ftp      ftp            10 Nov 24 09:30 ten.bin".to_owned()],
+        false,
+        Behaviour {
+            endless_retr: true,
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = job("pull", Direction::Pull, dir.path(), "/data");
+    j.retry.attempts = 5;
+    let setup = hostile_setup(&server, vec![j]);
+    let report = run_bounded(&setup, "pull").await;
+    assert_eq!(report.exit_code(), 1);
+    let failure = &report.execution.failures[0];
+    assert_eq!(failure.path.as_str(), "ten.bin");
+    assert!(
+        failure
+            .error
+            .to_string()
+            .contains("more than the 10 bytes its listing gave"),
+        "{}",
+        failure.error
+    );
+    // Stopped at once, not retried: the file is not what the listing said.
+    assert_eq!(server.requested_paths(), vec!["/data/ten.bin"]);
+    assert!(tree(dir.path()).is_empty(), "{:?}", tree(dir.path()));
+}
+
+#[tokio::test]
+async fn a_pasv_reply_naming_another_host_is_ignored() {
+    let decoy: std::net::Ipv4Addr = "127.0.0.2".parse().unwrap();
+    let behaviour = Behaviour {
+        pasv_elsewhere: Some(decoy),
+        ..Behaviour::default()
+    };
+    let server = Hostile::with(vec![list_line('-', "ok.txt")], false, behaviour.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = hostile_setup(
+        &server,
+        vec![job("pull", Direction::Pull, dir.path(), "/data")],
+    );
+    let report = setup.sync_ok("pull").await;
+    assert_eq!(report.execution.transferred, 1);
+    assert_eq!(
+        std::fs::read(dir.path().join("ok.txt")).unwrap(),
+        HOSTILE_CONTENT
+    );
+    let commands = server.commands();
+    assert!(commands.iter().any(|c| c == "PASV"), "{commands:?}");
+    assert_eq!(server.decoy_connections(), 0, "ferry went where PASV said");
+
+    // The same server with use_pasv_address: ferry does go to the named host (which is how
+    // the test knows the decoy would have seen a connection).
+    let server = Hostile::with(vec![list_line('-', "ok.txt")], false, behaviour).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ep = endpoint(
+        server.addr(),
+        server.ca_pem(),
+        server.user(),
+        server.password(),
+    );
+    ep.use_pasv_address = true;
+    ep.timeout = Duration::from_secs(2);
+    let setup = Setup::new(ep, vec![job("pull", Direction::Pull, dir.path(), "/data")]);
+    let _ = tokio::time::timeout(Duration::from_secs(60), setup.run("pull")).await;
+    assert!(
+        server.decoy_connections() > 0,
+        "the opt-in follows the reply"
+    );
+}
+
+#[tokio::test]
+async fn a_huge_listing_line_is_refused_with_a_short_quote_and_blocks_deletes() {
+    let server = Hostile::with(
+        vec![
+            list_line('-', "ok.txt"),
+            "drwxr-xr-x    2 ftp      ftp          4096 Nov 24 09:30 sub".to_owned(),
+        ],
+        false,
+        Behaviour {
+            dirs: vec![("/data/sub".to_owned(), Body::EndlessLine)],
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("local-only.txt"), b"mine").unwrap();
+    let mut j = job("pull", Direction::Pull, dir.path(), "/data");
+    j.delete = true;
+    let setup = hostile_setup(&server, vec![j]);
+    let report = run_bounded(&setup, "pull").await;
+    let problems = &report.planned.remote.problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let message = &problems[0].message;
+    assert!(
+        message.contains("LIST /data/sub")
+            && message.contains("longer than 16384 bytes (limits.line_length)"),
+        "{message}"
+    );
+    assert!(message.len() < 400, "quotes a short prefix only: {message}");
+    assert!(
+        dir.path().join("local-only.txt").exists(),
+        "deletes are blocked"
+    );
+    assert!(report.planned.plan.deletes_blocked.is_some());
+    assert_eq!(report.exit_code(), 1);
+    // The rest of the tree still came.
+    assert_eq!(
+        std::fs::read(dir.path().join("ok.txt")).unwrap(),
+        HOSTILE_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn an_endless_directory_depth_stops_at_the_limit() {
+    // Every directory lists a directory `a`: a tree without a bottom.
+    let server = Hostile::with(
+        vec!["drwxr-xr-x    2 ftp      ftp          4096 Nov 24 09:30 a".to_owned()],
+        false,
+        Behaviour::default(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("local-only.txt"), b"mine").unwrap();
+    let mut j = job("pull", Direction::Pull, dir.path(), "/data");
+    j.delete = true;
+    let setup = hostile_setup(&server, vec![j]);
+    let report = run_bounded(&setup, "pull").await;
+    let problems = &report.planned.remote.problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0]
+            .message
+            .contains("more than 64 directory levels deep (limits.max_depth)"),
+        "{problems:?}"
+    );
+    let lists = server
+        .commands()
+        .iter()
+        .filter(|c| c.as_str() == "LIST")
+        .count();
+    assert_eq!(
+        lists, 65,
+        "the root and 64 levels below it are listed, no more"
+    );
+    assert!(
+        dir.path().join("local-only.txt").exists(),
+        "deletes are blocked"
+    );
+    assert_eq!(report.exit_code(), 1);
+}
+
+#[tokio::test]
+async fn an_empty_root_listing_never_empties_the_local_side() {
+    let server = Hostile::with(Vec::new(), false, Behaviour::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..10 {
+        std::fs::write(dir.path().join(format!("f{i}.csv")), b"data").unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join("d/e")).unwrap();
+    std::fs::write(dir.path().join("d/e/g.csv"), b"data").unwrap();
+    let before = tree(dir.path());
+    assert_eq!(before.len(), 13);
+    let mut j = job("pull", Direction::Pull, dir.path(), "/data");
+    j.delete = true;
+    let setup = hostile_setup(&server, vec![j]);
+    let report = run_bounded(&setup, "pull").await;
+    assert_eq!(tree(dir.path()), before, "nothing deleted");
+    let why = report
+        .planned
+        .plan
+        .deletes_blocked
+        .clone()
+        .unwrap_or_default();
+    assert!(why.contains("the remote root is empty"), "{why}");
+    assert_eq!(
+        report.planned.plan.withheld.len(),
+        13,
+        "the would-be deletes are listed"
+    );
+    assert_eq!(report.execution.deleted, 0);
+    assert_eq!(report.exit_code(), 1, "a blocked mirror is not a success");
+}
+
+/// A server that quotes the password in its refusal: the password appears nowhere, whatever
+/// the log level or format, and not in the state database.
+#[tokio::test]
+async fn a_reply_echoing_the_password_is_redacted_everywhere() {
+    const WRONG: &str = "Wr0ng-Secret-Passw0rd";
+    let server = Hostile::with(
+        vec![list_line('-', "ok.txt")],
+        false,
+        Behaviour {
+            echo_password: true,
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let state = dir.path().join("state");
+    let config = dir.path().join("jobs.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 1\nstate_dir: {}\nendpoints:\n  h:\n    host: 127.0.0.1\n    port: {}\n    user: {}\n    password_env: FERRY_TEST_WRONG\n    ca_file: {}\n    timeout: 5s\njobs:\n  pull:\n    endpoint: h\n    direction: pull\n    local: {}\n    remote: /data\n",
+            state.display(),
+            server.addr().port(),
+            server.user(),
+            server.ca_pem().display(),
+            inbox.display()
+        ),
+    )
+    .unwrap();
+    let mut outputs = Vec::new();
+    for (args, log) in [
+        (vec!["sync", "pull"], "trace"),
+        (vec!["--log-format", "json", "sync", "pull"], "trace"),
+        (vec!["plan", "pull"], "trace"),
+        (
+            vec!["--log-format", "json", "plan", "pull", "--json"],
+            "suppaftp::async_ftp=trace",
+        ),
+        (vec!["check", "--connect"], "trace"),
+        (
+            vec!["sync", "pull"],
+            "suppaftp::async_ftp=trace,ferry=trace",
+        ),
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(&args)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("FERRY_CONFIG")
+            .env("FERRY_LOG", log)
+            .env("FERRY_TEST_WRONG", WRONG)
+            .output()
+            .await
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {text}");
+        outputs.push((args, text));
+    }
+    for (args, text) in &outputs {
+        assert!(
+            !text.contains(WRONG),
+            "{args:?} leaked the password:\n{text}"
+        );
+    }
+    // The refusal itself is shown, redacted.
+    assert!(
+        outputs[0]
+            .1
+            .contains("530 Login incorrect: password <redacted>"),
+        "{}",
+        outputs[0].1
+    );
+    // The state database stores the run's message redacted too.
+    for entry in std::fs::read_dir(&state).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(WRONG.len()).any(|w| w == WRONG.as_bytes()),
+            "the state database holds the password"
+        );
+    }
 }

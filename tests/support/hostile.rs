@@ -8,6 +8,9 @@
 //!   name, so a test can prove ferry never asked for a hostile name.
 //! - [`Hostile::stall_after_login`]: logs in, then never answers another command.
 //! - [`Hostile::stall_data`]: opens the RETR data connection, then sends nothing.
+//! - [`Hostile::with`]: a listing plus [`Behaviour`]: other answers for some directories (an
+//!   empty one, an endless line), RETR sending endless data, PASV replies naming another host
+//!   (with a decoy listening there to count who comes), a refusal that echoes the password.
 //!
 //! What it does not do: uploads, renames, directories, active mode, or anything beyond what a
 //! listing/timeout test needs (other commands get 502). It is not a model of a real server.
@@ -34,6 +37,28 @@ pub const HOSTILE_PASSWORD: &str = "ferry";
 /// What RETR of any name sends.
 pub const HOSTILE_CONTENT: &[u8] = b"hostile";
 
+/// What a directory listing sends.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Lines(Vec<String>),
+    /// One line of `x` that never ends (until the client stops reading, or 256 MiB).
+    EndlessLine,
+}
+
+/// Misbehaviour beyond the listing itself.
+#[derive(Debug, Clone, Default)]
+pub struct Behaviour {
+    /// For these directories (as CWD names them, e.g. `/data/sub`), send this instead.
+    pub dirs: Vec<(String, Body)>,
+    /// RETR sends data without end (until the client stops reading, or 512 MiB).
+    pub endless_retr: bool,
+    /// PASV replies name this address while data is served on 127.0.0.1 (EPSV is then not
+    /// offered); a decoy listens on the named address and counts connections.
+    pub pasv_elsewhere: Option<Ipv4Addr>,
+    /// A wrong password is refused with a reply that quotes it.
+    pub echo_password: bool,
+}
+
 #[derive(Debug, Clone)]
 enum Script {
     Listing { lines: Vec<String>, mlsd: bool },
@@ -44,6 +69,8 @@ enum Script {
 /// A running hostile server; dropping it aborts the server task and every session.
 pub struct Hostile {
     addr: SocketAddr,
+    decoy_connections: Arc<std::sync::atomic::AtomicUsize>,
+    retr_bytes: Arc<std::sync::atomic::AtomicU64>,
     port_only: Arc<std::sync::atomic::AtomicBool>,
     pki: Pki,
     requested: Arc<Mutex<Vec<String>>>,
@@ -73,6 +100,11 @@ impl Hostile {
             .port_only
             .store(true, std::sync::atomic::Ordering::Relaxed);
         hostile
+    }
+
+    /// Answer LIST (and MLSD when `mlsd`) with `lines`, misbehaving as `behaviour` says.
+    pub async fn with(lines: Vec<String>, mlsd: bool, behaviour: Behaviour) -> Hostile {
+        Self::start_with(Script::Listing { lines, mlsd }, false, behaviour).await
     }
 
     /// Log in normally, then never answer the next command.
@@ -113,7 +145,22 @@ impl Hostile {
         self.commands.lock().unwrap().clone()
     }
 
+    /// Data connections made to the decoy at the PASV address that was not the server's.
+    pub fn decoy_connections(&self) -> usize {
+        self.decoy_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes the server managed to send in RETR data connections.
+    pub fn retr_bytes(&self) -> u64 {
+        self.retr_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn start(script: Script, nat: bool) -> Hostile {
+        Self::start_with(script, nat, Behaviour::default()).await
+    }
+
+    async fn start_with(script: Script, nat: bool, behaviour: Behaviour) -> Hostile {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::generate(dir.path(), CertKind::Valid).unwrap();
         let acceptor = TlsAcceptor::from(server_config(&pki));
@@ -122,17 +169,24 @@ impl Hostile {
         let requested = Arc::new(Mutex::new(Vec::new()));
         let commands = Arc::new(Mutex::new(Vec::new()));
         let port_only = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let decoy_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let retr_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let shared = Arc::new(Shared {
             acceptor,
             port_only: port_only.clone(),
             script,
             nat,
+            behaviour,
+            decoy_connections: decoy_connections.clone(),
+            retr_bytes: retr_bytes.clone(),
             requested: requested.clone(),
             commands: commands.clone(),
         });
         let task = tokio::spawn(accept_loop(listener, shared));
         Hostile {
             addr,
+            decoy_connections,
+            retr_bytes,
             pki,
             port_only,
             requested,
@@ -174,6 +228,9 @@ struct Shared {
     script: Script,
     /// Refuse EPSV and announce 0.0.0.0 in PASV replies.
     nat: bool,
+    behaviour: Behaviour,
+    decoy_connections: Arc<std::sync::atomic::AtomicUsize>,
+    retr_bytes: Arc<std::sync::atomic::AtomicU64>,
     requested: Arc<Mutex<Vec<String>>>,
     commands: Arc<Mutex<Vec<String>>>,
 }
@@ -258,6 +315,7 @@ struct Session {
     passive: Option<TcpListener>,
     /// Where to connect for the next transfer, after PORT.
     active: Option<SocketAddr>,
+    cwd: String,
 }
 
 async fn answer<S>(
@@ -287,6 +345,9 @@ where
             if session.user.as_deref() == Some(HOSTILE_USER) && arg == HOSTILE_PASSWORD {
                 session.logged_in = true;
                 reply(control, "230 Login successful.").await
+            } else if shared.behaviour.echo_password {
+                let text = format!("530 Login incorrect: password {arg} is not {HOSTILE_USER}'s.");
+                reply(control, &text).await
             } else {
                 reply(control, "530 Login incorrect.").await
             }
@@ -294,11 +355,17 @@ where
         "PBSZ" => reply(control, "200 PBSZ=0").await,
         "PROT" if arg.eq_ignore_ascii_case("P") => reply(control, "200 PROT now Private.").await,
         "PROT" => reply(control, "536 Only PROT P is supported.").await,
-        "FEAT" => reply(control, &feat_reply(mlsd)).await,
+        "FEAT" => {
+            let epsv = shared.behaviour.pasv_elsewhere.is_none();
+            reply(control, &feat_reply(mlsd, epsv)).await
+        }
         "SYST" => reply(control, "215 UNIX Type: L8").await,
         "TYPE" => reply(control, "200 Type set.").await,
         "PWD" => reply(control, "257 \"/\" is the current directory").await,
-        "CWD" => reply(control, "250 Directory successfully changed.").await,
+        "CWD" => {
+            session.cwd = arg.to_string();
+            reply(control, "250 Directory successfully changed.").await
+        }
         "OPTS" => reply(control, "200 Always in UTF8 mode.").await,
         "NOOP" => reply(control, "200 NOOP ok.").await,
         "EPSV" if shared.nat => reply(control, "502 EPSV not allowed behind this NAT.").await,
@@ -311,15 +378,19 @@ where
             .await
         }
         "PASV" => {
-            let port = open_passive(session).await?;
+            let port = match shared.behaviour.pasv_elsewhere {
+                Some(ip) => open_passive_with_decoy(session, ip, shared).await?,
+                None => open_passive(session).await?,
+            };
             let (hi, lo) = (port >> 8, port & 0xff);
+            let ip = match (shared.nat, shared.behaviour.pasv_elsewhere) {
+                (true, _) => "0,0,0,0".to_string(),
+                (false, Some(ip)) => ip.to_string().replace('.', ","),
+                (false, None) => "127,0,0,1".to_string(),
+            };
             reply(
                 control,
-                &if shared.nat {
-                    format!("227 Entering Passive Mode (0,0,0,0,{hi},{lo}).")
-                } else {
-                    format!("227 Entering Passive Mode (127,0,0,1,{hi},{lo}).")
-                },
+                &format!("227 Entering Passive Mode ({ip},{hi},{lo})."),
             )
             .await
         }
@@ -363,18 +434,12 @@ fn is_known(verb: &str) -> bool {
     )
 }
 
-fn feat_reply(mlsd: bool) -> String {
-    let mut lines = vec![
-        "211-Features:",
-        " AUTH TLS",
-        " EPSV",
-        " MDTM",
-        " PASV",
-        " PBSZ",
-        " PROT",
-        " SIZE",
-        " UTF8",
-    ];
+fn feat_reply(mlsd: bool, epsv: bool) -> String {
+    let mut lines = vec!["211-Features:", " AUTH TLS"];
+    if epsv {
+        lines.push(" EPSV");
+    }
+    lines.extend([" MDTM", " PASV", " PBSZ", " PROT", " SIZE", " UTF8"]);
     if mlsd {
         lines.push(" MLSD");
     }
@@ -406,6 +471,31 @@ async fn open_passive(session: &mut Session) -> std::io::Result<u16> {
     let port = listener.local_addr()?.port();
     session.passive = Some(listener);
     Ok(port)
+}
+
+/// A passive listener on 127.0.0.1, and a decoy on `ip` with the same port that counts whoever
+/// connects to it (the address the PASV reply will name).
+async fn open_passive_with_decoy(
+    session: &mut Session,
+    ip: Ipv4Addr,
+    shared: &Shared,
+) -> std::io::Result<u16> {
+    for _ in 0..50 {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let port = listener.local_addr()?.port();
+        let Ok(decoy) = TcpListener::bind((ip, port)).await else {
+            continue;
+        };
+        let count = shared.decoy_connections.clone();
+        tokio::spawn(async move {
+            while let Ok((_stream, _)) = decoy.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        session.passive = Some(listener);
+        return Ok(port);
+    }
+    Err(std::io::Error::other("no port free on both addresses"))
 }
 
 /// Send 150, accept the pending passive connection and secure it.
@@ -443,11 +533,31 @@ where
 {
     let stalled_file =
         ["-rw-r--r--    1 ftp      ftp          1024 Nov 24 09:30 stalled.bin".to_owned()];
-    let lines: &[String] = match &shared.script {
-        Script::Listing { lines, .. } => lines,
+    let special = shared
+        .behaviour
+        .dirs
+        .iter()
+        .find(|(dir, _)| *dir == session.cwd)
+        .map(|(_, body)| body.clone());
+    let lines: &[String] = match (&special, &shared.script) {
+        (Some(Body::Lines(lines)), _) => lines,
+        (Some(Body::EndlessLine), _) => {
+            let Some(mut data) = open_data(control, session, shared).await? else {
+                return Ok(());
+            };
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..4096 {
+                if data.write_all(&chunk).await.is_err() {
+                    return reply(control, "426 Connection closed; transfer aborted.").await;
+                }
+            }
+            data.shutdown().await?;
+            return reply(control, "226 Directory send OK.").await;
+        }
+        (None, Script::Listing { lines, .. }) => lines,
         // One file to download, so the stall happens on its data connection.
-        Script::StallData => &stalled_file,
-        Script::StallAfterLogin => return reply(control, "226 Nothing to list.").await,
+        (None, Script::StallData) => &stalled_file,
+        (None, Script::StallAfterLogin) => return reply(control, "226 Nothing to list.").await,
     };
     let Some(mut data) = open_data(control, session, shared).await? else {
         return Ok(());
@@ -478,7 +588,24 @@ where
         std::future::pending::<()>().await;
         return Ok(());
     }
+    if shared.behaviour.endless_retr {
+        let chunk = vec![b'y'; 64 * 1024];
+        for _ in 0..8192 {
+            if data.write_all(&chunk).await.is_err() {
+                return reply(control, "426 Connection closed; transfer aborted.").await;
+            }
+            shared
+                .retr_bytes
+                .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        data.shutdown().await?;
+        return reply(control, "226 Transfer complete.").await;
+    }
     data.write_all(HOSTILE_CONTENT).await?;
+    shared.retr_bytes.fetch_add(
+        HOSTILE_CONTENT.len() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     data.shutdown().await?;
     reply(control, "226 Transfer complete.").await
 }
