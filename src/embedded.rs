@@ -85,6 +85,10 @@ pub enum CertKind {
     Expired,
 }
 
+/// The password [`EmbeddedOptions::default`] accepts (user `ferry`). Not a word that appears
+/// in messages: ferry redacts every password it reads from everything it shows.
+pub const TEST_PASSWORD: &str = "embedded-test-secret";
+
 /// How to run an [`EmbeddedServer`].
 #[derive(Debug, Clone)]
 pub struct EmbeddedOptions {
@@ -110,7 +114,7 @@ impl Default for EmbeddedOptions {
             passive_ports: 50000..=50049,
             tls13: true,
             user: "ferry".to_string(),
-            password: "ferry".to_string(),
+            password: TEST_PASSWORD.to_string(),
             cert: CertKind::Valid,
             require_client_cert: false,
         }

@@ -98,12 +98,16 @@ impl Mtime {
     }
 }
 
-/// Which local file an entry is (device and inode), so that an upload can tell whether the
-/// file it opened is the one the scan saw.
+/// Which local file an entry is, and in which state: device and inode, and the inode's change
+/// time. An upload compares the file it opened with the scan's; the change time catches what
+/// device and inode alone cannot: a file deleted and replaced by another that reuses the freed
+/// inode number (common on ext4 and tmpfs), with its size and mtime copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FileId {
     pub dev: u64,
     pub ino: u64,
+    /// `st_ctime` in nanoseconds; no user can set it.
+    pub changed_ns: i64,
 }
 
 /// One file, directory or link in a listing.

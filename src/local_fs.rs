@@ -90,11 +90,15 @@ fn meta_of(st: &rfs::Stat) -> Meta {
     let nanos = (st.st_mtime as i64)
         .checked_mul(1_000_000_000)
         .and_then(|n| n.checked_add(st.st_mtime_nsec as i64));
+    let changed_ns = (st.st_ctime as i64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(st.st_ctime_nsec as i64);
     Meta {
         kind,
         id: FileId {
             dev: st.st_dev as u64,
             ino: st.st_ino as u64,
+            changed_ns,
         },
         size: st.st_size.max(0) as u64,
         mtime: nanos.map(|n| Mtime::new(n, Precision::Nanosecond)),
@@ -244,19 +248,33 @@ impl DirHandle {
         }
     }
 
-    /// Turn ELOOP/ENOTDIR into "is a symbolic link" when that is what stands there.
+    /// Say what stood in the way of an `O_NOFOLLOW` open: ELOOP means a link (nothing else
+    /// makes a no-follow open loop); ENOTDIR means a link or a file where a directory was
+    /// wanted, or, when a directory stands there again by the time we look, one that another
+    /// writer swapped in and out meanwhile.
     fn explain(&self, e: Errno, name: &str, op: &str) -> io::Error {
         let path = self.path.join(name);
-        if (e == Errno::LOOP || e == Errno::NOTDIR)
-            && let Ok(Some(meta)) = self.stat(name)
-            && meta.kind == Kind::Symlink
-        {
-            return refused(format!(
+        let link = || {
+            refused(format!(
                 "{}: is a symbolic link; ferry does not follow links inside the local root",
                 path.display()
-            ));
+            ))
+        };
+        match e {
+            Errno::LOOP => link(),
+            Errno::NOTDIR => match self.stat(name) {
+                Ok(Some(meta)) if meta.kind == Kind::Symlink => link(),
+                Ok(None)
+                | Ok(Some(Meta {
+                    kind: Kind::Dir, ..
+                })) => refused(format!(
+                    "{}: was replaced while ferry opened it (a link or a file stood there); not followed",
+                    path.display()
+                )),
+                _ => with_path(e.into(), &path, op),
+            },
+            _ => with_path(e.into(), &path, op),
         }
-        with_path(e.into(), &path, op)
     }
 
     /// The facts of `name`, not following a link; `None` when nothing is there.

@@ -165,8 +165,15 @@ async fn embedded_ftps_conforms() {
     )
     .await
     .unwrap();
-    let ep = common::endpoint(server.addr(), server.ca_pem(), "ferry", "ferry");
-    let connector = Arc::new(FtpsConnector::new(ep, "/c", Some(Secret::new("ferry"))).unwrap());
+    let ep = common::endpoint(
+        server.addr(),
+        server.ca_pem(),
+        "ferry",
+        ferry::embedded::TEST_PASSWORD,
+    );
+    let connector = Arc::new(
+        FtpsConnector::new(ep, "/c", Some(Secret::new(ferry::embedded::TEST_PASSWORD))).unwrap(),
+    );
     conformance(connector.as_ref()).await;
     server.shutdown().await;
 }

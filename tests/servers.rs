@@ -64,7 +64,13 @@ async fn embedded_round_trip_over_tls13_and_tls12() {
         assert_eq!(leaf_sha, server.server_cert_sha256());
 
         let config = client_config(server.ca_pem(), ClientTls::Any, None);
-        let mut ftp = login_explicit(server.addr(), config, "ferry", "ferry").await;
+        let mut ftp = login_explicit(
+            server.addr(),
+            config,
+            "ferry",
+            ferry::embedded::TEST_PASSWORD,
+        )
+        .await;
         round_trip(&mut ftp, "hello.bin").await;
         ftp.quit().await.unwrap();
         assert_eq!(
@@ -96,7 +102,10 @@ async fn embedded_refuses_a_wrong_password_and_a_cleartext_login() {
     );
 
     let mut plain = AsyncFtpStream::connect(server.addr()).await.unwrap();
-    let err = plain.login("ferry", "ferry").await.unwrap_err();
+    let err = plain
+        .login("ferry", ferry::embedded::TEST_PASSWORD)
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("534 A TLS connection is required on the control channel"),
@@ -151,7 +160,13 @@ async fn embedded_client_certificate_is_required_when_asked() {
         ClientTls::Any,
         Some((server.client_cert_pem(), server.client_key_pem())),
     );
-    let mut ftp = login_explicit(server.addr(), with_cert, "ferry", "ferry").await;
+    let mut ftp = login_explicit(
+        server.addr(),
+        with_cert,
+        "ferry",
+        ferry::embedded::TEST_PASSWORD,
+    )
+    .await;
     round_trip(&mut ftp, "mtls.bin").await;
     ftp.quit().await.unwrap();
 
@@ -162,7 +177,7 @@ async fn embedded_client_certificate_is_required_when_asked() {
     let plain = AsyncRustlsFtpStream::connect(server.addr()).await.unwrap();
     let login = async {
         let mut ftp = plain.into_secure(connector, "127.0.0.1").await?;
-        ftp.login("ferry", "ferry").await
+        ftp.login("ferry", ferry::embedded::TEST_PASSWORD).await
     };
     assert!(login.await.is_err());
     server.shutdown().await;

@@ -49,7 +49,12 @@ impl World {
     }
 
     fn endpoint(&self) -> ferry::config::Endpoint {
-        endpoint(self.server.addr(), self.server.ca_pem(), "ferry", "ferry")
+        endpoint(
+            self.server.addr(),
+            self.server.ca_pem(),
+            "ferry",
+            ferry::embedded::TEST_PASSWORD,
+        )
     }
 }
 

@@ -33,7 +33,7 @@ use tokio_rustls::TlsAcceptor;
 
 /// The only login the hostile server accepts.
 pub const HOSTILE_USER: &str = "ferry";
-pub const HOSTILE_PASSWORD: &str = "ferry";
+pub const HOSTILE_PASSWORD: &str = "hostile-test-secret";
 /// What RETR of any name sends.
 pub const HOSTILE_CONTENT: &[u8] = b"hostile";
 
