@@ -186,14 +186,43 @@ async fn sync_plan_check_and_status_through_the_binary() {
         "suppaftp debug logs are on: {}",
         traced.stderr
     );
+    // Likewise plan, check --connect and JSON logs, with suppaftp's own trace asked for by name.
+    let mut more = Vec::new();
+    for (args, log) in [
+        (vec!["plan", "push"], "trace"),
+        (
+            vec!["--log-format", "json", "plan", "push", "--json"],
+            "trace",
+        ),
+        (
+            vec!["check", "--connect"],
+            "suppaftp::async_ftp=trace,trace",
+        ),
+        (
+            vec!["--log-format", "json", "sync", "push"],
+            "suppaftp=trace",
+        ),
+    ] {
+        let run = ferry_with_env(&args, &config, &[("FERRY_LOG", log)]).await;
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        more.push(run);
+    }
+    assert!(
+        more[1].stderr.lines().any(|l| l.starts_with('{')),
+        "JSON logs: {}",
+        more[1].stderr
+    );
     for out in [
         &sync.stdout,
         &sync.stderr,
         &status.stdout,
         &traced.stdout,
         &traced.stderr,
-    ] {
-        assert!(!out.contains(SECRET), "password leaked");
+    ]
+    .into_iter()
+    .chain(more.iter().flat_map(|r| [&r.stdout, &r.stderr]))
+    {
+        assert!(!out.contains(SECRET), "password leaked:\n{out}");
     }
     server.shutdown().await;
 }

@@ -89,10 +89,10 @@ async fn conformance(connector: &dyn Connector) {
             .all(|e| e.entry.kind == EntryKind::Dir || e.entry.mtime.is_some())
     );
 
-    // SIZE, where offered, agrees.
-    if let Some(size) = t.size(&p("dir one/ünïcødé/日本.bin")).await.unwrap() {
-        assert_eq!(size, big.len() as u64);
-    }
+    // SIZE agrees where offered, and is `None` (not a guess) where not.
+    let size = t.size(&p("dir one/ünïcødé/日本.bin")).await.unwrap();
+    let want = t.capabilities().size.then_some(big.len() as u64);
+    assert_eq!(size, want);
 
     // Upload replaces an existing file; rename replaces an existing target.
     put(t, "dir one/a b.txt", b"second").await;

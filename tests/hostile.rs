@@ -602,3 +602,42 @@ async fn a_reply_echoing_the_password_is_redacted_everywhere() {
         );
     }
 }
+
+/// A name and a banner carrying terminal escapes are shown escaped: in the plan, its JSON, the
+/// summary of failures, `check --connect` and the state database's run messages.
+#[tokio::test]
+async fn names_and_banners_with_terminal_escapes_are_shown_escaped() {
+    let evil = "evil\x1b[2J\u{9b}31m\u{202e}name.txt";
+    let server = Hostile::with(vec![list_line('-', evil)], false, Behaviour::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = hostile_setup(
+        &server,
+        vec![job("pull", Direction::Pull, dir.path(), "/data")],
+    );
+    let report = setup.sync_ok("pull").await;
+    // The file itself keeps its exact name on disk.
+    assert_eq!(
+        std::fs::read(dir.path().join(evil)).unwrap(),
+        HOSTILE_CONTENT
+    );
+    let mut shown = Vec::new();
+    ferry::report::print_plan("pull", &report.planned, &mut shown).unwrap();
+    let json = ferry::report::plan_json("pull", &report.planned).to_string();
+    let mut check = Vec::new();
+    ferry::check::connect_all(&setup.config, &mut check).await;
+    let mut all = String::from_utf8(shown).unwrap();
+    all.push_str(&json);
+    all.push_str(&String::from_utf8(check).unwrap());
+    all.push_str(&ferry::report::summary_line(&report));
+    for raw in ['\x1b', '\u{9b}', '\u{202e}'] {
+        assert!(!all.contains(raw), "{raw:?} printed raw:\n{all}");
+    }
+    assert!(
+        all.contains("evil\\x1b[2J\\u{9b}31m\\u{202e}name.txt"),
+        "{all}"
+    );
+    assert!(
+        all.contains("banner: 220 hostile \\x1b[41mtest\\x1b[0m server"),
+        "{all}"
+    );
+}

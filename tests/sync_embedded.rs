@@ -214,6 +214,42 @@ async fn delete_mirrors_removals_only_when_asked() {
     assert!(w.server_root.join("data/keep.txt").exists());
 }
 
+/// A directory that holds only files the filter leaves out is not empty: a mirror must not
+/// plan its removal (which would fail on every run), on either side.
+#[tokio::test]
+async fn a_directory_holding_only_excluded_files_is_not_removed() {
+    let w = start(EmbeddedOptions::default()).await;
+    let exclude = || {
+        let mut b = globset::GlobSetBuilder::new();
+        b.add(globset::Glob::new("**/*.tmp").unwrap());
+        Some(b.build().unwrap())
+    };
+    // Push: the server's `logs` holds only an excluded file.
+    let outbox = w.local("outbox");
+    std::fs::write(outbox.join("keep.txt"), b"keep").unwrap();
+    std::fs::create_dir_all(w.server_root.join("data/logs")).unwrap();
+    std::fs::write(w.server_root.join("data/logs/x.tmp"), b"theirs").unwrap();
+    let mut push = job("push", Direction::Push, &outbox, "/data");
+    push.delete = true;
+    push.filter = ferry::config::Filter::new(None, exclude());
+    // Pull: the local `cache` holds only an excluded file.
+    let inbox = w.local("inbox");
+    std::fs::create_dir_all(inbox.join("cache")).unwrap();
+    std::fs::write(inbox.join("cache/y.tmp"), b"mine").unwrap();
+    let mut pull = job("pull", Direction::Pull, &inbox, "/data");
+    pull.delete = true;
+    pull.filter = ferry::config::Filter::new(None, exclude());
+    let setup = Setup::new(w.endpoint(), vec![push, pull]);
+    for _ in 0..2 {
+        let report = setup.sync_ok("push").await;
+        assert_eq!(report.planned.plan.count(ActionKind::RemoveRemoteDir), 0);
+        let report = setup.sync_ok("pull").await;
+        assert_eq!(report.planned.plan.count(ActionKind::RemoveLocalDir), 0);
+    }
+    assert!(w.server_root.join("data/logs/x.tmp").exists());
+    assert!(inbox.join("cache/y.tmp").exists());
+}
+
 #[tokio::test]
 async fn certificate_problems_stop_the_run_with_exit_code_3() {
     for kind in [CertKind::WrongHost, CertKind::Expired] {

@@ -3,6 +3,10 @@
 //! Trees use names from a three-letter alphabet and a depth of at most three, so the two sides
 //! share many paths and every rule (type conflicts, symlinks, records that match or not, both
 //! directions, delete on and off, incomplete listings) is met in a few hundred cases.
+//!
+//! The model of each side also holds entries the job's filter leaves out (the walk does not list
+//! them, but marks their directory), and the simulated executor fails as a real one would: a
+//! directory that still holds anything cannot be removed, and chosen deletes fail outright.
 
 use proptest::prelude::*;
 
@@ -103,11 +107,34 @@ fn build_tree(wishes: &[(RelPath, Entry)]) -> Vec<(RelPath, Entry)> {
     order
 }
 
-fn to_listing(entries: &[(RelPath, Entry)], problems: usize) -> Listing {
+/// Where a hidden (filtered-out) entry sits under the directory it marks.
+const HIDDEN_NAME: &str = "hidden.tmp";
+
+/// The directories, among `wishes`, that can hold a hidden entry in `tree`: the root, or a
+/// directory of the tree.
+fn hidden_dirs(tree: &[(RelPath, Entry)], wishes: &[RelPath]) -> BTreeSet<RelPath> {
+    let dirs: BTreeSet<&RelPath> = tree
+        .iter()
+        .filter(|(_, e)| e.kind == EntryKind::Dir)
+        .map(|(p, _)| p)
+        .collect();
+    wishes
+        .iter()
+        .map(RelPath::parent)
+        .filter(|d| d.is_root() || dirs.contains(d))
+        .collect()
+}
+
+fn to_listing(
+    entries: &[(RelPath, Entry)],
+    problems: usize,
+    holds_excluded: &BTreeSet<RelPath>,
+) -> Listing {
     let mut listing = Listing::default();
     for (path, entry) in entries {
         listing.insert(path.clone(), entry.clone());
     }
+    listing.holds_excluded = holds_excluded.clone();
     listing.problems = (0..problems)
         .map(|n| ListingProblem {
             path: format!("unreadable{n}"),
@@ -134,17 +161,20 @@ struct Scenario {
     remote: Vec<(RelPath, Entry)>,
     local_problems: usize,
     remote_problems: usize,
+    /// Directories holding entries the filter leaves out, on each side.
+    local_hidden: BTreeSet<RelPath>,
+    remote_hidden: BTreeSet<RelPath>,
     records: Records,
     policy: Policy,
 }
 
 impl Scenario {
     fn local(&self) -> Listing {
-        to_listing(&self.local, self.local_problems)
+        to_listing(&self.local, self.local_problems, &self.local_hidden)
     }
 
     fn remote(&self) -> Listing {
-        to_listing(&self.remote, self.remote_problems)
+        to_listing(&self.remote, self.remote_problems, &self.remote_hidden)
     }
 
     fn plan(&self) -> Plan {
@@ -161,15 +191,22 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         prop::option::of(entry()),
         record_spec(),
     );
+    let hidden = prop_oneof![1 => Just(Vec::new()), 1 => prop::collection::vec(rel_path(), 1..4)];
     (
         prop::collection::vec(spec, 0..14),
         problem_count(),
         problem_count(),
         policy(),
+        (hidden.clone(), hidden),
     )
-        .prop_map(|(specs, local_problems, remote_problems, policy)| {
-            build_scenario(&specs, local_problems, remote_problems, policy)
-        })
+        .prop_map(
+            |(specs, local_problems, remote_problems, policy, (local_hidden, remote_hidden))| {
+                let mut s = build_scenario(&specs, local_problems, remote_problems, policy);
+                s.local_hidden = hidden_dirs(&s.local, &local_hidden);
+                s.remote_hidden = hidden_dirs(&s.remote, &remote_hidden);
+                s
+            },
+        )
 }
 
 fn build_scenario(
@@ -209,15 +246,59 @@ fn build_scenario(
         remote,
         local_problems,
         remote_problems,
+        local_hidden: BTreeSet::new(),
+        remote_hidden: BTreeSet::new(),
         records,
         policy,
     }
 }
 
+/// One side as the disk holds it: what the walk lists, and the filtered-out entries it does
+/// not (each as the directory it sits in).
+struct Side<'a> {
+    listing: &'a mut Listing,
+    hidden: &'a BTreeSet<RelPath>,
+}
+
+impl Side<'_> {
+    /// Whether anything (listed or hidden) is below `dir`.
+    fn holds_anything_below(&self, dir: &RelPath) -> bool {
+        let below = |p: &RelPath| p.ancestors().contains(dir) || p.parent() == *dir;
+        self.listing.entries.keys().any(|p| p != dir && below(p))
+            || self
+                .hidden
+                .iter()
+                .any(|h| h == dir || below(&h.join(HIDDEN_NAME).expect("valid")))
+    }
+
+    /// Remove `path` as `unlink`/`rmdir` would: a directory only when empty; `fails` makes any
+    /// removal of it fail. Returns whether it went.
+    fn remove(&mut self, path: &RelPath, fails: &BTreeSet<RelPath>) -> bool {
+        let is_dir = self
+            .listing
+            .get(path)
+            .is_some_and(|e| e.kind == EntryKind::Dir);
+        if fails.contains(path) || (is_dir && self.holds_anything_below(path)) {
+            return false;
+        }
+        self.listing.entries.remove(path);
+        true
+    }
+}
+
 /// Simulate the executor: do what each action says to the listings and the records, as a real
-/// run would see them listed afterwards.
-fn apply(plan: &Plan, local: &mut Listing, remote: &mut Listing, records: &mut Records) {
+/// run would see them listed afterwards. Deletes of paths in `fails` fail, and so does removing
+/// a directory that is not empty on disk. Returns the actions that failed.
+fn apply_failing(
+    plan: &Plan,
+    scenario: &Scenario,
+    local: &mut Listing,
+    remote: &mut Listing,
+    records: &mut Records,
+    fails: &BTreeSet<RelPath>,
+) -> Vec<Action> {
     let server_time = Some(Mtime::from_secs(SERVER_TIME, Precision::Minute));
+    let mut failed = Vec::new();
     for action in &plan.actions {
         let path = &action.path;
         match action.kind {
@@ -243,16 +324,44 @@ fn apply(plan: &Plan, local: &mut Listing, remote: &mut Listing, records: &mut R
                 records.insert(path.clone(), matching_record(&source, &source));
             }
             ActionKind::DeleteRemoteFile | ActionKind::RemoveRemoteDir => {
-                remote.entries.remove(path);
+                let mut side = Side {
+                    listing: remote,
+                    hidden: &scenario.remote_hidden,
+                };
+                if !side.remove(path, fails) {
+                    failed.push(action.clone());
+                }
             }
             ActionKind::DeleteLocalFile | ActionKind::RemoveLocalDir => {
-                local.entries.remove(path);
+                let mut side = Side {
+                    listing: local,
+                    hidden: &scenario.local_hidden,
+                };
+                if !side.remove(path, fails) {
+                    failed.push(action.clone());
+                }
             }
         }
     }
+    // Records of what failed to go stay; the state module drops the rest.
     for path in &plan.forget {
         records.remove(path);
     }
+    failed
+}
+
+fn apply(
+    plan: &Plan,
+    scenario: &Scenario,
+    local: &mut Listing,
+    remote: &mut Listing,
+    records: &mut Records,
+) {
+    let failed = apply_failing(plan, scenario, local, remote, records, &BTreeSet::new());
+    assert!(
+        failed.is_empty(),
+        "a planned removal failed on disk: {failed:?}"
+    );
 }
 
 fn has_delete(plan: &Plan) -> bool {
@@ -269,8 +378,8 @@ proptest! {
         })
     ) {
         let shuffled = plan(
-            &to_listing(&local, scenario.local_problems),
-            &to_listing(&remote, scenario.remote_problems),
+            &to_listing(&local, scenario.local_problems, &scenario.local_hidden),
+            &to_listing(&remote, scenario.remote_problems, &scenario.remote_hidden),
             &scenario.records,
             &scenario.policy,
         );
@@ -288,7 +397,7 @@ proptest! {
             .filter(|(_, e)| e.kind == EntryKind::File)
             .map(|(p, e)| (p.clone(), matching_record(e, e)))
             .collect();
-        let listing = to_listing(&tree, 0);
+        let listing = to_listing(&tree, 0, &BTreeSet::new());
         let plan = plan(&listing, &listing, &records, &policy);
         prop_assert!(plan.is_empty(), "{:?}", plan.actions);
         prop_assert!(plan.conflicts.is_empty());
@@ -301,9 +410,63 @@ proptest! {
         let (mut local, mut remote, mut records) =
             (scenario.local(), scenario.remote(), scenario.records.clone());
         let first = plan(&local, &remote, &records, &scenario.policy);
-        apply(&first, &mut local, &mut remote, &mut records);
+        // Entries the filter hides are on disk too: a removal that would fail on them panics.
+        apply(&first, &scenario, &mut local, &mut remote, &mut records);
         let second = plan(&local, &remote, &records, &scenario.policy);
         prop_assert!(second.is_empty(), "first: {:?}\nsecond: {:?}", first.actions, second.actions);
+    }
+
+    #[test]
+    fn a_directory_holding_excluded_entries_is_never_planned_for_removal(scenario in scenario()) {
+        let plan = scenario.plan();
+        let hidden = match scenario.policy.direction {
+            Direction::Push => &scenario.remote_hidden,
+            Direction::Pull => &scenario.local_hidden,
+        };
+        for action in plan.actions.iter().filter(|a| a.kind.is_delete()) {
+            prop_assert!(
+                !hidden.iter().any(|h| *h == action.path || h.ancestors().contains(&action.path)),
+                "{:?} would remove a directory holding excluded entries ({:?})",
+                action,
+                hidden
+            );
+        }
+    }
+
+    #[test]
+    fn failed_removals_are_only_tried_again(
+        (scenario, fails) in scenario().prop_flat_map(|s| {
+            let paths: Vec<RelPath> = s.local.iter().chain(s.remote.iter()).map(|(p, _)| p.clone()).collect();
+            let fails = if paths.is_empty() {
+                Just(BTreeSet::new()).boxed()
+            } else {
+                prop::collection::btree_set(prop::sample::select(paths), 0..4).boxed()
+            };
+            (Just(s), fails)
+        })
+    ) {
+        let (mut local, mut remote, mut records) =
+            (scenario.local(), scenario.remote(), scenario.records.clone());
+        let first = plan(&local, &remote, &records, &scenario.policy);
+        let failed = apply_failing(&first, &scenario, &mut local, &mut remote, &mut records, &fails);
+        let second = plan(&local, &remote, &records, &scenario.policy);
+        // The next run tries exactly the removals that failed (and the parents they kept
+        // from going), and nothing else: no transfer, no new delete.
+        let again: BTreeSet<&RelPath> = second.actions.iter().map(|a| &a.path).collect();
+        for action in &second.actions {
+            prop_assert!(action.kind.is_delete(), "{:?} after failed removals {:?}", action, failed);
+            prop_assert!(
+                first.actions.iter().any(|a| a.kind == action.kind && a.path == action.path),
+                "{:?} was not in the first plan", action
+            );
+        }
+        for f in &failed {
+            prop_assert!(again.contains(&f.path), "{:?} failed and is not tried again", f);
+        }
+        // Once nothing fails, the run after that is a no-op.
+        apply(&second, &scenario, &mut local, &mut remote, &mut records);
+        let third = plan(&local, &remote, &records, &scenario.policy);
+        prop_assert!(third.is_empty(), "{:?}", third.actions);
     }
 
     #[test]

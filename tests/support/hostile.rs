@@ -285,7 +285,10 @@ async fn upgrade_control(
     acceptor: &TlsAcceptor,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     let mut plain = BufReader::new(stream);
-    reply(&mut plain, "220 hostile test server").await.ok()?;
+    // The greeting carries a terminal escape (it turns the screen red), shown by check --connect.
+    reply(&mut plain, "220 hostile \x1b[41mtest\x1b[0m server")
+        .await
+        .ok()?;
     loop {
         let line = read_command(&mut plain).await?;
         let (verb, arg) = split_command(&line);

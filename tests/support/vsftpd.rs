@@ -7,8 +7,8 @@
 //! waits until it accepts connections, and on drop kills it and every session it forked.
 //!
 //! What it does not do: install vsftpd (`.ci/test` does), or run without root (vsftpd needs it
-//! to switch to the login user). Without vsftpd it skips, except under `CI=true` where a missing
-//! server is a failure: CI must really run these tests.
+//! to switch to the login user). Without vsftpd (or without root) a test fails, so that no run
+//! passes by skipping; `FERRY_SKIP_VSFTPD=1` asks for the skip explicitly.
 //!
 //! How it fits: integration tests point ferry's FTPS transport at [`Vsftpd::addr`] with
 //! [`Vsftpd::ca_pem`] as `ca_file` and read [`Vsftpd::log_text`] to check session reuse.
@@ -71,8 +71,9 @@ pub fn vsftpd_available() -> bool {
     Path::new(VSFTPD_BIN).is_file()
 }
 
-fn running_in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
+/// Whether skipping the vsftpd tests was asked for (`FERRY_SKIP_VSFTPD=1`).
+fn skip_requested() -> bool {
+    std::env::var("FERRY_SKIP_VSFTPD").is_ok_and(|v| v == "1")
 }
 
 /// A running vsftpd; dropping it kills it and every session process it forked.
@@ -87,17 +88,24 @@ pub struct Vsftpd {
 }
 
 impl Vsftpd {
-    /// Start a vsftpd, or return `None` (printing why) when it is not installed outside CI.
-    /// Panics under `CI=true` when vsftpd is missing, and whenever it does not come up.
+    /// Start a vsftpd, or return `None` (printing why) when `FERRY_SKIP_VSFTPD=1` asks to skip.
+    /// Otherwise panics when vsftpd is missing or cannot run here, and whenever it does not
+    /// come up: a test never passes by skipping unless told to.
     pub fn start(opts: VsftpdOptions) -> Option<Vsftpd> {
-        if !vsftpd_available() {
-            assert!(
-                !running_in_ci(),
-                "CI=true but {VSFTPD_BIN} is missing: run `bash .ci/test`, which installs it"
-            );
-            println!("skipping: vsftpd not installed");
+        if skip_requested() {
+            println!("skipping: FERRY_SKIP_VSFTPD=1");
             return None;
         }
+        assert!(
+            vsftpd_available(),
+            "{VSFTPD_BIN} is missing: run `bash .ci/test`, which installs it (as root), or set \
+             FERRY_SKIP_VSFTPD=1 to skip the vsftpd tests"
+        );
+        assert!(
+            is_root(),
+            "the vsftpd tests need root (vsftpd switches to its login user); run them as root, \
+             or set FERRY_SKIP_VSFTPD=1 to skip them"
+        );
         ensure_login_user();
         let dir = tempfile::Builder::new()
             .prefix("ferry-vsftpd-")
@@ -448,6 +456,12 @@ fn set_password() {
         status.success(),
         "chpasswd for {VSFTPD_USER} failed: {status}"
     );
+}
+
+/// Whether this process runs as root (owner of `/proc/self` is uid 0).
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 fn login_user_ids() -> (u32, u32) {
