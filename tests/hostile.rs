@@ -640,4 +640,37 @@ async fn names_and_banners_with_terminal_escapes_are_shown_escaped() {
         all.contains("banner: 220 hostile \\x1b[41mtest\\x1b[0m server"),
         "{all}"
     );
+    assert!(
+        all.contains("certificate: verified against ca_file")
+            && all.contains("with hostname and expiry"),
+        "check --connect says how the certificate is checked: {all}"
+    );
+}
+
+#[tokio::test]
+async fn a_directory_listing_more_entries_than_the_limit_is_refused() {
+    let lines: Vec<String> = (0..40)
+        .map(|i| list_line('-', &format!("f{i:02}.txt")))
+        .collect();
+    let server = Hostile::with(lines, false, Behaviour::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ep = endpoint(
+        server.addr(),
+        server.ca_pem(),
+        server.user(),
+        server.password(),
+    );
+    ep.limits.max_entries = 10;
+    let setup = Setup::new(ep, vec![job("pull", Direction::Pull, dir.path(), "/data")]);
+    let err = tokio::time::timeout(Duration::from_secs(60), setup.run("pull"))
+        .await
+        .expect("must not hang")
+        .expect_err("the root's listing is over the limit");
+    let text = err.to_string();
+    assert!(
+        text.contains("LIST /data")
+            && text.contains("more than 10 entries (limits.entries_per_dir)"),
+        "{text}"
+    );
+    assert!(tree(dir.path()).is_empty());
 }

@@ -2041,6 +2041,7 @@ endpoints:
     tls: none
     allow_insecure: true
     password: hunter2
+    use_pasv_address: true
 jobs:
   fetch:
     endpoint: acme
@@ -2064,9 +2065,10 @@ jobs:
             [
                 "jobs.yaml:6:10: endpoint `acme`: `tls: none`: the password and every file travel in cleartext".to_string(),
                 "jobs.yaml:8:5: endpoint `acme`: literal password in the job file; prefer password_env or password_file".to_string(),
-                "jobs.yaml:15:5: job `fetch`: watch only applies to push jobs; ignored for this pull job".to_string(),
-                "jobs.yaml:16:5: job `fetch`: after_upload only applies to push jobs; ignored for this pull job".to_string(),
-                format!("jobs.yaml:22:30: job `push`: after_upload.move_to `{outbox}/sent` is inside local `{outbox}`: moved files will be pushed again unless an exclude glob covers them"),
+                "jobs.yaml:9:23: endpoint `acme`: use_pasv_address: true lets the server's PASV reply choose the host ferry connects to for data; use it only for a server that needs it".to_string(),
+                "jobs.yaml:16:5: job `fetch`: watch only applies to push jobs; ignored for this pull job".to_string(),
+                "jobs.yaml:17:5: job `fetch`: after_upload only applies to push jobs; ignored for this pull job".to_string(),
+                format!("jobs.yaml:23:30: job `push`: after_upload.move_to `{outbox}/sent` is inside local `{outbox}`: moved files will be pushed again unless an exclude glob covers them"),
             ]
         );
     }

@@ -7,12 +7,11 @@
 //! root is ever read or written through one, and there are no loops).
 
 use std::path::PathBuf;
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::listing::{Entry, Mtime, Precision, RawEntry};
+use crate::listing::{Entry, RawEntry};
 use crate::local_fs::{Kind, LocalRoot, Meta};
 use crate::path::RelPath;
 use crate::transport::{
@@ -87,16 +86,6 @@ fn describe(meta: &Meta) -> Entry {
         // Links, sockets, FIFOs, devices: never followed, never transferred.
         Kind::Symlink | Kind::Other => Entry::link(),
     }
-}
-
-/// A local file's modification time at full precision.
-pub fn mtime_of(meta: &std::fs::Metadata) -> Option<Mtime> {
-    let t = meta.modified().ok()?;
-    let nanos = match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_nanos()).ok()?,
-        Err(e) => -i64::try_from(e.duration().as_nanos()).ok()?,
-    };
-    Some(Mtime::new(nanos, Precision::Nanosecond))
 }
 
 /// A local error as a transport error; the message already names the path.
