@@ -15,8 +15,8 @@
 //! file's failure is recorded and the run goes on. Deletes run last and are skipped after any
 //! failure.
 //!
-//! The parts: [`workers`] runs transfers on up to `max_connections` sessions, [`retry`] retries
-//! them, [`upload`] and [`download`] move one file each, [`hashing`] hashes while streaming.
+//! The parts: `workers` runs transfers on up to `max_connections` sessions, `retry` retries
+//! them, `upload` and `download` move one file each, `hashing` hashes while streaming.
 
 mod download;
 mod hashing;
