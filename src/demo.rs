@@ -25,6 +25,7 @@ use crate::embedded::{EmbeddedOptions, EmbeddedServer};
 use crate::job::{self, Planned};
 use crate::report::{self, ProgressObserver};
 use crate::state::Store;
+use crate::transport::pool::Pools;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -185,6 +186,7 @@ pub async fn run(cancel: CancellationToken) -> Result<(), DemoError> {
     let store = Arc::new(Mutex::new(
         Store::open(&state).map_err(setup("open state database"))?,
     ));
+    let pools = Pools::new();
     let result = async {
         for (job, title) in [
             (&push, "1. push the sample tree to the server"),
@@ -192,7 +194,7 @@ pub async fn run(cancel: CancellationToken) -> Result<(), DemoError> {
             (&push, "3. push again: nothing changed, nothing moves"),
         ] {
             println!("== {title} ==");
-            run_one(&config, job, store.clone(), cancel.clone()).await?;
+            run_one(&config, job, &pools, store.clone(), cancel.clone()).await?;
             println!();
         }
         let sent = tree_digest(&outbox).map_err(setup("hash outbox"))?;
@@ -214,6 +216,15 @@ pub async fn run(cancel: CancellationToken) -> Result<(), DemoError> {
         Ok(())
     }
     .await;
+    let logins: u64 = config
+        .jobs
+        .values()
+        .filter_map(|j| job::pool_for(&config, &pools, j).ok())
+        .map(|p| p.logins())
+        .max()
+        .unwrap_or(0);
+    println!("{logins} logins served the three runs (sessions are pooled and reused)");
+    pools.close_all().await;
     server.shutdown().await;
     println!("cleaned up {}", base.display());
     result
@@ -222,6 +233,7 @@ pub async fn run(cancel: CancellationToken) -> Result<(), DemoError> {
 async fn run_one(
     config: &Config,
     job: &Job,
+    pools: &Pools,
     store: Arc<Mutex<Store>>,
     cancel: CancellationToken,
 ) -> Result<(), DemoError> {
@@ -235,6 +247,7 @@ async fn run_one(
     let report = job::run_job(
         config,
         job,
+        pools,
         store,
         "demo",
         cancel,

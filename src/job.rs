@@ -19,7 +19,8 @@ use crate::scan;
 use crate::state::{RunTotals, StateError, Store};
 use crate::transport::ftps::FtpsConnector;
 use crate::transport::local::LocalDir;
-use crate::transport::{Connector, ErrorKind, TransportError};
+use crate::transport::pool::{Pool, PoolSettings, Pools};
+use crate::transport::{ErrorKind, TransportError};
 
 /// Why a job could not run at all.
 #[derive(Debug, thiserror::Error)]
@@ -40,15 +41,23 @@ impl JobError {
             JobError::Transport { error, .. } if error.kind == ErrorKind::Cancelled => 1,
             // A refusal about a path (a missing remote root, no permission): not a connection
             // problem.
-            JobError::Transport { error, .. } if error.kind == ErrorKind::Permanent => 1,
+            JobError::Transport { error, .. }
+                if matches!(
+                    error.kind,
+                    ErrorKind::Permanent | ErrorKind::Local | ErrorKind::State | ErrorKind::Changed
+                ) =>
+            {
+                1
+            }
             JobError::Transport { .. } => 3,
             JobError::State { .. } => 1,
         }
     }
 }
 
-/// The connector for a job's endpoint, rooted at the job's remote directory.
-pub fn connector_for(config: &Config, job: &Job) -> Result<Arc<dyn Connector>, JobError> {
+/// The pool of the job's endpoint, from `pools` (made, with the endpoint's secret read and
+/// its trust anchors loaded, the first time any job of the process asks for it).
+pub fn pool_for(config: &Config, pools: &Pools, job: &Job) -> Result<Pool, JobError> {
     let setup = |message: String| JobError::Setup {
         job: job.name.clone(),
         message,
@@ -57,19 +66,25 @@ pub fn connector_for(config: &Config, job: &Job) -> Result<Arc<dyn Connector>, J
         .endpoints
         .get(&job.endpoint)
         .ok_or_else(|| setup(format!("unknown endpoint `{}`", job.endpoint)))?;
-    let password = crate::config::read_password(endpoint).map_err(setup)?;
-    if endpoint.tls == TlsMode::None {
-        tracing::warn!(job = %job.name, endpoint = %endpoint.name,
-            "endpoint uses cleartext FTP (tls: none): credentials and data are not encrypted");
-    }
-    let connector =
-        FtpsConnector::new(endpoint.clone(), &job.remote, password).map_err(|error| {
+    pools.get_or_try_insert(&endpoint.name, || {
+        let password = crate::config::read_password(endpoint).map_err(setup)?;
+        if endpoint.tls == TlsMode::None {
+            tracing::warn!(job = %job.name, endpoint = %endpoint.name,
+                "endpoint uses cleartext FTP (tls: none): credentials and data are not encrypted");
+        }
+        let connector = FtpsConnector::new(endpoint.clone(), "/", password).map_err(|error| {
             JobError::Transport {
                 job: job.name.clone(),
                 error,
             }
         })?;
-    Ok(Arc::new(connector))
+        Ok(Pool::new(
+            &endpoint.name,
+            Arc::new(connector),
+            endpoint.max_connections,
+            PoolSettings::default(),
+        ))
+    })
 }
 
 /// Both listings, the plan made from them, and the local root they were read through (the
@@ -77,8 +92,8 @@ pub fn connector_for(config: &Config, job: &Job) -> Result<Arc<dyn Connector>, J
 #[derive(Debug)]
 pub struct Planned {
     pub local_root: LocalRoot,
-    pub local: Listing,
-    pub remote: Listing,
+    pub local: Arc<Listing>,
+    pub remote: Arc<Listing>,
     pub plan: Plan,
 }
 
@@ -95,7 +110,7 @@ pub enum MissingRoot {
 pub async fn plan_job(
     job: &Job,
     limits: &Limits,
-    connector: &dyn Connector,
+    pool: &Pool,
     records: &Records,
     missing_root: MissingRoot,
 ) -> Result<Planned, JobError> {
@@ -109,8 +124,7 @@ pub async fn plan_job(
     let local = scan::walk(&mut local_side, &job.filter, limits)
         .await
         .map_err(transport_err)?;
-    let mut session = connector.connect().await.map_err(transport_err)?;
-    let mut remote = scan::walk(session.as_mut(), &job.filter, limits).await;
+    let mut remote = scan::walk_pool(pool, &job.remote, &job.filter, limits).await;
     if job.direction == Direction::Push
         && let Err(e) = &remote
         && e.kind == ErrorKind::Permanent
@@ -119,8 +133,12 @@ pub async fn plan_job(
         remote = match missing_root {
             MissingRoot::Create => {
                 tracing::info!(job = %job.name, remote = %job.remote, error = %e, "creating the remote root");
-                match session.make_root().await {
-                    Ok(()) => scan::walk(session.as_mut(), &job.filter, limits).await,
+                let mut lease = pool.get(&job.remote).await.map_err(transport_err)?;
+                match lease.session().make_root().await {
+                    Ok(()) => {
+                        lease.release();
+                        scan::walk_pool(pool, &job.remote, &job.filter, limits).await
+                    }
                     Err(_) => remote,
                 }
             }
@@ -131,7 +149,6 @@ pub async fn plan_job(
             }
         };
     }
-    session.quit().await;
     let remote = remote.map_err(transport_err)?;
     let plan = plan::plan(&local, &remote, records, &Policy::from_job(job));
     for p in local.problems.iter().chain(remote.problems.iter()) {
@@ -139,8 +156,8 @@ pub async fn plan_job(
     }
     Ok(Planned {
         local_root,
-        local,
-        remote,
+        local: Arc::new(local),
+        remote: Arc::new(remote),
         plan,
     })
 }
@@ -208,9 +225,11 @@ impl RunReport {
 }
 
 /// Run a job once: list, plan, execute, record the run.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_job(
     config: &Config,
     job: &Job,
+    pools: &Pools,
     store: Arc<Mutex<Store>>,
     trigger: &str,
     cancel: CancellationToken,
@@ -218,7 +237,7 @@ pub async fn run_job(
     on_plan: &(dyn Fn(&Planned) + Send + Sync),
 ) -> Result<RunReport, JobError> {
     let started = Instant::now();
-    let connector = connector_for(config, job)?;
+    let pool = pool_for(config, pools, job)?;
     let state_err = |error| JobError::State {
         job: job.name.clone(),
         error,
@@ -247,14 +266,7 @@ pub async fn run_job(
             }
             _ => None,
         };
-        let planned = plan_job(
-            job,
-            &limits,
-            connector.as_ref(),
-            &records,
-            MissingRoot::Create,
-        )
-        .await?;
+        let planned = plan_job(job, &limits, &pool, &records, MissingRoot::Create).await?;
         Ok::<_, JobError>((planned, archive))
     }
     .instrument(span.clone())
@@ -262,23 +274,21 @@ pub async fn run_job(
     let (planned, archive) = match planned {
         Ok(p) => p,
         Err(e) => {
-            if let Ok(s) = store.lock() {
-                let _ = s.finish_run(
+            let recorded = store.lock().map(|s| {
+                s.finish_run(
                     run_id,
                     "failed",
                     &RunTotals::default(),
                     Some(&e.to_string()),
-                );
+                )
+            });
+            if let Ok(Err(state)) = recorded {
+                tracing::error!(job = %job.name, error = %state, "cannot record the failed run");
             }
             return Err(e);
         }
     };
     on_plan(&planned);
-    let endpoint_budget = config
-        .endpoints
-        .get(&job.endpoint)
-        .map(|e| e.max_connections)
-        .unwrap_or(1);
     let ctx = Context {
         job: job.name.clone(),
         direction: job.direction,
@@ -287,23 +297,34 @@ pub async fn run_job(
         verify: job.verify,
         retry: job.retry,
         after_upload: job.after_upload.clone(),
-        max_connections: endpoint_budget,
-        connector,
+        pool,
+        remote_root: job.remote.clone(),
         store: store.clone(),
         cancel,
         observer,
     };
     let listings = Listings {
-        local: &planned.local,
-        remote: &planned.remote,
+        local: planned.local.clone(),
+        remote: planned.remote.clone(),
     };
-    let execution = execute::execute(&planned.plan, listings, &ctx)
+    let mut execution = execute::execute(&planned.plan, listings, Arc::new(ctx))
         .instrument(span)
         .await;
-    if !planned.plan.forget.is_empty()
-        && let Ok(s) = store.lock()
-    {
-        let _ = s.forget(&job.name, &planned.plan.forget);
+    if !planned.plan.forget.is_empty() {
+        let forgotten = store
+            .lock()
+            .map_err(|_| "state store poisoned".to_owned())
+            .and_then(|s| {
+                s.forget(&job.name, &planned.plan.forget)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = forgotten {
+            execution.failures.push(crate::execute::Failure {
+                path: crate::path::RelPath::root(),
+                action: crate::plan::ActionKind::DeleteLocalFile,
+                error: TransportError::new(ErrorKind::State, "forget vanished paths", e),
+            });
+        }
     }
     let report = RunReport {
         job: job.name.clone(),

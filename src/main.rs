@@ -13,6 +13,7 @@ use ferry::config::{self, Config};
 use ferry::job::{self, JobError};
 use ferry::report::{self, ProgressObserver};
 use ferry::state::Store;
+use ferry::transport::pool::Pools;
 
 #[derive(Parser, Debug)]
 #[command(name = "ferry", version, about = "Scheduled FTPS sync agent")]
@@ -243,7 +244,8 @@ async fn plan_one(config: &Config, name: &str, json: bool) -> u8 {
         Err(code) => return code,
     };
     let result = async {
-        let connector = job::connector_for(config, job)?;
+        let pools = Pools::new();
+        let pool = job::pool_for(config, &pools, job)?;
         let records = store.records(&job.name).map_err(|error| JobError::State {
             job: job.name.clone(),
             error,
@@ -253,14 +255,10 @@ async fn plan_one(config: &Config, name: &str, json: bool) -> u8 {
             .get(&job.endpoint)
             .map(|e| e.limits)
             .unwrap_or_default();
-        job::plan_job(
-            job,
-            &limits,
-            connector.as_ref(),
-            &records,
-            job::MissingRoot::PlanAsEmpty,
-        )
-        .await
+        let planned =
+            job::plan_job(job, &limits, &pool, &records, job::MissingRoot::PlanAsEmpty).await;
+        pools.close_all().await;
+        planned
     }
     .await;
     match result {
@@ -295,6 +293,8 @@ async fn sync_jobs(config: &Config, names: &[String]) -> u8 {
         Err(code) => return code,
     };
     let cancel = cancellation_on_signals();
+    // One pool per endpoint for every job of this invocation: a job's sessions serve the next.
+    let pools = Pools::new();
     let mut worst = 0;
     for name in names {
         let Some(job) = config.jobs.get(name) else {
@@ -308,6 +308,7 @@ async fn sync_jobs(config: &Config, names: &[String]) -> u8 {
         let result = job::run_job(
             config,
             job,
+            &pools,
             store.clone(),
             "cli",
             cancel.clone(),
@@ -332,6 +333,7 @@ async fn sync_jobs(config: &Config, names: &[String]) -> u8 {
             break;
         }
     }
+    pools.close_all().await;
     worst as u8
 }
 

@@ -20,35 +20,59 @@ use std::collections::VecDeque;
 use crate::config::{Filter, Limits};
 use crate::listing::{EntryKind, Listing, ListingProblem};
 use crate::path::RelPath;
-use crate::transport::{Transport, TransportError};
+use crate::transport::pool::Pool;
+use crate::transport::{DirListing, ErrorKind, Transport, TransportError};
 
-/// Walk the whole tree under the transport's root, applying the job's filter.
-pub async fn walk(
-    t: &mut dyn Transport,
-    filter: &Filter,
-    limits: &Limits,
-) -> Result<Listing, TransportError> {
-    let mut listing = Listing::default();
-    let mut queue = VecDeque::from([RelPath::root()]);
-    while let Some(dir) = queue.pop_front() {
-        if dir.depth() > limits.max_depth {
-            listing.problems.push(ListingProblem::new(
+/// The state of one walk: what was found, and the directories still to list.
+struct Walk<'a> {
+    listing: Listing,
+    pending: VecDeque<RelPath>,
+    filter: &'a Filter,
+    limits: &'a Limits,
+}
+
+impl<'a> Walk<'a> {
+    fn new(filter: &'a Filter, limits: &'a Limits) -> Self {
+        Walk {
+            listing: Listing::default(),
+            pending: VecDeque::from([RelPath::root()]),
+            filter,
+            limits,
+        }
+    }
+
+    /// The next directory to list, skipping (and reporting) those past the depth limit.
+    fn next_dir(&mut self) -> Option<RelPath> {
+        while let Some(dir) = self.pending.pop_front() {
+            if dir.depth() <= self.limits.max_depth {
+                return Some(dir);
+            }
+            self.listing.problems.push(ListingProblem::new(
                 dir.to_string(),
                 format!(
                     "{dir}: more than {} directory levels deep (limits.max_depth); not walked further",
-                    limits.max_depth
+                    self.limits.max_depth
                 ),
             ));
-            continue;
         }
-        let found = match t.list_dir(&dir).await {
+        None
+    }
+
+    /// Take in one directory's listing (or its failure).
+    fn absorb(
+        &mut self,
+        dir: &RelPath,
+        found: Result<DirListing, TransportError>,
+    ) -> Result<(), TransportError> {
+        let listing = &mut self.listing;
+        let found = match found {
             Ok(found) => found,
             Err(e) if dir.is_root() || e.is_fatal() => return Err(e),
             Err(e) => {
                 listing
                     .problems
                     .push(ListingProblem::new(dir.to_string(), e.to_string()));
-                continue;
+                return Ok(());
             }
         };
         for message in found.unparsed {
@@ -75,11 +99,11 @@ pub async fn walk(
                 }
             };
             match raw.entry.kind {
-                EntryKind::Dir if filter.allows_dir(path.as_str()) => {
+                EntryKind::Dir if self.filter.allows_dir(path.as_str()) => {
                     listing.insert(path.clone(), raw.entry);
-                    queue.push_back(path);
+                    self.pending.push_back(path);
                 }
-                EntryKind::File | EntryKind::Symlink if filter.allows_file(path.as_str()) => {
+                EntryKind::File | EntryKind::Symlink if self.filter.allows_file(path.as_str()) => {
                     listing.insert(path, raw.entry);
                 }
                 _ => {
@@ -87,6 +111,88 @@ pub async fn walk(
                 }
             }
         }
+        Ok(())
     }
-    Ok(listing)
+
+    /// The listing, with problems in a stable order whatever order directories came back in.
+    fn finish(mut self) -> Listing {
+        self.listing
+            .problems
+            .sort_by(|a, b| (&a.path, &a.message).cmp(&(&b.path, &b.message)));
+        self.listing
+    }
+}
+
+/// Walk the whole tree under the transport's root, one directory at a time, applying the
+/// job's filter.
+pub async fn walk(
+    t: &mut dyn Transport,
+    filter: &Filter,
+    limits: &Limits,
+) -> Result<Listing, TransportError> {
+    let mut walk = Walk::new(filter, limits);
+    while let Some(dir) = walk.next_dir() {
+        let found = t.list_dir(&dir).await;
+        walk.absorb(&dir, found)?;
+    }
+    Ok(walk.finish())
+}
+
+/// Walk the remote tree under `root` with up to the pool's budget of directories listed at
+/// once, each on a pooled session (kept between directories, so a walk logs in at most once
+/// per connection it uses). A transient failure listing a directory is retried once on a new
+/// session before it counts as a problem.
+pub async fn walk_pool(
+    pool: &Pool,
+    root: &str,
+    filter: &Filter,
+    limits: &Limits,
+) -> Result<Listing, TransportError> {
+    let mut walk = Walk::new(filter, limits);
+    let mut listing = tokio::task::JoinSet::new();
+    let width = pool.capacity();
+    loop {
+        while listing.len() < width {
+            let Some(dir) = walk.next_dir() else { break };
+            let (pool, root) = (pool.clone(), root.to_owned());
+            listing.spawn(async move {
+                let found = list_on_pool(&pool, &root, &dir).await;
+                (dir, found)
+            });
+        }
+        let Some(done) = listing.join_next().await else {
+            return Ok(walk.finish());
+        };
+        let (dir, found) = done.map_err(|e| {
+            TransportError::new(
+                ErrorKind::Permanent,
+                "list",
+                format!("listing task failed: {e}"),
+            )
+        })?;
+        // An error here (the root, or auth/TLS) ends the walk; the other tasks are aborted
+        // when `listing` is dropped.
+        walk.absorb(&dir, found)?;
+    }
+}
+
+async fn list_on_pool(
+    pool: &Pool,
+    root: &str,
+    dir: &RelPath,
+) -> Result<DirListing, TransportError> {
+    let mut last = None;
+    for _ in 0..2 {
+        let mut lease = pool.get(root).await?;
+        match lease.session().list_dir(dir).await {
+            Ok(found) => {
+                lease.release();
+                return Ok(found);
+            }
+            // The session may be mid-listing: it is dropped, never reused.
+            Err(e) if e.is_retryable() => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| TransportError::new(ErrorKind::Transient, "list", "no session")))
 }

@@ -78,6 +78,7 @@ async fn run_with_hook(
         ferry::job::run_job(
             &setup.config,
             job,
+            &setup.pools,
             setup.store.clone(),
             "test",
             CancellationToken::new(),

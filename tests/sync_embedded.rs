@@ -482,12 +482,12 @@ async fn plan_changes_nothing_and_gives_reasons() {
         vec![job("push", Direction::Push, &outbox, "/data/not yet")],
     );
     let job = setup.config.jobs.get("push").unwrap();
-    let connector = ferry::job::connector_for(&setup.config, job).unwrap();
+    let pool = ferry::job::pool_for(&setup.config, &setup.pools, job).unwrap();
     let records = setup.store.lock().unwrap().records("push").unwrap();
     let planned = ferry::job::plan_job(
         job,
         &Default::default(),
-        connector.as_ref(),
+        &pool,
         &records,
         ferry::job::MissingRoot::PlanAsEmpty,
     )

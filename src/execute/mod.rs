@@ -10,10 +10,11 @@
 //! - download: RETR into a local temporary file while hashing, compare the byte count with the
 //!   listing, fsync, set the remote modification time, rename, fsync the directory.
 //!
-//! A state record is written for each verified file only. Transient errors are retried with
-//! exponential backoff and jitter on a fresh session; auth and TLS errors stop the run. One
-//! file's failure is recorded and the run goes on. Deletes run last and are skipped after any
-//! failure.
+//! A state record is written for each verified file only (a state write that fails is an
+//! error of the run). Every operation on the server runs on a session of the endpoint's pool
+//! and is retried after transient errors on another session, with exponential backoff and
+//! jitter; auth and TLS errors stop the run. One file's failure is recorded and the run goes
+//! on. Deletes run last and are skipped after any failure.
 //!
 //! The parts: `workers` runs transfers on up to `max_connections` sessions, `retry` retries
 //! them, `upload` and `download` move one file each, `hashing` hashes while streaming.
@@ -34,10 +35,12 @@ use crate::local_fs::{Kind, LocalRoot};
 use crate::path::RelPath;
 use crate::plan::{Action, ActionKind, Plan, SyncRecord};
 use crate::state::Store;
-use crate::transport::{Connector, ErrorKind, Transport, TransportError};
+use crate::transport::pool::{Lease, Pool};
+use crate::transport::{ErrorKind, TransportError};
 
 pub use hashing::{HashingReader, HashingWriter};
-pub use retry::backoff_delay;
+pub use retry::delays;
+use retry::{Done, Op, retry_unit, with_retry};
 
 /// Suffix of ferry's temporary files; the scan ignores such names on both sides.
 pub const TEMP_SUFFIX: &str = ".ferry-tmp";
@@ -111,8 +114,10 @@ pub struct Context {
     pub retry: RetryPolicy,
     /// What to do with a local file once it is uploaded and verified.
     pub after_upload: AfterUpload,
-    pub max_connections: usize,
-    pub connector: Arc<dyn Connector>,
+    /// The endpoint's sessions, shared with every other job on it.
+    pub pool: Pool,
+    /// The job's remote directory: every session of this run is rooted there.
+    pub remote_root: String,
     pub store: Arc<Mutex<Store>>,
     pub cancel: CancellationToken,
     pub observer: Arc<dyn Observer>,
@@ -120,16 +125,17 @@ pub struct Context {
 
 /// The two listings a plan was made from: the scan's facts for uploads (which file, what size
 /// and time), the server's for downloads.
-#[derive(Clone, Copy)]
-pub struct Listings<'a> {
-    pub local: &'a Listing,
-    pub remote: &'a Listing,
+#[derive(Clone)]
+pub struct Listings {
+    pub local: Arc<Listing>,
+    pub remote: Arc<Listing>,
 }
 
 /// Run a plan made from `listings`.
-pub async fn execute(plan: &Plan, listings: Listings<'_>, ctx: &Context) -> Execution {
+pub async fn execute(plan: &Plan, listings: Listings, ctx: Arc<Context>) -> Execution {
     let mut out = Execution::default();
-    let mut session: Option<Box<dyn Transport>> = None;
+    let mut lease: Option<Lease> = None;
+    let stop = ctx.cancel.clone();
 
     // 1. Directories, parents first, on one session.
     for action in plan
@@ -142,11 +148,8 @@ pub async fn execute(plan: &Plan, listings: Listings<'_>, ctx: &Context) -> Exec
             return out;
         }
         let result = match action.kind {
-            ActionKind::MakeLocalDir => download::make_local_dir(ctx, &action.path),
-            _ => match session_for(&mut session, ctx).await {
-                Ok(t) => t.make_dir(&action.path).await,
-                Err(e) => Err(e),
-            },
+            ActionKind::MakeLocalDir => download::make_local_dir(&ctx, &action.path),
+            _ => retry_unit(&ctx, &mut lease, &stop, Op::MakeDir(&action.path)).await,
         };
         match result {
             Ok(()) => out.dirs_made += 1,
@@ -162,7 +165,8 @@ pub async fn execute(plan: &Plan, listings: Listings<'_>, ctx: &Context) -> Exec
         }
     }
 
-    // 2. Transfers, on up to max_connections sessions.
+    // 2. Transfers, on up to max_connections sessions (the directory session goes back first,
+    //    so that a budget of one still serves the workers).
     let transfers: Vec<Action> = plan
         .actions
         .iter()
@@ -170,11 +174,10 @@ pub async fn execute(plan: &Plan, listings: Listings<'_>, ctx: &Context) -> Exec
         .cloned()
         .collect();
     if !transfers.is_empty() {
-        if let Some(t) = session.as_mut() {
-            t.quit().await;
+        if let Some(l) = lease.take() {
+            l.release();
         }
-        session = None;
-        let results = workers::run_transfers(transfers, listings, ctx).await;
+        let results = workers::run_transfers(transfers, listings, ctx.clone()).await;
         for (action, result) in results {
             match result {
                 Ok(done) => {
@@ -203,7 +206,7 @@ pub async fn execute(plan: &Plan, listings: Listings<'_>, ctx: &Context) -> Exec
             }
         }
         if ctx.direction == Direction::Push && out.fatal.is_none() {
-            refresh_remote_fingerprints(plan, ctx, &mut session).await;
+            refresh_remote_fingerprints(plan, &ctx, &mut lease, &mut out).await;
         }
     }
 
@@ -217,28 +220,17 @@ pub async fn execute(plan: &Plan, listings: Listings<'_>, ctx: &Context) -> Exec
                 deletes.len(),
             ));
         } else {
-            run_deletes(&deletes, ctx, &mut session, &mut out).await;
+            run_deletes(&deletes, &ctx, &mut lease, &mut out).await;
         }
     }
-    if let Some(t) = session.as_mut() {
-        t.quit().await;
+    if let Some(l) = lease {
+        l.release();
     }
     out
 }
 
 fn cancelled() -> TransportError {
     TransportError::new(ErrorKind::Cancelled, "", "run cancelled")
-}
-
-async fn session_for<'a>(
-    slot: &'a mut Option<Box<dyn Transport>>,
-    ctx: &Context,
-) -> Result<&'a mut Box<dyn Transport>, TransportError> {
-    if slot.is_none() {
-        *slot = Some(ctx.connector.connect().await?);
-    }
-    slot.as_mut()
-        .ok_or_else(|| TransportError::new(ErrorKind::Permanent, "connect", "no session"))
 }
 
 /// A local file operation's failure; the I/O error already names the path.
@@ -273,6 +265,11 @@ fn delete_local(ctx: &Context, action: &Action) -> Result<(), TransportError> {
     }
 }
 
+/// A state write that failed: an error of the run, reported against `path`.
+fn state_err(op: &str, e: impl std::fmt::Display) -> TransportError {
+    TransportError::new(ErrorKind::State, op, e.to_string())
+}
+
 fn save_record(
     ctx: &Context,
     path: &RelPath,
@@ -282,35 +279,58 @@ fn save_record(
     let store = ctx
         .store
         .lock()
-        .map_err(|_| TransportError::new(ErrorKind::Permanent, op, "state store poisoned"))?;
+        .map_err(|_| state_err(op, "state store poisoned"))?;
     store
         .put_record(&ctx.job, path, record)
-        .map_err(|e| TransportError::new(ErrorKind::Permanent, op, e.to_string()))
+        .map_err(|e| state_err(op, e))
 }
 
 /// After uploads, list each directory that received files once and record how the server
-/// now lists them, so the next run compares like with like.
+/// now lists them, so the next run compares like with like. A directory that cannot be
+/// listed leaves its records without a remote time (the next run compares by size there).
 async fn refresh_remote_fingerprints(
     plan: &Plan,
     ctx: &Context,
-    session: &mut Option<Box<dyn Transport>>,
+    lease: &mut Option<Lease>,
+    out: &mut Execution,
 ) {
     let mut dirs: std::collections::BTreeMap<RelPath, Vec<&RelPath>> = Default::default();
     for a in plan.actions.iter().filter(|a| a.kind == ActionKind::Upload) {
         dirs.entry(a.path.parent()).or_default().push(&a.path);
     }
+    let stop = ctx.cancel.clone();
     for (dir, paths) in dirs {
-        let Ok(t) = session_for(session, ctx).await else {
+        let listing = with_retry(ctx, lease, &stop, Op::List(&dir)).await;
+        let listing = match listing {
+            Ok(Done::Listing(l)) => l,
+            Ok(_) => continue,
+            Err(e) if e.is_fatal() => return,
+            Err(e) => {
+                tracing::warn!(job = %ctx.job, path = %dir, error = %e,
+                    "cannot list uploaded files back; the next run compares them by size");
+                continue;
+            }
+        };
+        let op = format!("record {dir}");
+        let Ok(store) = ctx.store.lock() else {
+            out.failures.push(Failure {
+                path: dir.clone(),
+                action: ActionKind::Upload,
+                error: state_err(&op, "state store poisoned"),
+            });
             return;
         };
-        let Ok(listing) = t.list_dir(&dir).await else {
-            continue;
-        };
-        let Ok(store) = ctx.store.lock() else { return };
         for raw in listing.entries {
             let Ok(p) = dir.join(&raw.name) else { continue };
-            if paths.contains(&&p) {
-                let _ = store.set_remote_fingerprint(&ctx.job, &p, raw.entry.size, raw.entry.mtime);
+            if paths.contains(&&p)
+                && let Err(e) =
+                    store.set_remote_fingerprint(&ctx.job, &p, raw.entry.size, raw.entry.mtime)
+            {
+                out.failures.push(Failure {
+                    path: p.clone(),
+                    action: ActionKind::Upload,
+                    error: state_err(&op, e),
+                });
             }
         }
     }
@@ -319,10 +339,11 @@ async fn refresh_remote_fingerprints(
 async fn run_deletes(
     deletes: &[&Action],
     ctx: &Context,
-    session: &mut Option<Box<dyn Transport>>,
+    lease: &mut Option<Lease>,
     out: &mut Execution,
 ) {
     let mut forgotten = Vec::new();
+    let stop = ctx.cancel.clone();
     for action in deletes {
         if ctx.cancel.is_cancelled() {
             out.fatal = Some(cancelled());
@@ -330,14 +351,11 @@ async fn run_deletes(
         }
         let result = match action.kind {
             ActionKind::DeleteLocalFile | ActionKind::RemoveLocalDir => delete_local(ctx, action),
-            ActionKind::DeleteRemoteFile | ActionKind::RemoveRemoteDir => {
-                match session_for(session, ctx).await {
-                    Ok(t) if action.kind == ActionKind::DeleteRemoteFile => {
-                        t.delete_file(&action.path).await
-                    }
-                    Ok(t) => t.remove_dir(&action.path).await,
-                    Err(e) => Err(e),
-                }
+            ActionKind::DeleteRemoteFile => {
+                retry_unit(ctx, lease, &stop, Op::DeleteFile(&action.path)).await
+            }
+            ActionKind::RemoveRemoteDir => {
+                retry_unit(ctx, lease, &stop, Op::RemoveDir(&action.path)).await
             }
             _ => continue,
         };
@@ -360,8 +378,21 @@ async fn run_deletes(
             }
         }
     }
-    if let Ok(store) = ctx.store.lock() {
-        let _ = store.forget(&ctx.job, &forgotten);
+    let forget = ctx
+        .store
+        .lock()
+        .map_err(|_| state_err("forget deleted paths", "state store poisoned"))
+        .and_then(|store| {
+            store
+                .forget(&ctx.job, &forgotten)
+                .map_err(|e| state_err("forget deleted paths", e))
+        });
+    if let Err(e) = forget {
+        out.failures.push(Failure {
+            path: RelPath::root(),
+            action: ActionKind::DeleteLocalFile,
+            error: e,
+        });
     }
 }
 

@@ -1,75 +1,60 @@
 //! Transfers on up to `max_connections` sessions: a queue of actions shared by that many
-//! workers, each with its own session, polled together on the run's task.
+//! workers, each a task of its own (so hashing and TLS of one file never starve another's
+//! replies), each holding at most one session of the endpoint's pool at a time.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use super::retry::transfer_with_retry;
-use super::{Context, FileOutcome, Listings, cancelled, download, session_for, upload};
+use super::retry::{Done, Op, with_retry};
+use super::{Context, FileOutcome, Listings, cancelled};
 use crate::plan::{Action, ActionKind};
-use crate::transport::{ErrorKind, Transport, TransportError};
+use crate::transport::pool::Lease;
+use crate::transport::{ErrorKind, TransportError};
+
+type Outcome = (Action, Result<FileOutcome, TransportError>);
 
 pub(super) async fn run_transfers(
     transfers: Vec<Action>,
-    listings: Listings<'_>,
-    ctx: &Context,
-) -> Vec<(Action, Result<FileOutcome, TransportError>)> {
-    let workers = ctx.max_connections.clamp(1, transfers.len().max(1));
-    let queue = Arc::new(Mutex::new(
-        transfers
-            .into_iter()
-            .collect::<std::collections::VecDeque<_>>(),
-    ));
+    listings: Listings,
+    ctx: Arc<Context>,
+) -> Vec<Outcome> {
+    let workers = ctx.pool.capacity().clamp(1, transfers.len().max(1));
+    let queue = Arc::new(Mutex::new(VecDeque::from(transfers)));
     let stop = ctx.cancel.child_token();
-    let results = Arc::new(Mutex::new(Vec::new()));
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers {
-        let queue = queue.clone();
-        let results = results.clone();
-        let stop = stop.clone();
-        tasks.push(worker(queue, results, stop, listings, ctx));
+        tasks.spawn(worker(
+            queue.clone(),
+            stop.clone(),
+            listings.clone(),
+            ctx.clone(),
+        ));
     }
-    join_all(tasks).await;
-    let mut out = results
-        .lock()
-        .map(|mut r| std::mem::take(&mut *r))
-        .unwrap_or_default();
-    out.sort_by(|a: &(Action, _), b| a.0.path.cmp(&b.0.path));
+    let mut out = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(done) => out.extend(done),
+            Err(e) => tracing::error!(job = %ctx.job, error = %e, "a transfer worker failed"),
+        }
+    }
+    // A worker that died leaves its files unreported: report them as failed, never lost.
+    if let Ok(mut left) = queue.lock() {
+        out.extend(left.drain(..).map(|a| (a, Err(cancelled()))));
+    }
+    out.sort_by(|a, b| a.0.path.cmp(&b.0.path));
     out
 }
 
-/// Run futures concurrently on this task (they borrow the context, so no spawn).
-async fn join_all<F: std::future::Future<Output = ()>>(futs: Vec<F>) {
-    let mut pending: Vec<_> = futs.into_iter().map(|f| Some(Box::pin(f))).collect();
-    std::future::poll_fn(|cx| {
-        for slot in pending.iter_mut() {
-            if slot
-                .as_mut()
-                .is_some_and(|f| f.as_mut().poll(cx).is_ready())
-            {
-                *slot = None;
-            }
-        }
-        if pending.iter().all(Option::is_none) {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await
-}
-
-type Shared<T> = Arc<Mutex<T>>;
-
 async fn worker(
-    queue: Shared<std::collections::VecDeque<Action>>,
-    results: Shared<Vec<(Action, Result<FileOutcome, TransportError>)>>,
+    queue: Arc<Mutex<VecDeque<Action>>>,
     stop: CancellationToken,
-    listings: Listings<'_>,
-    ctx: &Context,
-) {
-    let mut session: Option<Box<dyn Transport>> = None;
+    listings: Listings,
+    ctx: Arc<Context>,
+) -> Vec<Outcome> {
+    let mut lease: Option<Lease> = None;
+    let mut done = Vec::new();
     loop {
         let next = queue.lock().ok().and_then(|mut q| q.pop_front());
         let Some(action) = next else { break };
@@ -77,7 +62,7 @@ async fn worker(
             Err(cancelled())
         } else {
             ctx.observer.file_started(&action);
-            let r = transfer_with_retry(&action, listings, ctx, &mut session, &stop).await;
+            let r = transfer(&action, &listings, &ctx, &mut lease, &stop).await;
             ctx.observer.file_finished(&action, &r);
             r
         };
@@ -87,31 +72,44 @@ async fn worker(
             // Auth, TLS or cancellation: no other file can succeed either.
             stop.cancel();
         }
-        if let Ok(mut r) = results.lock() {
-            r.push((action, result));
-        }
+        done.push((action, result));
     }
-    if let Some(t) = session.as_mut() {
-        t.quit().await;
+    if let Some(lease) = lease {
+        lease.release();
     }
+    done
 }
 
-pub(super) async fn transfer_once(
+async fn transfer(
     action: &Action,
-    listings: Listings<'_>,
+    listings: &Listings,
     ctx: &Context,
-    session: &mut Option<Box<dyn Transport>>,
+    lease: &mut Option<Lease>,
+    stop: &CancellationToken,
 ) -> Result<FileOutcome, TransportError> {
-    let t = session_for(session, ctx).await?;
-    match action.kind {
-        ActionKind::Upload => upload::upload_file(t.as_mut(), action, listings.local, ctx).await,
-        ActionKind::Download => {
-            download::download_file(t.as_mut(), action, listings.remote, ctx).await
+    let op = match action.kind {
+        ActionKind::Upload => Op::Upload {
+            action,
+            local: &listings.local,
+        },
+        ActionKind::Download => Op::Download {
+            action,
+            remote: &listings.remote,
+        },
+        other => {
+            return Err(TransportError::new(
+                ErrorKind::Permanent,
+                other.as_str(),
+                "not a transfer",
+            ));
         }
-        other => Err(TransportError::new(
+    };
+    match with_retry(ctx, lease, stop, op).await? {
+        Done::File(outcome) => Ok(outcome),
+        _ => Err(TransportError::new(
             ErrorKind::Permanent,
-            other.as_str(),
-            "not a transfer",
+            action.kind.as_str(),
+            "a transfer gave no outcome",
         )),
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod ftps;
 pub mod local;
+pub mod pool;
 
 use std::fmt;
 use std::future::Future;
@@ -32,6 +33,8 @@ use crate::path::RelPath;
 pub enum ErrorKind {
     /// Network trouble, a timeout, a 4xx reply: retrying may help.
     Transient,
+    /// 421, too many connections: retrying later, on fewer connections, may help.
+    Busy,
     /// A 5xx reply about this file, a local I/O error: retrying will not help.
     Permanent,
     /// A local file operation failed (disk full, permission denied, a link refused): reported
@@ -40,6 +43,9 @@ pub enum ErrorKind {
     /// The local file changed, vanished or was replaced since the scan: it is not sent under
     /// the scanned facts this run (the next run picks it up). A warning, not a failure.
     Changed,
+    /// The state database could not be written: the file's transfer stands, but ferry no
+    /// longer knows it; reported, never ignored.
+    State,
     /// Login refused: stops the run.
     Auth,
     /// TLS handshake or certificate failure: stops the run.
@@ -80,7 +86,7 @@ impl TransportError {
     }
 
     pub fn is_retryable(&self) -> bool {
-        self.kind == ErrorKind::Transient
+        matches!(self.kind, ErrorKind::Transient | ErrorKind::Busy)
     }
 
     /// Whether this error ends the whole run rather than one file.
@@ -106,11 +112,16 @@ impl TransportError {
         {
             return TransportError::new(ErrorKind::Local, op, local.0.clone());
         }
-        // A TLS alert or bad record (a refused client certificate, say) arrives as an I/O error.
+        // A refused certificate (a client certificate refused after a TLS 1.3 handshake, say)
+        // arrives as an I/O error wrapping a rustls error: it stops the run. Other TLS errors
+        // mid-stream (a bad record from a cut connection) are transient.
+        if ftps::tls::is_tls_refusal(e) {
+            return TransportError::new(ErrorKind::Tls, op, e.to_string());
+        }
         if e.get_ref()
             .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
         {
-            return TransportError::new(ErrorKind::Tls, op, e.to_string());
+            return TransportError::new(ErrorKind::Transient, op, e.to_string());
         }
         let kind = match e.kind() {
             K::TimedOut
@@ -219,6 +230,14 @@ pub trait Transport: Send {
     async fn delete_file(&mut self, path: &RelPath) -> Result<()>;
 
     async fn remove_dir(&mut self, path: &RelPath) -> Result<()>;
+
+    /// Root the session at another directory (a pooled session serves several jobs).
+    fn set_root(&mut self, _root: &str) {}
+
+    /// Check that the session still answers (NOOP).
+    async fn noop(&mut self) -> Result<()> {
+        Ok(())
+    }
 
     /// The size of a file as the server reports it, `None` when it cannot tell.
     async fn size(&mut self, path: &RelPath) -> Result<Option<u64>>;

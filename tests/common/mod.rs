@@ -14,6 +14,7 @@ use ferry::config::{
 use ferry::execute::Silent;
 use ferry::job::{self, JobError, RunReport};
 use ferry::state::Store;
+use ferry::transport::pool::Pools;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +67,9 @@ pub fn job(name: &str, direction: Direction, local: &Path, remote: &str) -> Job 
 pub struct Setup {
     pub config: Config,
     pub store: Arc<Mutex<Store>>,
+    /// The endpoint pools of this setup: sessions are kept between its runs, as in one
+    /// `ferry sync --all` or in the agent.
+    pub pools: Pools,
     _state: tempfile::TempDir,
 }
 
@@ -83,6 +87,7 @@ impl Setup {
         Setup {
             config,
             store,
+            pools: Pools::new(),
             _state: state,
         }
     }
@@ -100,6 +105,7 @@ impl Setup {
         job::run_job(
             &self.config,
             job,
+            &self.pools,
             self.store.clone(),
             "test",
             cancel,

@@ -352,19 +352,28 @@ fn reply_text(resp: &suppaftp::types::Response) -> String {
     }
 }
 
+/// The error class of a reply code: the one table that decides, by code and never by text,
+/// what is worth retrying.
+pub fn kind_of_reply(code: u32) -> ErrorKind {
+    match code {
+        421 => ErrorKind::Busy,
+        530 | 532 => ErrorKind::Auth,
+        // 425 no data connection, 426 transfer aborted, 450/451 file busy or local error,
+        // 452 insufficient storage (for now): a later try may succeed.
+        400..=499 => ErrorKind::Transient,
+        _ => ErrorKind::Permanent,
+    }
+}
+
 /// Classify a suppaftp error: the one place that decides what is worth retrying.
 pub fn classify(op: &str, e: FtpError) -> TransportError {
     match e {
         FtpError::ConnectionError(io) => TransportError::from_io(op, &io),
+        // Certificate and handshake refusals arrive here (see tls::ObservingConnector); a
+        // handshake cut short by a lost connection arrives as a ConnectionError instead.
         FtpError::SecureError(msg) => TransportError::new(ErrorKind::Tls, op, msg),
         FtpError::UnexpectedResponse(resp) => {
-            let code = resp.status.code();
-            let kind = match code {
-                530 | 532 => ErrorKind::Auth,
-                400..=499 => ErrorKind::Transient,
-                _ => ErrorKind::Permanent,
-            };
-            TransportError::new(kind, op, reply_text(&resp))
+            TransportError::new(kind_of_reply(resp.status.code()), op, reply_text(&resp))
         }
         FtpError::BadResponse => {
             TransportError::new(ErrorKind::Transient, op, "malformed reply from server")
@@ -374,9 +383,12 @@ pub fn classify(op: &str, e: FtpError) -> TransportError {
 }
 
 fn classify_login(op: &str, e: FtpError) -> TransportError {
+    let refusal =
+        matches!(&e, FtpError::UnexpectedResponse(r) if (500..600).contains(&r.status.code()));
     let mut err = classify(op, e);
-    // Any refusal of USER/PASS is an authentication failure, whatever code the server chose.
-    if err.kind == ErrorKind::Permanent {
+    // Any 5xx refusal of USER/PASS is an authentication failure, whatever code the server
+    // chose; a 421 or a lost connection during login is not.
+    if refusal {
         err.kind = ErrorKind::Auth;
     }
     err
@@ -407,6 +419,11 @@ fn is_epsv_refusal(e: &TransportError) -> bool {
 impl FtpsSession {
     fn remote(&self, path: &RelPath) -> String {
         path.to_remote(&self.root)
+    }
+
+    /// The root this session works under now.
+    pub fn root(&self) -> &str {
+        &self.root
     }
 
     /// The TLS handshakes seen so far on this session.
@@ -820,6 +837,14 @@ impl Transport for FtpsSession {
         let remote = self.remote(path);
         let op = format!("RMD {remote}");
         self.run(&op, async |f| f.rmdir(&remote).await).await
+    }
+
+    fn set_root(&mut self, root: &str) {
+        root.clone_into(&mut self.root);
+    }
+
+    async fn noop(&mut self) -> Result<()> {
+        self.run("NOOP", async |f| f.noop().await).await
     }
 
     async fn size(&mut self, path: &RelPath) -> Result<Option<u64>> {

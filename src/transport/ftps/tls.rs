@@ -205,6 +205,50 @@ impl ServerCertVerifier for PinVerifier {
     }
 }
 
+/// A failed handshake: a refusal of the certificate (either side's) or of the protocol stops
+/// the run ([`FtpError::SecureError`], classified as TLS); anything else (the connection
+/// closed or reset mid-handshake, a server that killed the session) is a connection error,
+/// which a retry on a new connection may get past.
+fn handshake_error(e: std::io::Error) -> FtpError {
+    if is_tls_refusal(&e) {
+        FtpError::SecureError(e.to_string())
+    } else {
+        FtpError::ConnectionError(e)
+    }
+}
+
+/// Whether an I/O error carries a rustls error that no retry can cure: a certificate problem,
+/// a refused client certificate, no protocol in common.
+pub fn is_tls_refusal(e: &std::io::Error) -> bool {
+    use rustls::AlertDescription as A;
+    let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+        return false;
+    };
+    match inner {
+        rustls::Error::InvalidCertificate(_)
+        | rustls::Error::NoCertificatesPresented
+        | rustls::Error::UnsupportedNameType
+        | rustls::Error::PeerIncompatible(_)
+        | rustls::Error::General(_) => true,
+        rustls::Error::AlertReceived(alert) => matches!(
+            alert,
+            A::HandshakeFailure
+                | A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateRevoked
+                | A::CertificateExpired
+                | A::CertificateUnknown
+                | A::UnknownCA
+                | A::AccessDenied
+                | A::CertificateRequired
+                | A::ProtocolVersion
+                | A::InsufficientSecurity
+                | A::IllegalParameter
+        ),
+        _ => false,
+    }
+}
+
 /// What the handshakes of one control connection and its data connections looked like.
 #[derive(Debug, Default, Clone)]
 pub struct TlsObservations {
@@ -253,7 +297,7 @@ impl AsyncTlsConnector for ObservingConnector {
             .connector
             .connect(name, stream)
             .await
-            .map_err(|e| FtpError::SecureError(e.to_string()))?;
+            .map_err(handshake_error)?;
         {
             let (_, conn) = tls.get_ref();
             let version = conn.protocol_version().map(|v| match v {
