@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    AfterUpload, Config, DataMode, Direction, Endpoint, Filter, Job, Limits, PasswordSource,
-    RetryPolicy, Secret, TlsMode, TrustRoots, Verify,
+    AfterUpload, Config, DataMode, Direction, Endpoint, Filter, Job, Limits, MaxDelete,
+    PasswordSource, RetryPolicy, Secret, TlsMode, TrustRoots, Verify,
 };
 use crate::embedded::{EmbeddedOptions, EmbeddedServer};
 use crate::job::{self, Planned};
@@ -111,6 +111,7 @@ fn demo_job(name: &str, direction: Direction, local: &Path) -> Job {
         timezone: None,
         filter: Filter::all(),
         delete: false,
+        max_delete: MaxDelete::default(),
         verify: Verify::Hash,
         retry: RetryPolicy::default(),
         watch: false,

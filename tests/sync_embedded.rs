@@ -214,6 +214,74 @@ async fn delete_mirrors_removals_only_when_asked() {
     assert!(w.server_root.join("data/keep.txt").exists());
 }
 
+/// A push mirror must never empty the server because the local side went missing: an
+/// emptied or missing local root, or 80 of 100 files gone, deletes nothing, exits 1 and lists
+/// what it would have deleted.
+#[tokio::test]
+async fn a_mirror_never_deletes_more_than_max_delete_or_from_an_empty_source() {
+    let w = start(EmbeddedOptions::default()).await;
+    let outbox = w.local("outbox");
+    for i in 0..100 {
+        std::fs::write(outbox.join(format!("f{i:03}.csv")), b"row").unwrap();
+    }
+    let mut mirror = job("mirror", Direction::Push, &outbox, "/data");
+    mirror.delete = true;
+    let setup = Setup::new(w.endpoint(), vec![mirror]);
+    assert_eq!(setup.sync_ok("mirror").await.execution.transferred, 100);
+    let on_server = || {
+        std::fs::read_dir(w.server_root.join("data"))
+            .unwrap()
+            .count()
+    };
+
+    // 80 of 100 deleted locally: over the default 50%.
+    for i in 0..80 {
+        std::fs::remove_file(outbox.join(format!("f{i:03}.csv"))).unwrap();
+    }
+    let report = setup.run("mirror").await.unwrap();
+    assert_eq!(report.exit_code(), 1);
+    assert_eq!(report.execution.deleted, 0);
+    assert_eq!(on_server(), 100);
+    assert_eq!(report.planned.plan.withheld.len(), 80);
+    let why = report.planned.plan.deletes_blocked.clone().unwrap();
+    assert!(
+        why.contains("80 files would be deleted, more than max_delete allows: 50 (50% of 100 files known from the last sync)"),
+        "{why}"
+    );
+    let mut shown = Vec::new();
+    ferry::report::print_failures(&report, &mut shown).unwrap();
+    let shown = String::from_utf8(shown).unwrap();
+    assert!(shown.contains("would delete (remote) f000.csv"), "{shown}");
+
+    // The local root emptied (an unmounted disk): nothing deleted, whatever max_delete says.
+    for i in 80..100 {
+        std::fs::remove_file(outbox.join(format!("f{i:03}.csv"))).unwrap();
+    }
+    let mut unlimited = setup.config.jobs["mirror"].clone();
+    unlimited.max_delete = ferry::config::MaxDelete::Percent(100);
+    let setup2 = Setup::new(w.endpoint(), vec![unlimited]);
+    let report = setup2.run("mirror").await.unwrap();
+    assert_eq!(report.exit_code(), 1);
+    assert_eq!(on_server(), 100);
+    assert!(
+        report
+            .planned
+            .plan
+            .deletes_blocked
+            .as_deref()
+            .unwrap_or("")
+            .contains("the local root is empty"),
+        "{:?}",
+        report.planned.plan.deletes_blocked
+    );
+
+    // The local root missing altogether: the run fails before planning anything.
+    std::fs::remove_dir(&outbox).unwrap();
+    let err = setup2.run("mirror").await.expect_err("no local root");
+    assert_eq!(err.exit_code(), 1, "{err}");
+    assert_eq!(on_server(), 100);
+}
+
 /// A directory that holds only files the filter leaves out is not empty: a mirror must not
 /// plan its removal (which would fail on every run), on either side.
 #[tokio::test]

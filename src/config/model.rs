@@ -163,6 +163,30 @@ pub enum AfterUpload {
     MoveTo(PathBuf),
 }
 
+/// The most files one run may delete; over it, the run deletes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxDelete {
+    Count(u64),
+    /// A percentage of the files known in state (or, with no state yet, of the files the
+    /// destination lists).
+    Percent(u8),
+}
+
+impl Default for MaxDelete {
+    fn default() -> Self {
+        MaxDelete::Percent(50)
+    }
+}
+
+impl std::fmt::Display for MaxDelete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxDelete::Count(n) => write!(f, "{n}"),
+            MaxDelete::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
 /// How transient failures are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -238,6 +262,8 @@ pub struct Job {
     pub timezone: Option<chrono_tz::Tz>,
     pub filter: Filter,
     pub delete: bool,
+    /// The most files one run may delete (with `delete: true`).
+    pub max_delete: MaxDelete,
     pub verify: Verify,
     pub retry: RetryPolicy,
     pub watch: bool,

@@ -940,6 +940,8 @@ pub struct RawJob {
     pub include: Option<Vec<String>>,
     pub exclude: Option<Vec<String>>,
     pub delete: Option<bool>,
+    /// `50%` or `100`: the most files one run may delete.
+    pub max_delete: Option<RawMaxDelete>,
     pub verify: Option<RawVerify>,
     pub retry: Option<RawRetry>,
     pub watch: Option<bool>,
@@ -975,6 +977,17 @@ pub struct RawRetry {
     pub initial: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub max: Option<Duration>,
+}
+
+/// `max_delete: 100` (files) or `max_delete: "50%"` (of the files known in state).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a number of files such as 100, or a percentage such as 50%"
+)]
+pub enum RawMaxDelete {
+    Count(u64),
+    Text(String),
 }
 
 /// `after_upload: keep`, `after_upload: delete` or `after_upload: { move_to: DIR }`.

@@ -27,12 +27,12 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::model::{
-    AfterUpload, Config, DataMode, Direction, Endpoint, Filter, Job, Limits, PasswordSource,
-    RetryPolicy, Secret, TlsMode, TlsVersion, TrustRoots, Verify,
+    AfterUpload, Config, DataMode, Direction, Endpoint, Filter, Job, Limits, MaxDelete,
+    PasswordSource, RetryPolicy, Secret, TlsMode, TlsVersion, TrustRoots, Verify,
 };
 use super::raw::{
     Collected, Mark, Node, NodeValue, Problem, RawAfterUpload, RawDataMode, RawDirection,
-    RawEndpoint, RawFile, RawJob, RawLimits, RawTlsMode, RawTlsVersion, RawVerify,
+    RawEndpoint, RawFile, RawJob, RawLimits, RawMaxDelete, RawTlsMode, RawTlsVersion, RawVerify,
     deserialize_collecting, parse_document,
 };
 
@@ -1002,6 +1002,7 @@ impl Checker<'_> {
             self.warn_push_only_keys(&place, direction, watch, after_upload.as_ref(), local);
         }
         let delete = raw.delete.unwrap_or(false);
+        let max_delete = self.check_max_delete(&place, raw.max_delete.as_ref());
         if delete
             && direction == Some(Direction::Push)
             && matches!(
@@ -1050,6 +1051,7 @@ impl Checker<'_> {
             timezone: timezone?,
             filter: Filter::new(include?, exclude?),
             delete,
+            max_delete: max_delete?,
             verify: match raw.verify {
                 None | Some(RawVerify::Size) => Verify::Size,
                 Some(RawVerify::Hash) => Verify::Hash,
@@ -1242,6 +1244,36 @@ impl Checker<'_> {
             ok = false;
         }
         ok.then_some(policy)
+    }
+
+    fn check_max_delete(
+        &mut self,
+        place: &Place<'_>,
+        raw: Option<&RawMaxDelete>,
+    ) -> Option<MaxDelete> {
+        let text = match raw {
+            None => return Some(MaxDelete::default()),
+            Some(RawMaxDelete::Count(n)) => return Some(MaxDelete::Count(*n)),
+            Some(RawMaxDelete::Text(t)) => t.trim(),
+        };
+        let percent = text
+            .strip_suffix('%')
+            .and_then(|p| p.trim().parse::<u8>().ok())
+            .filter(|p| *p <= 100);
+        match (percent, text.parse::<u64>()) {
+            (Some(p), _) => Some(MaxDelete::Percent(p)),
+            (None, Ok(n)) => Some(MaxDelete::Count(n)),
+            _ => {
+                self.report_at(
+                    place,
+                    place.value("max_delete"),
+                    format!(
+                        "max_delete `{text}` must be a number of files (100) or a percentage from 0% to 100% (50%)"
+                    ),
+                );
+                None
+            }
+        }
     }
 
     fn check_after_upload(

@@ -15,11 +15,12 @@
 //! server's wall clock at minute precision, and an upload's remote time is the upload time, so
 //! comparing it with a local time would say "changed" forever. See [`reason`] for the phrases.
 
+pub mod guard;
 pub mod reason;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::{Direction, Job};
+use crate::config::{Direction, Job, MaxDelete};
 use crate::listing::{Entry, EntryKind, Listing, Mtime};
 use crate::path::RelPath;
 
@@ -46,6 +47,8 @@ pub struct Policy {
     pub direction: Direction,
     /// Mirror deletions: remove what the destination has and the source does not.
     pub delete: bool,
+    /// The most files one run may delete (guard.rs).
+    pub max_delete: MaxDelete,
 }
 
 impl Policy {
@@ -53,6 +56,7 @@ impl Policy {
         Policy {
             direction: job.direction,
             delete: job.delete,
+            max_delete: job.max_delete,
         }
     }
 }
@@ -211,7 +215,17 @@ pub fn plan(local: &Listing, remote: &Listing, records: &Records, policy: &Polic
         route.source,
         policy,
         draft.delete_count(),
-    );
+    )
+    .or_else(|| {
+        policy.delete.then(|| {
+            guard::over_max_delete(
+                draft.delete_files.len(),
+                records.len(),
+                dest_listing.files().count(),
+                policy.max_delete,
+            )
+        })?
+    });
     let forget = find_forgotten(records, local, remote);
     draft.into_plan(
         policy.delete && deletes_blocked.is_none(),

@@ -48,7 +48,12 @@ fn records(entries: &[(&str, SyncRecord)]) -> Records {
 }
 
 fn policy(direction: Direction, delete: bool) -> Policy {
-    Policy { direction, delete }
+    Policy {
+        direction,
+        delete,
+        // No cap here; guard.rs and the property tests cover max_delete.
+        max_delete: MaxDelete::Count(u64::MAX),
+    }
 }
 
 /// Actions as `(kind, path, size, reason)` tuples, easy to compare in a table.

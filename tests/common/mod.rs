@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry::config::{
-    AfterUpload, Config, DataMode, Direction, Endpoint, Filter, Job, Limits, PasswordSource,
-    RetryPolicy, Secret, TlsMode, TrustRoots, Verify,
+    AfterUpload, Config, DataMode, Direction, Endpoint, Filter, Job, Limits, MaxDelete,
+    PasswordSource, RetryPolicy, Secret, TlsMode, TrustRoots, Verify,
 };
 use ferry::execute::Silent;
 use ferry::job::{self, JobError, RunReport};
@@ -51,6 +51,7 @@ pub fn job(name: &str, direction: Direction, local: &Path, remote: &str) -> Job 
         timezone: None,
         filter: Filter::all(),
         delete: false,
+        max_delete: MaxDelete::default(),
         verify: Verify::Size,
         retry: RetryPolicy {
             attempts: 2,
