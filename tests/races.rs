@@ -231,6 +231,8 @@ async fn a_directory_flipped_to_a_link_during_deletes_deletes_nothing_outside() 
     let before = tree(&outside);
     let mut j = job("pull", Direction::Pull, &inbox, "/data");
     j.delete = true;
+    // 400 local-only files against one known: far over the default max_delete, on purpose.
+    j.max_delete = ferry::config::MaxDelete::Count(u64::MAX);
     let setup = w.setup(vec![j]);
     run_with_hook(&setup, "pull", &|_| {}).await;
     let mut deleted = 0;
