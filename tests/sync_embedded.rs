@@ -607,6 +607,8 @@ async fn a_conflict_is_reported_and_blocks_deletes() {
     std::fs::write(w.server_root.join("data/remote-only.txt"), b"extra").unwrap();
     let mut mirror = job("mirror", Direction::Push, &outbox, "/data");
     mirror.delete = true;
+    // The delete is planned (no cap), so that the conflict is what blocks it.
+    mirror.max_delete = ferry::config::MaxDelete::Count(u64::MAX);
     let setup = Setup::new(w.endpoint(), vec![mirror]);
     let report = setup.run("mirror").await.unwrap();
     assert_eq!(report.exit_code(), 1);
