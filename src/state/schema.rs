@@ -1,0 +1,46 @@
+//! The tables of the state database, created when missing.
+
+use rusqlite::Connection;
+
+/// The schema this build writes and understands.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Create every table and index that is missing, and record the schema version.
+pub(super) fn create(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "BEGIN;
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS synced (
+                 job TEXT NOT NULL,
+                 path TEXT NOT NULL,
+                 local_size INTEGER NOT NULL,
+                 local_mtime_ns INTEGER,
+                 local_mtime_precision TEXT,
+                 sha256 TEXT,
+                 remote_size INTEGER NOT NULL,
+                 remote_mtime_ns INTEGER,
+                 remote_mtime_precision TEXT,
+                 synced_at INTEGER NOT NULL,
+                 PRIMARY KEY (job, path)
+             );
+             CREATE TABLE IF NOT EXISTS runs (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 job TEXT NOT NULL,
+                 trigger TEXT NOT NULL,
+                 started_at INTEGER NOT NULL,
+                 finished_at INTEGER,
+                 outcome TEXT,
+                 transferred INTEGER NOT NULL DEFAULT 0,
+                 bytes INTEGER NOT NULL DEFAULT 0,
+                 skipped INTEGER NOT NULL DEFAULT 0,
+                 failed INTEGER NOT NULL DEFAULT 0,
+                 verified INTEGER NOT NULL DEFAULT 0,
+                 deleted INTEGER NOT NULL DEFAULT 0,
+                 message TEXT
+             );
+             CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, id);
+             INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', '1');
+             PRAGMA user_version = 1;
+             COMMIT;",
+    )
+}
