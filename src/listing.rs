@@ -189,6 +189,9 @@ pub struct Listing {
     /// Directories (the root included) that hold entries the job's filter leaves out: they are
     /// not empty, whatever the listing shows, so they are never planned for removal.
     pub holds_excluded: BTreeSet<RelPath>,
+    /// ferry's own temporary files found on this side (`.NAME.ferry-tmp`), never synced: a
+    /// resumable one is kept, a stale one is removed after the run's transfers.
+    pub temp_files: Vec<RelPath>,
 }
 
 impl Listing {

@@ -356,6 +356,38 @@ impl DirHandle {
         Ok(std::fs::File::from(fd))
     }
 
+    /// Open the existing regular file `name` for appending (the rest of a partial download); a
+    /// link is refused.
+    pub fn open_append(&self, name: &str) -> io::Result<std::fs::File> {
+        let fd = rfs::openat(
+            &self.fd,
+            name,
+            OFlags::WRONLY | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.explain(e, name, "open"))?;
+        if meta_of(&rfs::fstat(&fd)?).kind != Kind::File {
+            return Err(refused(format!(
+                "{}: not a regular file",
+                self.path.join(name).display()
+            )));
+        }
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// Open `name` for writing without truncating it, creating it (with `mode`) when missing;
+    /// a link is refused.
+    pub fn open_write(&self, name: &str, mode: u32) -> io::Result<std::fs::File> {
+        let fd = rfs::openat(
+            &self.fd,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode as _),
+        )
+        .map_err(|e| self.explain(e, name, "open"))?;
+        Ok(std::fs::File::from(fd))
+    }
+
     /// Give a finished temporary file the mode it should have under `name`: the mode of the
     /// file it replaces (an updated 0600 file stays 0600), else what the umask allows.
     pub fn finish_mode(&self, file: &std::fs::File, name: &str) -> io::Result<()> {

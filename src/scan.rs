@@ -86,6 +86,11 @@ impl<'a> Walk<'a> {
             if crate::execute::is_temp_name(&raw.name) {
                 // ferry's own partial files (from a run that was killed): never synced.
                 listing.holds_excluded.insert(dir.clone());
+                if raw.entry.kind == EntryKind::File
+                    && let Ok(p) = dir.join(&raw.name)
+                {
+                    listing.temp_files.push(p);
+                }
                 continue;
             }
             let path = match dir.join(&raw.name) {

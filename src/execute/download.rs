@@ -4,17 +4,23 @@
 //! way is refused), and every step happens on that handle: create `.NAME.ferry-tmp` owner-only,
 //! RETR into it while hashing (never more bytes than the listing gave), check the length and the
 //! server's hash when offered, fsync, set the remote modification time and the mode the file
-//! should have, rename onto `NAME`, fsync the directory. The temporary file is removed when
-//! anything fails or the transfer is dropped (cancelled).
+//! should have, rename onto `NAME`, fsync the directory.
+//!
+//! A download is noted in state when it starts. When a connection is lost the temporary file
+//! stays, and the next try (or, after a crash, the next run) goes on from its size with REST,
+//! as long as the server still lists the file as it did; the whole file is hashed all the
+//! same. Anything else that fails, or a cancelled transfer, removes the temporary file.
 
-use tokio::io::AsyncWriteExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Context, FileOutcome, HashingWriter, local_err, save_record, temp_name};
 use crate::config::Verify;
 use crate::listing::{Listing, Mtime};
-use crate::local_fs::{self, DirHandle, TEMP_MODE};
+use crate::local_fs::{self, DirHandle, Kind, TEMP_MODE};
 use crate::path::RelPath;
 use crate::plan::{Action, SyncRecord};
+use crate::state::{PartialKind, PartialSource};
 use crate::transport::{ErrorKind, Transport, TransportError};
 
 /// Create one local directory (its parent exists), refusing links on the way.
@@ -54,22 +60,61 @@ pub(super) async fn download_file(
     let (dir, name) = ctx.local.parent(path).map_err(|e| local_err(&op, e))?;
     let tmp = temp_name(path);
     let tmp_name = tmp.file_name();
-    match dir.remove_file(tmp_name) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(local_err(&op, e)),
-        _ => {}
+    let source = PartialSource::Remote {
+        size: entry.size,
+        mtime: entry.mtime,
+    };
+    let can_resume = t.capabilities().rest;
+    let (file, hasher, offset) =
+        match resumable(ctx, &dir, tmp_name, path, &source, entry.size, can_resume).await? {
+            Some(partial) => partial,
+            None => {
+                match dir.remove_file(tmp_name) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(local_err(&op, e));
+                    }
+                    _ => {}
+                }
+                note_partial(ctx, path, &source, &op)?;
+                let file = dir
+                    .create_new(tmp_name, TEMP_MODE)
+                    .map_err(|e| local_err(&op, e))?;
+                (file, Sha256::new(), 0)
+            }
+        };
+    if offset > 0 {
+        tracing::info!(job = %ctx.job, path = %path, offset, "resuming the download");
     }
-    let file = dir
-        .create_new(tmp_name, TEMP_MODE)
-        .map_err(|e| local_err(&op, e))?;
     let mut guard = TempFile {
         dir: &dir,
         name: tmp_name,
         armed: true,
     };
-    let mut writer = HashingWriter::new(tokio::fs::File::from_std(file)).with_limit(entry.size);
+    let mut writer = HashingWriter::continuing(tokio::fs::File::from_std(file), hasher, offset)
+        .with_limit(entry.size);
     let progress = |n: u64| ctx.observer.bytes_moved(n);
-    let (received, sha, verified) =
-        finish_download(t, path, entry.size, &mut writer, &progress, ctx.verify).await?;
+    let transferred = finish_download(
+        t,
+        path,
+        offset,
+        entry.size,
+        &mut writer,
+        &progress,
+        ctx.verify,
+    )
+    .await;
+    let (received, sha, verified) = match transferred {
+        Ok(done) => done,
+        Err(e) => {
+            if e.is_retryable() && can_resume {
+                // Kept, with its note in state: the next try (or the next run) goes on from it.
+                guard.armed = false;
+            } else {
+                forget_partial(ctx, path);
+            }
+            return Err(e);
+        }
+    };
     let file = writer.into_inner().into_std().await;
     if let Some(m) = entry.mtime {
         set_mtime(&file, m).map_err(|e| local_err(&op, e))?;
@@ -89,7 +134,9 @@ pub(super) async fn download_file(
         remote_mtime: entry.mtime,
     };
     save_record(ctx, path, &record, &op)?;
-    tracing::info!(job = %ctx.job, path = %path, bytes = received, sha256 = %sha, verified, "downloaded");
+    forget_partial(ctx, path);
+    tracing::info!(job = %ctx.job, path = %path, bytes = offset + received, resumed_from = offset,
+        sha256 = %sha, verified, "downloaded");
     Ok(FileOutcome {
         bytes: received,
         verified,
@@ -97,17 +144,97 @@ pub(super) async fn download_file(
     })
 }
 
+/// The partial download to go on from, when there is one that is still this transfer: the
+/// state notes a download of the file as the server lists it now, and the temporary file holds
+/// part of it. Its bytes are hashed again (the final SHA-256 covers the whole file).
+async fn resumable(
+    ctx: &Context,
+    dir: &DirHandle,
+    tmp_name: &str,
+    path: &RelPath,
+    source: &PartialSource,
+    listed_size: u64,
+    can_resume: bool,
+) -> Result<Option<(std::fs::File, Sha256, u64)>, TransportError> {
+    if !can_resume {
+        return Ok(None);
+    }
+    let op = format!("resume {path}");
+    let noted = {
+        let store = ctx
+            .store
+            .lock()
+            .map_err(|_| TransportError::new(ErrorKind::State, &op, "state store poisoned"))?;
+        store
+            .partial(&ctx.job, path, PartialKind::Download)
+            .map_err(|e| TransportError::new(ErrorKind::State, &op, e.to_string()))?
+    };
+    if noted.as_ref() != Some(source) {
+        return Ok(None);
+    }
+    let Some(meta) = dir.stat(tmp_name).map_err(|e| local_err(&op, e))? else {
+        return Ok(None);
+    };
+    if meta.kind != Kind::File || meta.size == 0 || meta.size >= listed_size {
+        return Ok(None);
+    }
+    let (partial, _) = dir.open_read(tmp_name).map_err(|e| local_err(&op, e))?;
+    let mut partial = tokio::fs::File::from_std(partial);
+    let mut hasher = HashingWriter::new(tokio::io::sink());
+    let seen = tokio::io::copy(&mut (&mut partial).take(meta.size), &mut hasher)
+        .await
+        .map_err(|e| local_err(&op, e))?;
+    if seen != meta.size {
+        return Ok(None);
+    }
+    let file = dir.open_append(tmp_name).map_err(|e| local_err(&op, e))?;
+    Ok(Some((file, hasher.into_hasher(), seen)))
+}
+
+/// Note in state that a download of `path` starts, so that a restarted ferry can resume it.
+fn note_partial(
+    ctx: &Context,
+    path: &RelPath,
+    source: &PartialSource,
+    op: &str,
+) -> Result<(), TransportError> {
+    let store = ctx
+        .store
+        .lock()
+        .map_err(|_| TransportError::new(ErrorKind::State, op, "state store poisoned"))?;
+    store
+        .put_partial(&ctx.job, path, source)
+        .map_err(|e| TransportError::new(ErrorKind::State, op, e.to_string()))
+}
+
+/// The download of `path` is done or given up: its note goes (a failure to remove it only
+/// means a later run finds no temporary file to resume, and starts over).
+fn forget_partial(ctx: &Context, path: &RelPath) {
+    let removed = ctx
+        .store
+        .lock()
+        .map_err(|_| "state store poisoned".to_owned())
+        .and_then(|s| {
+            s.remove_partial(&ctx.job, path, PartialKind::Download)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = removed {
+        tracing::warn!(job = %ctx.job, path = %path, error = %e, "cannot clear the partial download's note");
+    }
+}
+
 /// Stream the file, check its length (and the server's hash when offered), fsync.
 async fn finish_download(
     t: &mut dyn Transport,
     path: &RelPath,
+    offset: u64,
     listed_size: u64,
     writer: &mut HashingWriter<tokio::fs::File>,
     progress: &(dyn Fn(u64) + Send + Sync),
     verify: Verify,
 ) -> Result<(u64, String, bool), TransportError> {
     let op = format!("download {path}");
-    let received = t.download(path, writer, progress).await?;
+    let received = t.download_from(path, offset, writer, progress).await?;
     writer.flush().await.map_err(|e| local_err(&op, e))?;
     writer
         .inner
@@ -115,12 +242,13 @@ async fn finish_download(
         .await
         .map_err(|e| local_err(&format!("fsync {path}"), e))?;
     let sha = writer.digest_hex();
-    if received != listed_size {
+    if offset + received != listed_size {
         return Err(TransportError::new(
             ErrorKind::Transient,
             op,
             format!(
-                "received {received} bytes but the listing said {listed_size}; the file may still be changing"
+                "received {} bytes but the listing said {listed_size}; the file may still be changing",
+                offset + received
             ),
         ));
     }

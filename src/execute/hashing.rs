@@ -66,7 +66,18 @@ impl<W> HashingWriter<W> {
         }
     }
 
-    /// Refuse (with an error, writing nothing of it) any write that would pass `limit` bytes.
+    /// Go on from a partial file: `hasher` has seen its first `written` bytes already.
+    pub fn continuing(inner: W, hasher: Sha256, written: u64) -> Self {
+        HashingWriter {
+            inner,
+            hasher,
+            written,
+            limit: None,
+        }
+    }
+
+    /// Refuse (with an error, writing nothing of it) any write that would pass `limit` bytes in
+    /// all (counting what a partial file held before).
     pub fn with_limit(mut self, limit: u64) -> Self {
         self.limit = Some(limit);
         self
@@ -82,6 +93,11 @@ impl<W> HashingWriter<W> {
 
     pub fn into_inner(self) -> W {
         self.inner
+    }
+
+    /// The hash state so far, to go on with elsewhere.
+    pub fn into_hasher(self) -> Sha256 {
+        self.hasher
     }
 }
 

@@ -34,7 +34,7 @@ use crate::listing::Listing;
 use crate::local_fs::{Kind, LocalRoot};
 use crate::path::RelPath;
 use crate::plan::{Action, ActionKind, Plan, SyncRecord};
-use crate::state::Store;
+use crate::state::{PartialKind, Store};
 use crate::transport::pool::{Lease, Pool};
 use crate::transport::{ErrorKind, TransportError};
 
@@ -55,6 +55,15 @@ pub fn temp_name(path: &RelPath) -> RelPath {
 /// Whether a name is one of ferry's own temporary files.
 pub fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(TEMP_SUFFIX)
+}
+
+/// The file a temporary file is being written for (`a/.x.ferry-tmp` -> `a/x`).
+pub fn target_of_temp(tmp: &RelPath) -> Option<RelPath> {
+    let name = tmp
+        .file_name()
+        .strip_prefix('.')?
+        .strip_suffix(TEMP_SUFFIX)?;
+    tmp.parent().join(name).ok()
 }
 
 /// What a run is told about progress.
@@ -173,6 +182,8 @@ pub async fn execute(plan: &Plan, listings: Listings, ctx: Arc<Context>) -> Exec
         .filter(|a| a.kind.is_transfer())
         .cloned()
         .collect();
+    let (listings_dest_local, listings_dest_remote) =
+        (listings.local.clone(), listings.remote.clone());
     if !transfers.is_empty() {
         if let Some(l) = lease.take() {
             l.release();
@@ -208,6 +219,16 @@ pub async fn execute(plan: &Plan, listings: Listings, ctx: Arc<Context>) -> Exec
         if ctx.direction == Direction::Push && out.fatal.is_none() {
             refresh_remote_fingerprints(plan, &ctx, &mut lease, &mut out).await;
         }
+    }
+
+    // Temporary files of earlier runs that nothing will resume go (a cancelled run keeps
+    // nothing to resume either: its partials were abandoned).
+    if out.fatal.is_none() {
+        let dest = match ctx.direction {
+            Direction::Push => &listings_dest_remote,
+            Direction::Pull => &listings_dest_local,
+        };
+        remove_stale_temps(dest, &ctx, &mut lease, &mut out).await;
     }
 
     // 3. Deletes, last, and only after a clean run.
@@ -262,6 +283,65 @@ fn delete_local(ctx: &Context, action: &Action) -> Result<(), TransportError> {
             ),
         )),
         None => Ok(()),
+    }
+}
+
+/// Remove the destination's temporary files that no partial transfer in state will resume:
+/// left by a crash before the transfer was noted, by an older ferry, or given up since.
+async fn remove_stale_temps(
+    dest: &Listing,
+    ctx: &Context,
+    lease: &mut Option<Lease>,
+    out: &mut Execution,
+) {
+    if dest.temp_files.is_empty() {
+        return;
+    }
+    let kind = match ctx.direction {
+        Direction::Push => PartialKind::Upload,
+        Direction::Pull => PartialKind::Download,
+    };
+    let stop = ctx.cancel.clone();
+    for tmp in &dest.temp_files {
+        let Some(target) = target_of_temp(tmp) else {
+            continue;
+        };
+        let noted = ctx
+            .store
+            .lock()
+            .map_err(|_| "state store poisoned".to_owned())
+            .and_then(|s| {
+                s.partial(&ctx.job, &target, kind)
+                    .map_err(|e| e.to_string())
+            });
+        match noted {
+            Ok(Some(_)) => continue,
+            Ok(None) => {}
+            Err(e) => {
+                out.failures.push(Failure {
+                    path: target,
+                    action: ActionKind::DeleteLocalFile,
+                    error: state_err("look up partial transfers", e),
+                });
+                return;
+            }
+        }
+        let removed = match ctx.direction {
+            Direction::Pull => ctx
+                .local
+                .parent(tmp)
+                .and_then(|(dir, name)| match dir.stat(name)? {
+                    Some(m) if m.kind == Kind::File => dir.remove_file(name),
+                    _ => Ok(()),
+                })
+                .map_err(|e| local_err("remove a stale temporary file", e)),
+            Direction::Push => retry_unit(ctx, lease, &stop, Op::DeleteFile(tmp)).await,
+        };
+        match removed {
+            Ok(()) => tracing::info!(job = %ctx.job, path = %tmp, "removed a stale temporary file"),
+            Err(e) => tracing::warn!(job = %ctx.job, path = %tmp, error = %e,
+                "cannot remove a stale temporary file"),
+        }
     }
 }
 

@@ -6,6 +6,13 @@
 //! or replaced or rewritten since the scan, is not sent under the scanned facts. It is skipped
 //! this run with a warning ([`ErrorKind::Changed`]), and so is a file that changes while it is
 //! being read. The next run (or the watcher) picks it up.
+//!
+//! An upload is noted in state when it starts. After a lost connection the server's temporary
+//! file stays, and the next try (or the next run) sends only the rest (REST, then STOR), as
+//! long as the local file is still the one the upload started from; the whole file is still
+//! hashed, and verified as the job says.
+
+use tokio::io::AsyncReadExt;
 
 use super::{
     Context, FileOutcome, HashingReader, HashingWriter, local_err, save_record, temp_name,
@@ -15,6 +22,7 @@ use crate::listing::{Entry, Listing};
 use crate::local_fs::{self, DirHandle, LocalRoot, Meta};
 use crate::path::RelPath;
 use crate::plan::{Action, SyncRecord};
+use crate::state::{PartialKind, PartialSource};
 use crate::transport::{ErrorKind, Transport, TransportError};
 
 fn changed(op: &str, message: impl Into<String>) -> TransportError {
@@ -64,12 +72,34 @@ pub(super) async fn upload_file(
     check_against_scan(&op, scanned, &opened)?;
     let mut reader = HashingReader::new(tokio::fs::File::from_std(file));
     let tmp = temp_name(path);
+    let source = PartialSource::Local {
+        id: opened.id,
+        size: opened.size,
+        mtime: opened.mtime,
+    };
+    let offset = resume_offset(t, ctx, path, &tmp, &source, opened.size, &op).await?;
+    if offset > 0 {
+        // The server holds the first `offset` bytes of this very file: hash them locally
+        // without sending them, then send the rest.
+        let skipped = tokio::io::copy(&mut (&mut reader).take(offset), &mut tokio::io::sink())
+            .await
+            .map_err(|e| local_err(&op, e))?;
+        if skipped != offset {
+            return Err(changed(
+                &op,
+                "shorter than when its upload started; not sent",
+            ));
+        }
+        tracing::info!(job = %ctx.job, path = %path, offset, "resuming the upload");
+    }
     let progress = |n: u64| ctx.observer.bytes_moved(n);
-    let sent = match t.upload(&tmp, &mut reader, &progress).await {
-        Ok(n) => n,
+    let sent = match t.upload_from(&tmp, offset, &mut reader, &progress).await {
+        Ok(n) => offset + n,
         Err(e) => {
-            if matches!(e.kind, ErrorKind::Permanent | ErrorKind::Local) {
+            if !e.is_retryable() {
+                // Not to be resumed: the partial goes, on the server and in state.
                 let _ = t.delete_file(&tmp).await;
+                forget_partial(ctx, path);
             }
             return Err(e);
         }
@@ -79,6 +109,7 @@ pub(super) async fn upload_file(
     let after = local_fs::fstat(&file).map_err(|e| local_err(&op, e))?;
     if sent != opened.size || !after.same_content_as(&opened) {
         let _ = t.delete_file(&tmp).await;
+        forget_partial(ctx, path);
         return Err(changed(
             &op,
             format!(
@@ -91,14 +122,18 @@ pub(super) async fn upload_file(
     let verified = match verify_upload(t, &tmp, sent, &sha, ctx.verify).await {
         Ok(v) => v,
         Err(e) => {
+            // A mismatch: never resume from that content.
             let _ = t.delete_file(&tmp).await;
+            forget_partial(ctx, path);
             return Err(e);
         }
     };
     if let Err(e) = t.rename(&tmp, path).await {
         let _ = t.delete_file(&tmp).await;
+        forget_partial(ctx, path);
         return Err(e);
     }
+    forget_partial(ctx, path);
     let record = SyncRecord {
         local_size: opened.size,
         local_mtime: opened.mtime,
@@ -115,6 +150,60 @@ pub(super) async fn upload_file(
         verified,
         sha256: Some(sha),
     })
+}
+
+/// Where an upload of `source` goes on from: the size of the server's temporary file when the
+/// state notes an upload of this very local file (same device, inode, change time, size and
+/// modification time) and the server can resume (REST STREAM); else 0, noting the new start.
+async fn resume_offset(
+    t: &mut dyn Transport,
+    ctx: &Context,
+    path: &RelPath,
+    tmp: &RelPath,
+    source: &PartialSource,
+    size: u64,
+    op: &str,
+) -> Result<u64, TransportError> {
+    let state = |e: String| TransportError::new(ErrorKind::State, op, e);
+    let noted = {
+        let store = ctx
+            .store
+            .lock()
+            .map_err(|_| state("state store poisoned".into()))?;
+        store
+            .partial(&ctx.job, path, PartialKind::Upload)
+            .map_err(|e| state(e.to_string()))?
+    };
+    if t.capabilities().rest && noted.as_ref() == Some(source) {
+        match t.size(tmp).await {
+            Ok(Some(have)) if have > 0 && have <= size => return Ok(have),
+            // Nothing there, or not ours to trust: start over.
+            Ok(_) | Err(_) => {}
+        }
+    }
+    let store = ctx
+        .store
+        .lock()
+        .map_err(|_| state("state store poisoned".into()))?;
+    store
+        .put_partial(&ctx.job, path, source)
+        .map_err(|e| state(e.to_string()))?;
+    Ok(0)
+}
+
+/// The upload of `path` is done or given up: its note goes.
+fn forget_partial(ctx: &Context, path: &RelPath) {
+    let removed = ctx
+        .store
+        .lock()
+        .map_err(|_| "state store poisoned".to_owned())
+        .and_then(|s| {
+            s.remove_partial(&ctx.job, path, PartialKind::Upload)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = removed {
+        tracing::warn!(job = %ctx.job, path = %path, error = %e, "cannot clear the partial upload's note");
+    }
 }
 
 /// Delete or archive a local file that is now safely on the server, if it is still the file

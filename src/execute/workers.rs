@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use super::retry::{Done, Op, with_retry};
-use super::{Context, FileOutcome, Listings, cancelled};
+use super::{Context, FileOutcome, Listings, cancelled, temp_name};
 use crate::plan::{Action, ActionKind};
+use crate::state::PartialKind;
 use crate::transport::pool::Lease;
 use crate::transport::{ErrorKind, TransportError};
 
@@ -63,6 +64,9 @@ async fn worker(
         } else {
             ctx.observer.file_started(&action);
             let r = transfer(&action, &listings, &ctx, &mut lease, &stop).await;
+            if matches!(&r, Err(e) if e.kind == ErrorKind::Cancelled) {
+                abandon(&action, &ctx).await;
+            }
             ctx.observer.file_finished(&action, &r);
             r
         };
@@ -111,5 +115,41 @@ async fn transfer(
             action.kind.as_str(),
             "a transfer gave no outcome",
         )),
+    }
+}
+
+/// A cancelled transfer will not be resumed: its note in state goes, and so does an upload's
+/// temporary file on the server (a download's local one went when its transfer was dropped).
+/// Best effort, on a session of its own, within a few seconds.
+async fn abandon(action: &Action, ctx: &Context) {
+    let kind = match action.kind {
+        ActionKind::Upload => PartialKind::Upload,
+        _ => PartialKind::Download,
+    };
+    if let Ok(store) = ctx.store.lock()
+        && let Err(e) = store.remove_partial(&ctx.job, &action.path, kind)
+    {
+        tracing::warn!(job = %ctx.job, path = %action.path, error = %e, "cannot clear a partial transfer's note");
+    }
+    if action.kind != ActionKind::Upload {
+        return;
+    }
+    let tmp = temp_name(&action.path);
+    let cleanup = async {
+        let mut lease = ctx.pool.get(&ctx.remote_root).await?;
+        lease.session().delete_file(&tmp).await?;
+        lease.release();
+        Ok::<_, TransportError>(())
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), cleanup).await {
+        Ok(Ok(())) => {
+            tracing::info!(job = %ctx.job, path = %tmp, "removed the cancelled upload's temporary file")
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(job = %ctx.job, path = %tmp, error = %e, "no temporary file removed")
+        }
+        Err(_) => {
+            tracing::warn!(job = %ctx.job, path = %tmp, "the server did not answer; its temporary file stays (the next run removes it)")
+        }
     }
 }

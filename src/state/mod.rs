@@ -11,8 +11,9 @@
 //! nothing it had finished.
 //!
 //! The parts: `schema` creates the tables, `records` holds what is known in sync, `runs`
-//! the history of runs.
+//! the history of runs, `partials` the transfers in flight (for resuming them).
 
+mod partials;
 mod records;
 mod runs;
 mod schema;
@@ -25,6 +26,7 @@ use rusqlite::Connection;
 
 use crate::listing::{Mtime, Precision};
 
+pub use partials::{PartialKind, PartialSource};
 pub use runs::{RunRow, RunTotals};
 pub use schema::SCHEMA_VERSION;
 

@@ -3,9 +3,10 @@
 use rusqlite::Connection;
 
 /// The schema this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
-/// Create every table and index that is missing, and record the schema version.
+/// Create every table and index that is missing, and record the schema version. A version 1
+/// database gains the `partials` table and becomes version 2; nothing else changes.
 pub(super) fn create(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "BEGIN;
@@ -39,8 +40,24 @@ pub(super) fn create(conn: &Connection) -> rusqlite::Result<()> {
                  message TEXT
              );
              CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, id);
-             INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', '1');
-             PRAGMA user_version = 1;
+             -- Version 2: transfers in flight, so that a restarted ferry resumes them.
+             CREATE TABLE IF NOT EXISTS partials (
+                 job TEXT NOT NULL,
+                 path TEXT NOT NULL,
+                 kind TEXT NOT NULL,
+                 remote_size INTEGER,
+                 remote_mtime_ns INTEGER,
+                 remote_mtime_precision TEXT,
+                 local_dev INTEGER,
+                 local_ino INTEGER,
+                 local_changed_ns INTEGER,
+                 local_size INTEGER,
+                 local_mtime_ns INTEGER,
+                 started_at INTEGER NOT NULL,
+                 PRIMARY KEY (job, path, kind)
+             );
+             INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', '2');
+             PRAGMA user_version = 2;
              COMMIT;",
     )
 }

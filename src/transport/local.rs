@@ -65,6 +65,7 @@ impl LocalDir {
             capabilities: Capabilities {
                 size: true,
                 utf8: true,
+                rest: true,
                 ..Capabilities::default()
             },
         }
@@ -164,6 +165,51 @@ impl Transport for LocalDir {
         let (parent, name) = root.parent(path).map_err(|e| io_err(op.clone(), e))?;
         let (file, _) = parent.open_read(name).map_err(|e| io_err(op.clone(), e))?;
         let mut file = tokio::fs::File::from_std(file);
+        copy_with_progress(&mut file, dst, None, &op, progress).await
+    }
+
+    async fn upload_from(
+        &mut self,
+        path: &RelPath,
+        offset: u64,
+        src: &mut (dyn AsyncRead + Unpin + Send),
+        progress: Progress<'_>,
+    ) -> Result<u64> {
+        use tokio::io::AsyncSeekExt;
+        let root = self.root()?;
+        let op = format!("write {} from byte {offset}", root.display(path).display());
+        let (parent, name) = root.parent(path).map_err(|e| io_err(op.clone(), e))?;
+        let file = parent
+            .open_write(name, crate::local_fs::new_file_mode())
+            .map_err(|e| io_err(op.clone(), e))?;
+        let mut file = tokio::fs::File::from_std(file);
+        file.set_len(offset)
+            .await
+            .map_err(|e| io_err(op.clone(), e))?;
+        file.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| io_err(op.clone(), e))?;
+        let sent = copy_with_progress(src, &mut file, None, &op, progress).await?;
+        file.sync_all().await.map_err(|e| io_err(op.clone(), e))?;
+        Ok(sent)
+    }
+
+    async fn download_from(
+        &mut self,
+        path: &RelPath,
+        offset: u64,
+        dst: &mut (dyn AsyncWrite + Unpin + Send),
+        progress: Progress<'_>,
+    ) -> Result<u64> {
+        use tokio::io::AsyncSeekExt;
+        let root = self.root()?;
+        let op = format!("read {} from byte {offset}", root.display(path).display());
+        let (parent, name) = root.parent(path).map_err(|e| io_err(op.clone(), e))?;
+        let (file, _) = parent.open_read(name).map_err(|e| io_err(op.clone(), e))?;
+        let mut file = tokio::fs::File::from_std(file);
+        file.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| io_err(op.clone(), e))?;
         copy_with_progress(&mut file, dst, None, &op, progress).await
     }
 

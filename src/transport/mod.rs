@@ -221,6 +221,44 @@ pub trait Transport: Send {
         progress: Progress<'_>,
     ) -> Result<u64>;
 
+    /// Store `src` at `path` from byte `offset` on (REST then STOR), keeping the bytes before
+    /// it: the rest of an interrupted upload. Returns the bytes sent.
+    async fn upload_from(
+        &mut self,
+        path: &RelPath,
+        offset: u64,
+        src: &mut (dyn AsyncRead + Unpin + Send),
+        progress: Progress<'_>,
+    ) -> Result<u64> {
+        if offset == 0 {
+            return self.upload(path, src, progress).await;
+        }
+        Err(TransportError::new(
+            ErrorKind::Permanent,
+            format!("upload {path} from byte {offset}"),
+            "this transport cannot resume",
+        ))
+    }
+
+    /// Write the file at `path` from byte `offset` on into `dst` (REST then RETR): the rest of
+    /// an interrupted download. Returns the bytes received.
+    async fn download_from(
+        &mut self,
+        path: &RelPath,
+        offset: u64,
+        dst: &mut (dyn AsyncWrite + Unpin + Send),
+        progress: Progress<'_>,
+    ) -> Result<u64> {
+        if offset == 0 {
+            return self.download(path, dst, progress).await;
+        }
+        Err(TransportError::new(
+            ErrorKind::Permanent,
+            format!("download {path} from byte {offset}"),
+            "this transport cannot resume",
+        ))
+    }
+
     /// Create the session's root directory and any missing parents (a push to a new place).
     async fn make_root(&mut self) -> Result<()>;
 

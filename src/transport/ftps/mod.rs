@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rustls::RootCertStore;
 use rustls_pki_types::ServerName;
-use suppaftp::tokio::AsyncRustlsFtpStream;
+use suppaftp::tokio::{AsyncRustlsFtpStream, AsyncRustlsStream};
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, Mode, Status};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -465,7 +465,7 @@ impl FtpsSession {
     }
 
     /// Open an active-mode data connection for `command` (`RETR x`, `STOR x`, `LIST`, `MLSD`).
-    async fn open_active(&mut self, command: &str) -> Result<Box<dyn active::DataIo>> {
+    async fn open_active(&mut self, command: &str, rest: u64) -> Result<Box<dyn active::DataIo>> {
         let timeout = self.timeout;
         let (local, peer) = {
             let socket = self.ftp.get_ref().await;
@@ -519,6 +519,14 @@ impl FtpsSession {
             })
             .await?;
         }
+        if rest > 0 {
+            // REST right before the transfer command (RFC 3659 5.3).
+            let line = format!("REST {rest}");
+            self.run(&line, async |f| {
+                f.custom_command(&line, &[Status::RequestFilePending]).await
+            })
+            .await?;
+        }
         self.run(command, async |f| {
             f.custom_command(command, &[Status::AboutToSend, Status::AlreadyOpen])
                 .await
@@ -569,6 +577,38 @@ impl FtpsSession {
         .map(|_| ())
     }
 
+    /// Open a STOR data stream, with REST `offset` first when it is not 0.
+    async fn put_stream(
+        &mut self,
+        remote: &str,
+        offset: u64,
+    ) -> Result<suppaftp::tokio::TransferStream<AsyncRustlsStream>> {
+        let op = format!("STOR {remote}");
+        self.run(&op, async |f| {
+            if offset > 0 {
+                f.resume_transfer(offset as usize).await?;
+            }
+            f.put_with_stream(remote).await
+        })
+        .await
+    }
+
+    /// Open a RETR data stream, with REST `offset` first when it is not 0.
+    async fn retr_stream(
+        &mut self,
+        remote: &str,
+        offset: u64,
+    ) -> Result<suppaftp::tokio::TransferStream<AsyncRustlsStream>> {
+        let op = format!("RETR {remote}");
+        self.run(&op, async |f| {
+            if offset > 0 {
+                f.resume_transfer(offset as usize).await?;
+            }
+            f.retr_as_stream(remote).await
+        })
+        .await
+    }
+
     async fn list_lines(&mut self, dir: &str) -> Result<Vec<String>> {
         // CWD then a bare listing: some servers read LIST arguments as options or globs.
         let cwd_op = format!("CWD {dir}");
@@ -586,7 +626,7 @@ impl FtpsSession {
             timeout: self.timeout,
         };
         if self.active.is_some() {
-            let mut data = self.open_active(command).await?;
+            let mut data = self.open_active(command, 0).await?;
             let lines = read_listing(&mut data, &bounds, &op).await?;
             self.close_active(data, false, &op).await?;
             return Ok(lines);
@@ -727,23 +767,27 @@ impl Transport for FtpsSession {
         src: &mut (dyn AsyncRead + Unpin + Send),
         progress: Progress<'_>,
     ) -> Result<u64> {
+        self.upload_from(path, 0, src, progress).await
+    }
+
+    async fn upload_from(
+        &mut self,
+        path: &RelPath,
+        offset: u64,
+        src: &mut (dyn AsyncRead + Unpin + Send),
+        progress: Progress<'_>,
+    ) -> Result<u64> {
         let remote = self.remote(path);
         let op = format!("STOR {remote}");
         let timeout = self.timeout;
         if self.active.is_some() {
-            let mut data = self.open_active(&op).await?;
+            let mut data = self.open_active(&op, offset).await?;
             let sent = copy_with_progress(src, &mut data, Some(timeout), &op, progress).await?;
             self.close_active(data, true, &op).await?;
             return Ok(sent);
         }
-        let mut stream = match self
-            .run(&op, async |f| f.put_with_stream(&remote).await)
-            .await
-        {
-            Err(e) if self.fall_back_to_pasv(&e) => {
-                self.run(&op, async |f| f.put_with_stream(&remote).await)
-                    .await?
-            }
+        let mut stream = match self.put_stream(&remote, offset).await {
+            Err(e) if self.fall_back_to_pasv(&e) => self.put_stream(&remote, offset).await?,
             other => other?,
         };
         self.note_data_connection();
@@ -762,23 +806,27 @@ impl Transport for FtpsSession {
         dst: &mut (dyn AsyncWrite + Unpin + Send),
         progress: Progress<'_>,
     ) -> Result<u64> {
+        self.download_from(path, 0, dst, progress).await
+    }
+
+    async fn download_from(
+        &mut self,
+        path: &RelPath,
+        offset: u64,
+        dst: &mut (dyn AsyncWrite + Unpin + Send),
+        progress: Progress<'_>,
+    ) -> Result<u64> {
         let remote = self.remote(path);
         let op = format!("RETR {remote}");
         let timeout = self.timeout;
         if self.active.is_some() {
-            let mut data = self.open_active(&op).await?;
+            let mut data = self.open_active(&op, offset).await?;
             let received = copy_with_progress(&mut data, dst, Some(timeout), &op, progress).await?;
             self.close_active(data, false, &op).await?;
             return Ok(received);
         }
-        let mut stream = match self
-            .run(&op, async |f| f.retr_as_stream(&remote).await)
-            .await
-        {
-            Err(e) if self.fall_back_to_pasv(&e) => {
-                self.run(&op, async |f| f.retr_as_stream(&remote).await)
-                    .await?
-            }
+        let mut stream = match self.retr_stream(&remote, offset).await {
+            Err(e) if self.fall_back_to_pasv(&e) => self.retr_stream(&remote, offset).await?,
             other => other?,
         };
         self.note_data_connection();
