@@ -1,6 +1,7 @@
 //! An in-process FTPS server on loopback, for `ferry demo` and for tests.
 //!
-//! What it does: serves one local directory over explicit FTPS (AUTH TLS) on `127.0.0.1`, with a
+//! What it does: serves one local directory over explicit FTPS (AUTH TLS) on a loopback address
+//! (`127.0.0.1` unless [`EmbeddedOptions::listen_ip`] names another one of `127.0.0.0/8`), with a
 //! throwaway certificate authority generated on start (see [`Pki`]), one accepted login, TLS
 //! required on the control and the data channel, an explicit passive port range, and optionally
 //! TLS 1.3 and X.509 client-certificate authentication. It is built on libunftp with the
@@ -8,12 +9,16 @@
 //!
 //! What it does not do: implicit FTPS, MFMT or hash commands (libunftp has none), requiring TLS
 //! session reuse on data connections (test that against vsftpd), or listening anywhere but
-//! loopback. It is not meant to serve anybody but ferry's own demo and tests.
+//! loopback (a non-loopback `listen_ip` is refused). It is not meant to serve anybody but ferry's
+//! own demo and tests.
 //!
 //! How it fits: `ferry demo` starts one, points a push job and a pull job at it and runs them
 //! through the real engine; integration tests start one per test with disjoint passive port
 //! ranges. [`Pki`] is public so other test servers (vsftpd, a hostile one) reuse the same
-//! certificate set-up.
+//! certificate set-up. Fault-injection tests start one on `127.0.0.2` behind a TCP proxy on
+//! `127.0.0.1`: libunftp binds each passive listener to the control connection's local IP, so
+//! the data ports are on `127.0.0.2` too, and the certificate (valid for `127.0.0.1`) still
+//! matches the address the client connects to.
 //!
 //! Why ferry accepts connections itself and hands each one to libunftp's `Server::service`
 //! instead of calling `listen(addr)`: `listen` needs an address string, so the port would have to
@@ -68,8 +73,16 @@ pub enum EmbeddedError {
     },
     #[error("the passive port range {start}-{end} is empty")]
     EmptyPassiveRange { start: u16, end: u16 },
-    #[error("cannot listen on 127.0.0.1: {0}")]
-    Bind(#[source] io::Error),
+    #[error("cannot listen on {ip}: {source}")]
+    Bind {
+        ip: Ipv4Addr,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "refusing to listen on {0}: the embedded server listens on loopback (127.0.0.0/8) only"
+    )]
+    NotLoopback(Ipv4Addr),
     #[error("cannot configure the FTPS server: {0}")]
     Configure(String),
 }
@@ -106,6 +119,10 @@ pub struct EmbeddedOptions {
     /// Ask for an X.509 client certificate, verify it against the throwaway CA, and accept only
     /// the one issued in [`EmbeddedServer::client_cert_pem`] (the password is still checked).
     pub require_client_cert: bool,
+    /// The loopback address the control listener binds; passive listeners follow the control
+    /// connection's local address, so they land on the same IP. Tests put a proxy in front by
+    /// serving on `127.0.0.2`. Anything outside `127.0.0.0/8` is refused.
+    pub listen_ip: Ipv4Addr,
 }
 
 impl Default for EmbeddedOptions {
@@ -117,6 +134,7 @@ impl Default for EmbeddedOptions {
             password: TEST_PASSWORD.to_string(),
             cert: CertKind::Valid,
             require_client_cert: false,
+            listen_ip: Ipv4Addr::LOCALHOST,
         }
     }
 }
@@ -278,14 +296,19 @@ pub struct EmbeddedServer {
 }
 
 impl EmbeddedServer {
-    /// Serve `root` on a free loopback port, with certificates written into `pki_dir`. The
-    /// server runs on the current tokio runtime until [`shutdown`](Self::shutdown) or drop.
+    /// Serve `root` on a free port of [`EmbeddedOptions::listen_ip`], with certificates written
+    /// into `pki_dir`. The server runs on the current tokio runtime until
+    /// [`shutdown`](Self::shutdown) or drop.
     pub async fn start(
         root: &Path,
         pki_dir: &Path,
         opts: EmbeddedOptions,
     ) -> Result<Self, EmbeddedError> {
         check_passive_range(&opts.passive_ports)?;
+        let ip = opts.listen_ip;
+        if !ip.is_loopback() {
+            return Err(EmbeddedError::NotLoopback(ip));
+        }
         // Fail now, not at the first connection, when the directory cannot be served.
         Filesystem::new(root).map_err(|source| EmbeddedError::Root {
             path: root.to_path_buf(),
@@ -299,10 +322,9 @@ impl EmbeddedServer {
         });
         // Building once validates the TLS files and options before anybody connects.
         setup.build_server()?;
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .map_err(EmbeddedError::Bind)?;
-        let addr = listener.local_addr().map_err(EmbeddedError::Bind)?;
+        let bind_error = |source| EmbeddedError::Bind { ip, source };
+        let listener = TcpListener::bind((ip, 0)).await.map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(accept_connections(listener, setup, stopped));
         tracing::debug!(%addr, "embedded FTPS server listening");
@@ -314,7 +336,7 @@ impl EmbeddedServer {
         })
     }
 
-    /// The control connection address, `127.0.0.1:<port>`.
+    /// The control connection address, `<listen_ip>:<port>` (`127.0.0.1:<port>` by default).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -715,6 +737,38 @@ mod tests {
                 "cannot serve directory {}: No such file or directory (os error 2)",
                 missing.display()
             )
+        );
+    }
+
+    #[tokio::test]
+    async fn start_listens_on_the_loopback_address_asked_for_and_refuses_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = EmbeddedOptions {
+            passive_ports: 50060..=50069,
+            listen_ip: Ipv4Addr::new(127, 0, 0, 2),
+            ..EmbeddedOptions::default()
+        };
+        let server = EmbeddedServer::start(dir.path(), dir.path(), opts)
+            .await
+            .unwrap();
+        assert_eq!(
+            server.addr().ip(),
+            std::net::IpAddr::from(Ipv4Addr::new(127, 0, 0, 2))
+        );
+        assert!(TcpStream::connect(server.addr()).await.is_ok());
+        server.shutdown().await;
+
+        let opts = EmbeddedOptions {
+            listen_ip: Ipv4Addr::new(192, 0, 2, 1),
+            ..EmbeddedOptions::default()
+        };
+        let err = EmbeddedServer::start(dir.path(), dir.path(), opts)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "refusing to listen on 192.0.2.1: the embedded server listens on loopback \
+             (127.0.0.0/8) only"
         );
     }
 

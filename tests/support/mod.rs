@@ -2,6 +2,8 @@
 //!
 //! - [`vsftpd`]: a real vsftpd 3.0.3 per test (skips when not installed, unless `CI=true`).
 //! - [`hostile`]: a scripted FTPS server that lists hostile names or stalls.
+//! - [`proxy`]: a TCP proxy in front of a server on `127.0.0.2` that refuses, cuts or stalls
+//!   control and data connections (fault injection), forwarding TLS untouched.
 //! - The embedded libunftp server lives in the library (`ferry::embedded`), since `ferry demo`
 //!   uses it too.
 //!
@@ -14,6 +16,7 @@
 #![allow(dead_code)]
 
 pub mod hostile;
+pub mod proxy;
 pub mod vsftpd;
 
 use std::net::SocketAddr;

@@ -1,10 +1,13 @@
 //! A vsftpd 3.0.3 harness: one real vsftpd per test, on its own loopback port.
 //!
 //! What it does: writes a config (explicit or implicit FTPS, TLS required on control and data,
-//! `require_ssl_reuse` as asked, a private passive port range), a throwaway CA and server
-//! certificate for 127.0.0.1, and a served directory into a temp dir; makes sure the Linux user
-//! `ferrytest` exists with a known password; starts `/usr/sbin/vsftpd <conf>` in the foreground,
-//! waits until it accepts connections, and on drop kills it and every session it forked.
+//! `require_ssl_reuse` as asked, a private passive port range, optionally `max_per_ip` and
+//! `idle_session_timeout`), a throwaway CA and server certificate for 127.0.0.1, and a served
+//! directory into a temp dir; makes sure the Linux user `ferrytest` exists with a known
+//! password; starts `/usr/sbin/vsftpd <conf>` in the foreground on 127.0.0.1 (or another
+//! loopback address, [`VsftpdOptions::listen_address`]), waits until it accepts connections, can
+//! kill one session on demand ([`Vsftpd::kill_one_session`]), and on drop kills it and every
+//! session it forked.
 //!
 //! What it does not do: install vsftpd (`.ci/test` does), or run without root (vsftpd needs it
 //! to switch to the login user). Without vsftpd (or without root) a test fails, so that no run
@@ -12,6 +15,10 @@
 //!
 //! How it fits: integration tests point ferry's FTPS transport at [`Vsftpd::addr`] with
 //! [`Vsftpd::ca_pem`] as `ca_file` and read [`Vsftpd::log_text`] to check session reuse.
+//! Fault-injection tests start it on `127.0.0.2` behind a [`super::proxy::FaultProxy`] on
+//! `127.0.0.1`: vsftpd binds each passive socket to the control connection's local address, so
+//! its data ports are on `127.0.0.2` as well, and the certificate (for 127.0.0.1) still matches
+//! the address ferry connects to.
 //!
 //! vsftpd 3.0.3 facts the harness works around (checked with `strings /usr/sbin/vsftpd`):
 //! its only TLS version switches are `ssl_sslv2`, `ssl_sslv3` and `ssl_tlsv1` (TLS 1.0); TLS
@@ -50,8 +57,17 @@ pub struct VsftpdOptions {
     pub require_ssl_reuse: bool,
     /// `strict_ssl_read_eof`: uploads must end with a TLS close_notify.
     pub strict_ssl_read_eof: bool,
-    /// Passive ports; `None` takes the next free block of 20 ports above 40000.
+    /// Passive ports; `None` takes the next free block of 20 ports above 40000. Behind a
+    /// [`super::proxy::FaultProxy`], pass [`super::proxy::data_port_block`] (see why there).
     pub passive_ports: Option<RangeInclusive<u16>>,
+    /// The address to listen on (`listen_address`); `None` is 127.0.0.1.
+    pub listen_address: Option<Ipv4Addr>,
+    /// `max_per_ip`: more control connections from one address are refused with a 421 reply.
+    /// `None` leaves vsftpd's default (0, unlimited). Behind the proxy every connection comes
+    /// from 127.0.0.1; a session counts until vsftpd has reaped it ([`Vsftpd::session_count`]).
+    pub max_per_ip: Option<u32>,
+    /// `idle_session_timeout` in seconds; `None` leaves vsftpd's default (300).
+    pub idle_session_timeout: Option<u32>,
 }
 
 impl Default for VsftpdOptions {
@@ -62,6 +78,9 @@ impl Default for VsftpdOptions {
             require_ssl_reuse: true,
             strict_ssl_read_eof: true,
             passive_ports: None,
+            listen_address: None,
+            max_per_ip: None,
+            idle_session_timeout: None,
         }
     }
 }
@@ -80,6 +99,7 @@ fn skip_requested() -> bool {
 pub struct Vsftpd {
     child: Child,
     addr: SocketAddr,
+    passive_ports: RangeInclusive<u16>,
     pki: Pki,
     root: PathBuf,
     log: PathBuf,
@@ -119,19 +139,21 @@ impl Vsftpd {
             .passive_ports
             .clone()
             .unwrap_or_else(next_passive_block);
+        let ip = opts.listen_address.unwrap_or(Ipv4Addr::LOCALHOST);
         let mut last_failure = String::new();
         // The port is found by binding port 0 and releasing it; another process may take it in
         // between, so a start that fails to bind is retried on a new port.
         for _ in 0..5 {
-            let port = free_port();
-            write_config(&layout, &pki, &opts, port, &pasv);
+            let port = free_port(ip);
+            let addr = SocketAddr::from((ip, port));
+            write_config(&layout, &pki, &opts, addr, &pasv);
             let child = spawn_vsftpd(&layout, &opts);
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             match wait_until_listening(child, addr, &layout) {
                 Ok(child) => {
                     return Some(Vsftpd {
                         child,
                         addr,
+                        passive_ports: pasv.clone(),
                         pki,
                         root: layout.root.clone(),
                         log: layout.log.clone(),
@@ -150,8 +172,14 @@ impl Vsftpd {
         &self.root
     }
 
+    /// The control address: [`VsftpdOptions::listen_address`] (default 127.0.0.1) and its port.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The passive port range (`pasv_min_port`-`pasv_max_port`), on [`addr`](Self::addr)'s IP.
+    pub fn passive_ports(&self) -> RangeInclusive<u16> {
+        self.passive_ports.clone()
     }
 
     pub fn user(&self) -> &'static str {
@@ -184,6 +212,79 @@ impl Vsftpd {
         let (uid, gid) = login_user_ids();
         chown_tree(&self.root, uid, gid);
     }
+
+    /// Kill one session of this instance, picked at random, as a crashing server would lose
+    /// it: SIGKILL, by PID, to every process of that session. Returns once the listener has
+    /// reaped the session (so it no longer counts against `max_per_ip`; at most 5 s), and says
+    /// whether there was a session to kill.
+    ///
+    /// A logged-in vsftpd session is three processes in a Unix session of its own: the leader
+    /// the listener forked, a second process of the leader's, and the process running as the
+    /// login user. Killing one of them at random is not enough (in a test the session went on
+    /// answering NOOP), so every process of that Unix session is killed.
+    pub fn kill_one_session(&self) -> bool {
+        use rand::seq::IteratorRandom as _;
+        let listener = self.child.id();
+        let listener_sid = session_id(listener);
+        let mut sessions: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+        for pid in instance_pids(&self.marker) {
+            match session_id(pid) {
+                Some(sid) if pid != listener && Some(sid) != listener_sid => {
+                    sessions.entry(sid).or_default().push(pid);
+                }
+                _ => {}
+            }
+        }
+        let Some((leader, pids)) = sessions.into_iter().choose(&mut rand::rng()) else {
+            return false;
+        };
+        let killed = kill_pids(&pids);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while parent_pid(leader) == Some(listener) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        killed
+    }
+
+    /// How many sessions the listener still counts (against `max_per_ip`): its child
+    /// processes, including ones that have ended but are not reaped yet. A connection turned
+    /// away with 421 counts until its process is reaped, a moment after the reply.
+    pub fn session_count(&self) -> usize {
+        let listener = self.child.id();
+        all_pids()
+            .filter(|&pid| parent_pid(pid) == Some(listener))
+            .count()
+    }
+}
+
+/// Every PID in /proc.
+fn all_pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok()?.parse::<u32>().ok())
+}
+
+/// Fields 4 and later of /proc/`pid`/stat (state, ppid, pgrp, session, ...): after the command
+/// name, which is in parentheses and may itself hold spaces or parentheses.
+fn stat_fields(pid: u32) -> Option<Vec<u32>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    // The state is a letter; numbers follow. Keep positions: the state becomes 0.
+    Some(
+        rest.split_whitespace()
+            .map(|field| field.parse().unwrap_or(0))
+            .collect(),
+    )
+}
+
+fn parent_pid(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1).copied()
+}
+
+fn session_id(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(3).copied()
 }
 
 impl Drop for Vsftpd {
@@ -202,14 +303,17 @@ const INSTANCE_VAR: &str = "FERRY_VSFTPD_INSTANCE";
 
 /// Kill, by PID, every process carrying this instance's marker (sessions still open).
 fn kill_sessions(marker: &str) {
+    let pids = instance_pids(marker);
+    if !pids.is_empty() {
+        kill_pids(&pids);
+    }
+}
+
+/// Every live process carrying this instance's marker: the listener and its sessions. (A
+/// zombie's environment reads as empty, so exited processes are not listed.)
+fn instance_pids(marker: &str) -> Vec<u32> {
     let wanted = format!("{INSTANCE_VAR}={marker}");
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    let pids: Vec<String> = entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().into_string().ok())
-        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+    all_pids()
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
                 environ
@@ -217,15 +321,18 @@ fn kill_sessions(marker: &str) {
                     .any(|var| var == wanted.as_bytes())
             })
         })
-        .collect();
-    if pids.is_empty() {
-        return;
-    }
+        .collect()
+}
+
+/// SIGKILL every PID in `pids`; whether every signal was delivered.
+fn kill_pids(pids: &[u32]) -> bool {
+    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
     // sh's builtin kill, because /bin/kill (procps) is not in every minimal image.
-    let _ = Command::new("sh")
-        .args(["-c", &format!("kill -s KILL {}", pids.join(" "))])
+    Command::new("sh")
+        .args(["-c", &format!("kill -s KILL {}", list.join(" "))])
         .stderr(Stdio::null())
-        .status();
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// Where everything of one instance lives inside its temp dir.
@@ -281,15 +388,15 @@ fn write_config(
     layout: &Layout,
     pki: &Pki,
     opts: &VsftpdOptions,
-    port: u16,
+    addr: SocketAddr,
     pasv: &RangeInclusive<u16>,
 ) {
     let mut conf = String::new();
-    let settings: [(&str, String); 34] = [
+    let mut settings: Vec<(&str, String)> = vec![
         ("listen", "YES".into()),
         ("listen_ipv6", "NO".into()),
-        ("listen_address", "127.0.0.1".into()),
-        ("listen_port", port.to_string()),
+        ("listen_address", addr.ip().to_string()),
+        ("listen_port", addr.port().to_string()),
         ("background", "NO".into()),
         ("seccomp_sandbox", "NO".into()),
         ("isolate", "NO".into()),
@@ -328,6 +435,12 @@ fn write_config(
         ("log_ftp_protocol", "YES".into()),
         ("debug_ssl", "YES".into()),
     ];
+    if let Some(max) = opts.max_per_ip {
+        settings.push(("max_per_ip", max.to_string()));
+    }
+    if let Some(seconds) = opts.idle_session_timeout {
+        settings.push(("idle_session_timeout", seconds.to_string()));
+    }
     for (key, value) in settings {
         writeln!(conf, "{key}={value}").unwrap();
     }
@@ -362,7 +475,8 @@ fn wait_until_listening(
                 layout,
             ));
         }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        if let Ok(probe) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            settle_probe_session(probe, child.id());
             return Ok(child);
         }
         if Instant::now() > deadline {
@@ -377,6 +491,25 @@ fn wait_until_listening(
     }
 }
 
+/// End the session vsftpd forks for [`wait_until_listening`]'s probe before the harness hands
+/// the server out, so that it neither counts against `max_per_ip` nor is the one
+/// [`Vsftpd::kill_one_session`] picks. The probe's connect succeeds before vsftpd has accepted
+/// it, so first wait (at most 2 s) for the session to appear, then close the probe and wait (at
+/// most 5 s) until the session is reaped: until then it is a zombie child of the listener, which
+/// [`instance_pids`] no longer sees but vsftpd still counts. After the deadlines, go on.
+fn settle_probe_session(probe: TcpStream, listener: u32) {
+    let has_session = || all_pids().any(|pid| parent_pid(pid) == Some(listener));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !has_session() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(probe);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while has_session() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn describe_failure(what: &str, layout: &Layout) -> String {
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     format!(
@@ -388,8 +521,8 @@ fn describe_failure(what: &str, layout: &Layout) -> String {
     )
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+fn free_port(ip: Ipv4Addr) -> u16 {
+    TcpListener::bind((ip, 0))
         .unwrap()
         .local_addr()
         .unwrap()
