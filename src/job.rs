@@ -124,7 +124,7 @@ pub async fn plan_job(
     let local = scan::walk(&mut local_side, &job.filter, limits)
         .await
         .map_err(transport_err)?;
-    let mut remote = scan::walk_pool(pool, &job.remote, &job.filter, limits).await;
+    let mut remote = scan::walk_pool(pool, &job.remote, &job.filter, limits, &job.retry).await;
     if job.direction == Direction::Push
         && let Err(e) = &remote
         && e.kind == ErrorKind::Permanent
@@ -137,7 +137,7 @@ pub async fn plan_job(
                 match lease.session().make_root().await {
                     Ok(()) => {
                         lease.release();
-                        scan::walk_pool(pool, &job.remote, &job.filter, limits).await
+                        scan::walk_pool(pool, &job.remote, &job.filter, limits, &job.retry).await
                     }
                     Err(_) => remote,
                 }

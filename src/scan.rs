@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 
-use crate::config::{Filter, Limits};
+use crate::config::{Filter, Limits, RetryPolicy};
 use crate::listing::{EntryKind, Listing, ListingProblem};
 use crate::path::RelPath;
 use crate::transport::pool::Pool;
@@ -145,13 +145,14 @@ pub async fn walk(
 
 /// Walk the remote tree under `root` with up to the pool's budget of directories listed at
 /// once, each on a pooled session (kept between directories, so a walk logs in at most once
-/// per connection it uses). A transient failure listing a directory is retried once on a new
-/// session before it counts as a problem.
+/// per connection it uses). A transient failure listing a directory is retried on a new
+/// session, as `retry` says, before it counts as a problem.
 pub async fn walk_pool(
     pool: &Pool,
     root: &str,
     filter: &Filter,
     limits: &Limits,
+    retry: &RetryPolicy,
 ) -> Result<Listing, TransportError> {
     let mut walk = Walk::new(filter, limits);
     let mut listing = tokio::task::JoinSet::new();
@@ -159,9 +160,9 @@ pub async fn walk_pool(
     loop {
         while listing.len() < width {
             let Some(dir) = walk.next_dir() else { break };
-            let (pool, root) = (pool.clone(), root.to_owned());
+            let (pool, root, retry) = (pool.clone(), root.to_owned(), *retry);
             listing.spawn(async move {
-                let found = list_on_pool(&pool, &root, &dir).await;
+                let found = list_on_pool(&pool, &root, &dir, &retry).await;
                 (dir, found)
             });
         }
@@ -185,19 +186,29 @@ async fn list_on_pool(
     pool: &Pool,
     root: &str,
     dir: &RelPath,
+    retry: &RetryPolicy,
 ) -> Result<DirListing, TransportError> {
-    let mut last = None;
-    for _ in 0..2 {
-        let mut lease = pool.get(root).await?;
-        match lease.session().list_dir(dir).await {
-            Ok(found) => {
-                lease.release();
-                return Ok(found);
-            }
-            // The session may be mid-listing: it is dropped, never reused.
-            Err(e) if e.is_retryable() => last = Some(e),
-            Err(e) => return Err(e),
-        }
+    let mut waits = retry.delays();
+    loop {
+        let found = match pool.get(root).await {
+            Ok(mut lease) => match lease.session().list_dir(dir).await {
+                Ok(found) => {
+                    lease.release();
+                    return Ok(found);
+                }
+                // The session may be mid-listing: it is dropped with the lease, never reused.
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let e = match found {
+            Err(e) if e.is_retryable() => e,
+            other => return other,
+        };
+        let Some(wait) = waits.next() else {
+            return Err(e);
+        };
+        tracing::warn!(path = %dir, error = %e, next_attempt_in = ?wait, "listing failed; trying again");
+        tokio::time::sleep(wait).await;
     }
-    Err(last.unwrap_or_else(|| TransportError::new(ErrorKind::Transient, "list", "no session")))
 }

@@ -682,3 +682,118 @@ async fn push_creates_a_missing_remote_root_and_pull_reports_it() {
     );
     assert_eq!(setup.sync_ok("pull").await.execution.transferred, 1);
 }
+
+/// After a crash mid-transfer (simulated: a partial temporary file and its note in state), the
+/// next run sends or fetches only the rest, and the result is whole.
+#[tokio::test]
+async fn a_partial_transfer_left_by_a_crash_is_resumed_by_the_next_run() {
+    use ferry::state::PartialSource;
+    let w = start(EmbeddedOptions::default()).await;
+    let data = pseudo_random(3_000_000, 21);
+    // Upload: the server holds the first third under the temporary name.
+    let outbox = w.local("outbox");
+    std::fs::write(outbox.join("big.bin"), &data).unwrap();
+    std::fs::write(
+        w.server_root.join("data/.big.bin.ferry-tmp"),
+        &data[..1_000_000],
+    )
+    .unwrap();
+    let setup = Setup::new(
+        w.endpoint(),
+        vec![job("push", Direction::Push, &outbox, "/data")],
+    );
+    let scanned = ferry::local_fs::LocalRoot::open(&outbox)
+        .unwrap()
+        .stat(&ferry::path::RelPath::parse("big.bin").unwrap())
+        .unwrap()
+        .unwrap();
+    let big = ferry::path::RelPath::parse("big.bin").unwrap();
+    setup
+        .store
+        .lock()
+        .unwrap()
+        .put_partial(
+            "push",
+            &big,
+            &PartialSource::Local {
+                id: scanned.id,
+                size: scanned.size,
+                mtime: scanned.mtime,
+            },
+        )
+        .unwrap();
+    let report = setup.sync_ok("push").await;
+    assert_eq!(report.execution.bytes, 2_000_000, "only the rest was sent");
+    assert_eq!(
+        std::fs::read(w.server_root.join("data/big.bin")).unwrap(),
+        data
+    );
+    assert!(!w.server_root.join("data/.big.bin.ferry-tmp").exists());
+
+    // Download: the local temporary file holds the first half.
+    let inbox = w.local("inbox");
+    std::fs::write(inbox.join(".big.bin.ferry-tmp"), &data[..1_500_000]).unwrap();
+    let setup = Setup::new(
+        w.endpoint(),
+        vec![job("pull", Direction::Pull, &inbox, "/data")],
+    );
+    let planned = {
+        let job = &setup.config.jobs["pull"];
+        let pool = ferry::job::pool_for(&setup.config, &setup.pools, job).unwrap();
+        ferry::job::plan_job(
+            job,
+            &Default::default(),
+            &pool,
+            &Default::default(),
+            ferry::job::MissingRoot::PlanAsEmpty,
+        )
+        .await
+        .unwrap()
+    };
+    let listed = planned.remote.get(&big).unwrap().clone();
+    setup
+        .store
+        .lock()
+        .unwrap()
+        .put_partial(
+            "pull",
+            &big,
+            &PartialSource::Remote {
+                size: listed.size,
+                mtime: listed.mtime,
+            },
+        )
+        .unwrap();
+    let report = setup.sync_ok("pull").await;
+    assert_eq!(
+        report.execution.bytes, 1_500_000,
+        "only the rest was fetched"
+    );
+    assert_eq!(std::fs::read(inbox.join("big.bin")).unwrap(), data);
+    assert!(!inbox.join(".big.bin.ferry-tmp").exists());
+}
+
+/// Temporary files nothing will resume (an older ferry's, or a crash's before its note) are
+/// removed after the run, on the side the run writes to.
+#[tokio::test]
+async fn stale_temporary_files_are_removed() {
+    let w = start(EmbeddedOptions::default()).await;
+    let outbox = w.local("outbox");
+    std::fs::write(outbox.join("a.txt"), b"a").unwrap();
+    std::fs::create_dir_all(w.server_root.join("data/sub")).unwrap();
+    std::fs::write(w.server_root.join("data/sub/.gone.csv.ferry-tmp"), b"half").unwrap();
+    let inbox = w.local("inbox");
+    std::fs::write(inbox.join(".old.bin.ferry-tmp"), b"half").unwrap();
+    let setup = Setup::new(
+        w.endpoint(),
+        vec![
+            job("push", Direction::Push, &outbox, "/data"),
+            job("pull", Direction::Pull, &inbox, "/data"),
+        ],
+    );
+    setup.sync_ok("push").await;
+    assert!(!w.server_root.join("data/sub/.gone.csv.ferry-tmp").exists());
+    setup.sync_ok("pull").await;
+    assert!(!inbox.join(".old.bin.ferry-tmp").exists());
+    assert_eq!(std::fs::read(inbox.join("a.txt")).unwrap(), b"a");
+}

@@ -196,6 +196,21 @@ pub struct RetryPolicy {
     pub max: Duration,
 }
 
+impl RetryPolicy {
+    /// The waits before the second, third, ... try: `attempts - 1` of them, exponential from
+    /// `initial` and capped at `max` (backon's schedule), each drawn uniformly from zero to
+    /// that ("full jitter"), so that workers cut off together do not come back in step.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> + use<> {
+        use backon::BackoffBuilder;
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.initial)
+            .with_max_delay(self.max)
+            .with_max_times(self.attempts.saturating_sub(1) as usize)
+            .build()
+            .map(|d| d.mul_f64(rand::random_range(0.0..=1.0)))
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {

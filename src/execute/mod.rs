@@ -80,6 +80,7 @@ impl Observer for Silent {}
 /// What one finished action did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileOutcome {
+    /// Bytes moved by the try that finished it (less than the file's size when it resumed).
     pub bytes: u64,
     pub verified: bool,
     pub sha256: Option<String>,
@@ -197,7 +198,12 @@ pub async fn execute(plan: &Plan, listings: Listings, ctx: Arc<Context>) -> Exec
                     out.verified += u64::from(done.verified);
                 }
                 Err(e) if e.is_fatal() => {
-                    if out.fatal.is_none() {
+                    // The error that stopped the run, not the cancellations it caused.
+                    let first = out
+                        .fatal
+                        .as_ref()
+                        .is_none_or(|f| f.kind == ErrorKind::Cancelled);
+                    if first {
                         out.fatal = Some(e);
                     }
                 }

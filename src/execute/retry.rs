@@ -3,14 +3,14 @@
 //!
 //! The waits come from `backon`'s exponential schedule (from `initial`, doubling, capped at
 //! `max`), each with full jitter (a uniform draw between zero and the scheduled wait), so that
-//! workers cut off together by one lost connection do not come back in step. Only errors that
+//! workers cut off together by one lost connection do not come back in step
+//! ([`RetryPolicy::delays`]). Only errors that
 //! a later try can cure are retried (transient replies and lost connections, 421); a refused
 //! file, a local error or a changed file is not, and an authentication or TLS failure stops
 //! the run. Cancellation ends any wait or operation at once.
 
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, FileOutcome, cancelled, download, upload};
@@ -21,15 +21,9 @@ use crate::plan::Action;
 use crate::transport::pool::Lease;
 use crate::transport::{DirListing, ErrorKind, Transport, TransportError};
 
-/// The waits before the second, third, ... try: `attempts - 1` of them, exponential from
-/// `initial` and capped at `max`, each drawn uniformly from zero to that ("full jitter").
+/// The waits between tries of `policy` (see [`RetryPolicy::delays`]).
 pub fn delays(policy: &RetryPolicy) -> impl Iterator<Item = Duration> + use<> {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(policy.initial)
-        .with_max_delay(policy.max)
-        .with_max_times(policy.attempts.saturating_sub(1) as usize)
-        .build()
-        .map(|d| d.mul_f64(rand::random_range(0.0..=1.0)))
+    policy.delays()
 }
 
 /// One operation on the server, retried as a whole.

@@ -143,10 +143,12 @@ pub(super) async fn upload_file(
         remote_mtime: None,
     };
     save_record(ctx, path, &record, &op)?;
-    tracing::info!(job = %ctx.job, path = %path, bytes = sent, sha256 = %sha, verified, "uploaded");
+    tracing::info!(job = %ctx.job, path = %path, bytes = sent, resumed_from = offset,
+        sha256 = %sha, verified, "uploaded");
     apply_after_upload(ctx, &dir, name, &opened, path)?;
     Ok(FileOutcome {
-        bytes: sent,
+        // What this try moved (the rest of a resumed upload).
+        bytes: sent - offset,
         verified,
         sha256: Some(sha),
     })

@@ -5,8 +5,8 @@
 //! connection to the upstream server's IP at the same port (the control port for the control
 //! listener). For every new connection it draws a fate from a seeded RNG: refuse (accept, then
 //! close at once), cut (forward until a random offset in one random direction, then close both
-//! sides), stall (forward until a random offset, then forward nothing more but keep both sockets
-//! open), or pass untouched. [`FaultProxy::stats`] counts what happened.
+//! sides), stall (forward until a random offset, then forward nothing more, in either direction,
+//! until the client stops sending and a second more; then close both sides), or pass untouched. [`FaultProxy::stats`] counts what happened.
 //!
 //! What it does not do: decrypt, parse or rewrite anything. It forwards bytes as they are, so
 //! TLS (and TLS session reuse on data connections) is end to end between ferry and the server.
@@ -56,6 +56,10 @@ use tokio_util::sync::CancellationToken;
 /// Bytes read at once in each direction of a forwarded connection.
 const BUFFER: usize = 64 * 1024;
 
+/// How long a stalled connection stays open after the client stopped sending (a half-close, or
+/// ferry hanging up after its timeout) before the proxy hangs up on both sides.
+const STALL_RELEASE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Ports per block handed out by [`data_port_block`].
 const BLOCK: u16 = 20;
 
@@ -64,18 +68,25 @@ const BLOCK: u16 = 20;
 /// in one process hand out different blocks; the search starts at an offset drawn from the PID
 /// so that two test processes rarely try the same block.
 pub fn data_port_block() -> RangeInclusive<u16> {
+    data_port_blocks(1)
+}
+
+/// `count` adjacent blocks of [`data_port_block`] as one range, for a server that keeps many
+/// data connections in flight (stalled ones hold a port until they time out).
+pub fn data_port_blocks(count: u16) -> RangeInclusive<u16> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let (first, blocks) = block_region();
+    let usable = blocks - (count - 1);
     let base = u64::from(std::process::id());
-    for _ in 0..blocks {
-        let n = (base + NEXT.fetch_add(1, Ordering::Relaxed)) % u64::from(blocks);
+    for _ in 0..usable {
+        let n = (base + NEXT.fetch_add(u64::from(count), Ordering::Relaxed)) % u64::from(usable);
         let start = first + u16::try_from(n).unwrap() * BLOCK;
-        let block = start..=start + BLOCK - 1;
+        let block = start..=start + BLOCK * count - 1;
         if block.clone().all(can_bind) {
             return block;
         }
     }
-    panic!("no block of {BLOCK} free ports on 127.0.0.1 from {first} on");
+    panic!("no {count} blocks of {BLOCK} free ports on 127.0.0.1 from {first} on");
 }
 
 /// The first port and the number of blocks of the region used for data port blocks: above the
@@ -118,8 +129,8 @@ pub struct Faults {
     pub seed: u64,
     /// Fraction of connections forwarded until a random offset, then closed on both sides.
     pub cut: f64,
-    /// Fraction of connections forwarded until a random offset, then frozen with both sockets
-    /// open until the proxy is dropped.
+    /// Fraction of connections forwarded until a random offset, then frozen (bytes from the
+    /// client are swallowed) until the client hangs up, which closes the server's side too.
     pub stall: f64,
     /// Fraction of connections accepted and closed at once, before any byte is forwarded.
     pub refuse: f64,
@@ -164,6 +175,7 @@ impl FaultProxy {
             rng: Mutex::new(StdRng::seed_from_u64(faults.seed)),
             faults,
             enabled: AtomicBool::new(true),
+            aim: std::sync::atomic::AtomicU8::new(0),
             counters: Counters::default(),
         });
         let control = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -208,6 +220,19 @@ impl FaultProxy {
     /// untouched. Connections already accepted keep the fate they were given.
     pub fn set_enabled(&self, on: bool) {
         self.shared.enabled.store(on, Ordering::SeqCst);
+    }
+
+    /// Count cut and stall offsets of new connections in the direction files travel in:
+    /// toward the server (`Aim::Uploads`), toward ferry (`Aim::Downloads`), or either at random
+    /// (`Aim::Random`, the initial state). The random draws stay the same, so fates stay
+    /// seeded.
+    pub fn aim(&self, aim: Aim) {
+        let v = match aim {
+            Aim::Random => 0,
+            Aim::Uploads => 1,
+            Aim::Downloads => 2,
+        };
+        self.shared.aim.store(v, Ordering::SeqCst);
     }
 
     pub fn stats(&self) -> ProxyStats {
@@ -269,6 +294,8 @@ fn check_faults(faults: &Faults) {
 struct Shared {
     faults: Faults,
     enabled: AtomicBool,
+    /// 0: offsets counted in a random direction; 1: toward the server; 2: toward ferry.
+    aim: std::sync::atomic::AtomicU8,
     rng: Mutex<StdRng>,
     counters: Counters,
 }
@@ -279,6 +306,14 @@ struct Counters {
     refused: AtomicU64,
     cut: AtomicU64,
     stalled: AtomicU64,
+}
+
+/// Which direction cut and stall offsets are counted in (see [`FaultProxy::aim`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Aim {
+    Random,
+    Uploads,
+    Downloads,
 }
 
 /// The direction in which a cut or stall offset is counted.
@@ -318,10 +353,9 @@ impl Shared {
         if !self.enabled.load(Ordering::SeqCst) {
             return Fate::Pass;
         }
-        let toward = if toward_server {
-            Toward::Server
-        } else {
-            Toward::Client
+        let toward = match (self.aim.load(Ordering::SeqCst), toward_server) {
+            (1, _) | (0, true) => Toward::Server,
+            _ => Toward::Client,
         };
         let f = &self.faults;
         if roll < f.refuse {
@@ -397,8 +431,14 @@ async fn handle_connection(
         Forwarded::LimitReached => match fate {
             Fate::Stall { .. } => {
                 counters.stalled.fetch_add(1, Ordering::SeqCst);
-                // Hold both sockets, forwarding nothing, until this task is aborted.
-                std::future::pending::<()>().await;
+                // A black hole: forward nothing more, in either direction, until ferry gives up
+                // and closes its side (its timeout), and a moment more; then hang up on both, as
+                // the server's own idle timeout would, so that a stall does not hold one of the
+                // server's passive ports for ever.
+                let mut sink = vec![0u8; BUFFER];
+                while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
+                tokio::time::sleep(STALL_RELEASE).await;
+                let _ = server.shutdown().await;
             }
             _ => {
                 counters.cut.fetch_add(1, Ordering::SeqCst);

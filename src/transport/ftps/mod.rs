@@ -369,9 +369,13 @@ pub fn kind_of_reply(code: u32) -> ErrorKind {
 pub fn classify(op: &str, e: FtpError) -> TransportError {
     match e {
         FtpError::ConnectionError(io) => TransportError::from_io(op, &io),
-        // Certificate and handshake refusals arrive here (see tls::ObservingConnector); a
-        // handshake cut short by a lost connection arrives as a ConnectionError instead.
-        FtpError::SecureError(msg) => TransportError::new(ErrorKind::Tls, op, msg),
+        // A refusal (a certificate, the protocol) stops the run; any other handshake failure
+        // (a connection lost mid-handshake: suppaftp reports data connections' handshake
+        // errors as SecureError too) is transient.
+        FtpError::SecureError(msg) if msg.contains(tls::REFUSED) => {
+            TransportError::new(ErrorKind::Tls, op, msg.replacen(tls::REFUSED, "", 1))
+        }
+        FtpError::SecureError(msg) => TransportError::new(ErrorKind::Transient, op, msg),
         FtpError::UnexpectedResponse(resp) => {
             TransportError::new(kind_of_reply(resp.status.code()), op, reply_text(&resp))
         }

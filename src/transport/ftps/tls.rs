@@ -211,11 +211,16 @@ impl ServerCertVerifier for PinVerifier {
 /// which a retry on a new connection may get past.
 fn handshake_error(e: std::io::Error) -> FtpError {
     if is_tls_refusal(&e) {
-        FtpError::SecureError(e.to_string())
+        FtpError::SecureError(format!("{REFUSED}{e}"))
     } else {
         FtpError::ConnectionError(e)
     }
 }
+
+/// Marks a handshake refusal in the text of suppaftp's `SecureError`: suppaftp turns every
+/// error of a data connection's handshake into a `SecureError` string, so the class has to
+/// travel in the text. Only ferry's own connector writes it.
+pub const REFUSED: &str = "TLS refused: ";
 
 /// Whether an I/O error carries a rustls error that no retry can cure: a certificate problem,
 /// a refused client certificate, no protocol in common.
