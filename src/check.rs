@@ -45,6 +45,13 @@ pub fn describe_capabilities(caps: &Capabilities, tls: TlsMode) -> Vec<String> {
             caps.hash_commands.join(", ")
         }
     ));
+    lines.push(format!(
+        "transfers verified by: {}",
+        match &caps.hash_command {
+            Some(h) => format!("the server's {} ({})", h.command, h.algo.as_str()),
+            None => "size (or a read-back, with verify: hash or readback)".to_owned(),
+        }
+    ));
     if let Some(b) = &caps.banner {
         lines.push(format!("banner: {b}"));
     }

@@ -123,6 +123,8 @@ pub struct EmbeddedOptions {
     /// connection's local address, so they land on the same IP. Tests put a proxy in front by
     /// serving on `127.0.0.2`. Anything outside `127.0.0.0/8` is refused.
     pub listen_ip: Ipv4Addr,
+    /// Offer `SITE MD5` (in FEAT): a server-side hash that is not SHA-256.
+    pub site_md5: bool,
 }
 
 impl Default for EmbeddedOptions {
@@ -135,6 +137,7 @@ impl Default for EmbeddedOptions {
             cert: CertKind::Valid,
             require_client_cert: false,
             listen_ip: Ipv4Addr::LOCALHOST,
+            site_md5: false,
         }
     }
 }
@@ -424,6 +427,9 @@ impl ServerSetup {
             builder = builder
                 .ftps_client_auth(FtpsClientAuth::Require)
                 .ftps_trust_store(self.pki.ca_pem());
+        }
+        if self.opts.site_md5 {
+            builder = builder.sitemd5(libunftp::options::SiteMd5::All);
         }
         builder
             .build()

@@ -91,8 +91,19 @@ pub fn plan_json(job: &str, planned: &Planned) -> serde_json::Value {
 /// The one-line summary printed after every job run.
 pub fn summary_line(report: &RunReport) -> String {
     let t = report.totals();
+    let by: Vec<String> = report
+        .execution
+        .verified_by
+        .iter()
+        .map(|(how, n)| format!("{n} by {how}"))
+        .collect();
+    let by = if by.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", by.join(", "))
+    };
     let mut line = format!(
-        "job `{}`: {} in {:.1}s: {} transferred ({}), {} skipped, {} failed, {} verified, {} deleted",
+        "job `{}`: {} in {:.1}s: {} transferred ({}), {} skipped, {} failed, {} verified{by}, {} deleted",
         report.job,
         report.outcome(),
         report.duration.as_secs_f64(),

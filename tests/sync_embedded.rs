@@ -797,3 +797,39 @@ async fn stale_temporary_files_are_removed() {
     assert!(!inbox.join(".old.bin.ferry-tmp").exists());
     assert_eq!(std::fs::read(inbox.join("a.txt")).unwrap(), b"a");
 }
+
+/// A server that computes MD5 only (libunftp's SITE MD5): each upload and download is compared
+/// with ferry's own MD5 of the bytes, and the summary says so.
+#[tokio::test]
+async fn transfers_are_verified_with_the_servers_md5_and_the_summary_says_how() {
+    let w = start(EmbeddedOptions {
+        site_md5: true,
+        ..EmbeddedOptions::default()
+    })
+    .await;
+    let (outbox, inbox) = (w.local("outbox"), w.local("inbox"));
+    std::fs::write(outbox.join("a.bin"), pseudo_random(300_000, 8)).unwrap();
+    std::fs::write(outbox.join("b.txt"), b"b").unwrap();
+    let setup = Setup::new(
+        w.endpoint(),
+        vec![
+            job("push", Direction::Push, &outbox, "/data"),
+            job("pull", Direction::Pull, &inbox, "/data"),
+        ],
+    );
+    for name in ["push", "pull"] {
+        let report = setup.sync_ok(name).await;
+        assert_eq!(
+            report.execution.verified_by.get("server SITE MD5 (MD5)"),
+            Some(&2),
+            "{name}: {:?}",
+            report.execution.verified_by
+        );
+        let line = ferry::report::summary_line(&report);
+        assert!(
+            line.contains("2 verified (2 by server SITE MD5 (MD5))"),
+            "{line}"
+        );
+    }
+    assert_eq!(tree(&outbox), tree(&inbox));
+}

@@ -11,17 +11,19 @@
 //! as long as the server still lists the file as it did; the whole file is hashed all the
 //! same. Anything else that fails, or a cancelled transfer, removes the temporary file.
 
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Context, FileOutcome, HashingWriter, local_err, save_record, temp_name};
+use super::{
+    Context, Digests, FileOutcome, HashingWriter, Verification, compare_server_hash, local_err,
+    save_record, temp_name,
+};
 use crate::config::Verify;
 use crate::listing::{Listing, Mtime};
 use crate::local_fs::{self, DirHandle, Kind, TEMP_MODE};
 use crate::path::RelPath;
 use crate::plan::{Action, SyncRecord};
 use crate::state::{PartialKind, PartialSource};
-use crate::transport::{ErrorKind, Transport, TransportError};
+use crate::transport::{Capabilities, ErrorKind, Transport, TransportError};
 
 /// Create one local directory (its parent exists), refusing links on the way.
 pub(super) fn make_local_dir(ctx: &Context, rel: &RelPath) -> Result<(), TransportError> {
@@ -65,8 +67,9 @@ pub(super) async fn download_file(
         mtime: entry.mtime,
     };
     let can_resume = t.capabilities().rest;
+    let also = t.capabilities().hash_command.as_ref().map(|h| h.algo);
     let (file, hasher, offset) =
-        match resumable(ctx, &dir, tmp_name, path, &source, entry.size, can_resume).await? {
+        match resumable(ctx, &dir, tmp_name, path, &source, t.capabilities()).await? {
             Some(partial) => partial,
             None => {
                 match dir.remove_file(tmp_name) {
@@ -79,7 +82,7 @@ pub(super) async fn download_file(
                 let file = dir
                     .create_new(tmp_name, TEMP_MODE)
                     .map_err(|e| local_err(&op, e))?;
-                (file, Sha256::new(), 0)
+                (file, Digests::new(also), 0)
             }
         };
     if offset > 0 {
@@ -103,7 +106,7 @@ pub(super) async fn download_file(
         ctx.verify,
     )
     .await;
-    let (received, sha, verified) = match transferred {
+    let (received, sha, verification) = match transferred {
         Ok(done) => done,
         Err(e) => {
             if e.is_retryable() && can_resume {
@@ -136,10 +139,10 @@ pub(super) async fn download_file(
     save_record(ctx, path, &record, &op)?;
     forget_partial(ctx, path);
     tracing::info!(job = %ctx.job, path = %path, bytes = offset + received, resumed_from = offset,
-        sha256 = %sha, verified, "downloaded");
+        sha256 = %sha, verified = %verification, "downloaded");
     Ok(FileOutcome {
         bytes: received,
-        verified,
+        verification,
         sha256: Some(sha),
     })
 }
@@ -153,12 +156,19 @@ async fn resumable(
     tmp_name: &str,
     path: &RelPath,
     source: &PartialSource,
-    listed_size: u64,
-    can_resume: bool,
-) -> Result<Option<(std::fs::File, Sha256, u64)>, TransportError> {
-    if !can_resume {
+    caps: &Capabilities,
+) -> Result<Option<(std::fs::File, Digests, u64)>, TransportError> {
+    let PartialSource::Remote {
+        size: listed_size, ..
+    } = source
+    else {
+        return Ok(None);
+    };
+    let listed_size = *listed_size;
+    if !caps.rest {
         return Ok(None);
     }
+    let also = caps.hash_command.as_ref().map(|h| h.algo);
     let op = format!("resume {path}");
     let noted = {
         let store = ctx
@@ -180,7 +190,7 @@ async fn resumable(
     }
     let (partial, _) = dir.open_read(tmp_name).map_err(|e| local_err(&op, e))?;
     let mut partial = tokio::fs::File::from_std(partial);
-    let mut hasher = HashingWriter::new(tokio::io::sink());
+    let mut hasher = HashingWriter::continuing(tokio::io::sink(), Digests::new(also), 0);
     let seen = tokio::io::copy(&mut (&mut partial).take(meta.size), &mut hasher)
         .await
         .map_err(|e| local_err(&op, e))?;
@@ -188,7 +198,7 @@ async fn resumable(
         return Ok(None);
     }
     let file = dir.open_append(tmp_name).map_err(|e| local_err(&op, e))?;
-    Ok(Some((file, hasher.into_hasher(), seen)))
+    Ok(Some((file, hasher.into_digests(), seen)))
 }
 
 /// Note in state that a download of `path` starts, so that a restarted ferry can resume it.
@@ -232,7 +242,7 @@ async fn finish_download(
     writer: &mut HashingWriter<tokio::fs::File>,
     progress: &(dyn Fn(u64) + Send + Sync),
     verify: Verify,
-) -> Result<(u64, String, bool), TransportError> {
+) -> Result<(u64, String, Verification), TransportError> {
     let op = format!("download {path}");
     let received = t.download_from(path, offset, writer, progress).await?;
     writer.flush().await.map_err(|e| local_err(&op, e))?;
@@ -241,7 +251,7 @@ async fn finish_download(
         .sync_all()
         .await
         .map_err(|e| local_err(&format!("fsync {path}"), e))?;
-    let sha = writer.digest_hex();
+    let sha = writer.digests().sha256_hex();
     if offset + received != listed_size {
         return Err(TransportError::new(
             ErrorKind::Transient,
@@ -252,23 +262,18 @@ async fn finish_download(
             ),
         ));
     }
-    // The byte count matching the listing is the size check.
-    let mut verified = true;
-    if verify != Verify::Size || t.capabilities().sha256_command.is_some() {
-        if let Some(remote_sha) = t.sha256(path).await? {
-            if remote_sha != sha {
-                return Err(TransportError::new(
-                    ErrorKind::Transient,
-                    op,
-                    format!("server SHA-256 {remote_sha} differs from received {sha}"),
-                ));
+    // The byte count matching the listing is the size check; the server's digest, when it
+    // computes one, is compared whatever `verify` says (it costs one command).
+    let verification = match compare_server_hash(t, path, writer.digests(), &op).await? {
+        Some(v) => v,
+        None => {
+            if verify != Verify::Size {
+                tracing::debug!(path = %path, "the server offers no hash command; verified by size");
             }
-        } else if verify == Verify::Hash {
-            tracing::debug!(path = %path, "server offers no hash command; verified by size");
+            Verification::SizeOnly
         }
-        verified = true;
-    }
-    Ok((received, sha, verified))
+    };
+    Ok((received, sha, verification))
 }
 
 fn set_mtime(file: &std::fs::File, m: Mtime) -> std::io::Result<()> {

@@ -6,25 +6,91 @@
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::transport::mark_local;
+use crate::transport::{HashAlgo, mark_local};
+
+/// The digests taken of one file while it streams: always SHA-256 (what state records), and
+/// the server's algorithm too when it offers another, to compare with its answer.
+#[derive(Clone)]
+pub struct Digests {
+    sha256: Sha256,
+    other: Option<Other>,
+}
+
+#[derive(Clone)]
+enum Other {
+    Sha1(sha1::Sha1),
+    Md5(md5::Md5),
+    Crc32(crc32fast::Hasher),
+}
+
+impl Digests {
+    /// SHA-256, plus `also` when it is another algorithm.
+    pub fn new(also: Option<HashAlgo>) -> Self {
+        let other = match also {
+            None | Some(HashAlgo::Sha256) => None,
+            Some(HashAlgo::Sha1) => Some(Other::Sha1(sha1::Sha1::new())),
+            Some(HashAlgo::Md5) => Some(Other::Md5(<md5::Md5 as md5::Digest>::new())),
+            Some(HashAlgo::Crc32) => Some(Other::Crc32(crc32fast::Hasher::new())),
+        };
+        Digests {
+            sha256: Sha256::new(),
+            other,
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.sha256.update(bytes);
+        match &mut self.other {
+            None => {}
+            Some(Other::Sha1(h)) => h.update(bytes),
+            Some(Other::Md5(h)) => md5::Digest::update(h, bytes),
+            Some(Other::Crc32(h)) => h.update(bytes),
+        }
+    }
+
+    /// The SHA-256 so far, lowercase hex.
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256.clone().finalize())
+    }
+
+    /// The digest in `algo` so far (lowercase hex), when it is taken.
+    pub fn hex(&self, algo: HashAlgo) -> Option<String> {
+        match (algo, &self.other) {
+            (HashAlgo::Sha256, _) => Some(self.sha256_hex()),
+            (HashAlgo::Sha1, Some(Other::Sha1(h))) => Some(hex::encode(h.clone().finalize())),
+            (HashAlgo::Md5, Some(Other::Md5(h))) => {
+                Some(hex::encode(md5::Digest::finalize(h.clone())))
+            }
+            (HashAlgo::Crc32, Some(Other::Crc32(h))) => {
+                Some(format!("{:08x}", h.clone().finalize()))
+            }
+            _ => None,
+        }
+    }
+}
 
 /// Reads a local file through, hashing every byte.
 pub struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Digests,
 }
 
 impl<R> HashingReader<R> {
     pub fn new(inner: R) -> Self {
+        Self::with(inner, Digests::new(None))
+    }
+
+    /// Hashing into `digests` (SHA-256 and maybe the server's algorithm).
+    pub fn with(inner: R, digests: Digests) -> Self {
         HashingReader {
             inner,
-            hasher: Sha256::new(),
+            hasher: digests,
         }
     }
 
-    /// The SHA-256 of everything read, lowercase hex, and the reader back.
-    pub fn finish(self) -> (String, R) {
-        (hex::encode(self.hasher.finalize()), self.inner)
+    /// The digests of everything read, and the reader back.
+    pub fn finish(self) -> (Digests, R) {
+        (self.hasher, self.inner)
     }
 }
 
@@ -51,23 +117,18 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
 /// more than `limit` bytes when one is set.
 pub struct HashingWriter<W> {
     pub(super) inner: W,
-    hasher: Sha256,
+    hasher: Digests,
     written: u64,
     limit: Option<u64>,
 }
 
 impl<W> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            written: 0,
-            limit: None,
-        }
+        Self::continuing(inner, Digests::new(None), 0)
     }
 
     /// Go on from a partial file: `hasher` has seen its first `written` bytes already.
-    pub fn continuing(inner: W, hasher: Sha256, written: u64) -> Self {
+    pub fn continuing(inner: W, hasher: Digests, written: u64) -> Self {
         HashingWriter {
             inner,
             hasher,
@@ -83,12 +144,13 @@ impl<W> HashingWriter<W> {
         self
     }
 
-    pub fn digest_hex(&self) -> String {
-        hex::encode(self.hasher.clone().finalize())
+    pub fn digests(&self) -> &Digests {
+        &self.hasher
     }
 
+    /// The SHA-256 of everything written, lowercase hex.
     pub fn finish(self) -> String {
-        hex::encode(self.hasher.finalize())
+        self.hasher.sha256_hex()
     }
 
     pub fn into_inner(self) -> W {
@@ -96,7 +158,7 @@ impl<W> HashingWriter<W> {
     }
 
     /// The hash state so far, to go on with elsewhere.
-    pub fn into_hasher(self) -> Sha256 {
+    pub fn into_digests(self) -> Digests {
         self.hasher
     }
 }
@@ -159,10 +221,40 @@ mod tests {
         let mut sink = Vec::new();
         r.read_to_end(&mut sink).await.expect("read");
         let want = hex::encode(Sha256::digest(&data));
-        assert_eq!(r.finish().0, want);
+        assert_eq!(r.finish().0.sha256_hex(), want);
         let mut w = HashingWriter::new(Vec::new());
         w.write_all(&data).await.expect("write");
         assert_eq!(w.finish(), want);
+    }
+
+    #[test]
+    fn other_digests_match_their_reference_values() {
+        let data = b"hello ferry";
+        let mut d = Digests::new(Some(HashAlgo::Md5));
+        d.update(&data[..5]);
+        d.update(&data[5..]);
+        assert_eq!(
+            d.hex(HashAlgo::Md5),
+            Some(hex::encode(<md5::Md5 as md5::Digest>::digest(data)))
+        );
+        assert_eq!(
+            d.hex(HashAlgo::Sha1),
+            None,
+            "only what was asked for is taken"
+        );
+        let mut d = Digests::new(Some(HashAlgo::Sha1));
+        d.update(data);
+        assert_eq!(
+            d.hex(HashAlgo::Sha1),
+            Some(hex::encode(sha1::Sha1::digest(data)))
+        );
+        let mut d = Digests::new(Some(HashAlgo::Crc32));
+        d.update(b"123456789");
+        assert_eq!(
+            d.hex(HashAlgo::Crc32).as_deref(),
+            Some("cbf43926"),
+            "the CRC-32 check value"
+        );
     }
 
     #[tokio::test]

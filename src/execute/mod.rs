@@ -36,9 +36,9 @@ use crate::path::RelPath;
 use crate::plan::{Action, ActionKind, Plan, SyncRecord};
 use crate::state::{PartialKind, Store};
 use crate::transport::pool::{Lease, Pool};
-use crate::transport::{ErrorKind, TransportError};
+use crate::transport::{ErrorKind, HashAlgo, TransportError};
 
-pub use hashing::{HashingReader, HashingWriter};
+pub use hashing::{Digests, HashingReader, HashingWriter};
 pub use retry::delays;
 use retry::{Done, Op, retry_unit, with_retry};
 
@@ -82,8 +82,42 @@ impl Observer for Silent {}
 pub struct FileOutcome {
     /// Bytes moved by the try that finished it (less than the file's size when it resumed).
     pub bytes: u64,
-    pub verified: bool,
+    /// How the file was checked once transferred.
+    pub verification: Verification,
     pub sha256: Option<String>,
+}
+
+/// How a transferred file was checked, said plainly in the log and the summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// The server's digest (`command`, in `algo`) equals ferry's own of the same kind.
+    ServerHash { command: String, algo: HashAlgo },
+    /// The uploaded file was read back from the server and its SHA-256 compared.
+    ReadBack,
+    /// The partner's checksum file (`x.sha256`, `SHA256SUMS`, ...) holds ferry's digest.
+    Sidecar { file: String, algo: HashAlgo },
+    /// Only the byte count (and the server's SIZE, or the listing's size).
+    SizeOnly,
+}
+
+impl Verification {
+    /// Whether a digest was compared (not only a size).
+    pub fn by_content(&self) -> bool {
+        !matches!(self, Verification::SizeOnly)
+    }
+}
+
+impl std::fmt::Display for Verification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verification::ServerHash { command, algo } => {
+                write!(f, "server {command} ({})", algo.as_str())
+            }
+            Verification::ReadBack => f.write_str("read back (SHA-256)"),
+            Verification::Sidecar { file, algo } => write!(f, "{file} ({})", algo.as_str()),
+            Verification::SizeOnly => f.write_str("size only"),
+        }
+    }
 }
 
 /// One failed action.
@@ -99,7 +133,9 @@ pub struct Failure {
 pub struct Execution {
     pub transferred: u64,
     pub bytes: u64,
+    /// Files checked after their transfer (every transferred file is), and how.
     pub verified: u64,
+    pub verified_by: std::collections::BTreeMap<String, u64>,
     pub deleted: u64,
     pub dirs_made: u64,
     pub failures: Vec<Failure>,
@@ -195,7 +231,10 @@ pub async fn execute(plan: &Plan, listings: Listings, ctx: Arc<Context>) -> Exec
                 Ok(done) => {
                     out.transferred += 1;
                     out.bytes += done.bytes;
-                    out.verified += u64::from(done.verified);
+                    out.verified += 1;
+                    *out.verified_by
+                        .entry(done.verification.to_string())
+                        .or_default() += 1;
                 }
                 Err(e) if e.is_fatal() => {
                     // The error that stopped the run, not the cancellations it caused.
@@ -258,6 +297,42 @@ pub async fn execute(plan: &Plan, listings: Listings, ctx: Arc<Context>) -> Exec
 
 fn cancelled() -> TransportError {
     TransportError::new(ErrorKind::Cancelled, "", "run cancelled")
+}
+
+/// Ask the server for its digest of `path` and compare it with ferry's own of the same kind.
+/// `None` when the server computes none; a mismatch is transient (the next try transfers
+/// again).
+async fn compare_server_hash(
+    t: &mut dyn crate::transport::Transport,
+    path: &RelPath,
+    ours: &Digests,
+    op: &str,
+) -> Result<Option<Verification>, TransportError> {
+    let Some(command) = t
+        .capabilities()
+        .hash_command
+        .as_ref()
+        .map(|h| h.command.clone())
+    else {
+        return Ok(None);
+    };
+    let Some((algo, theirs)) = t.server_hash(path).await? else {
+        return Ok(None);
+    };
+    let Some(mine) = ours.hex(algo) else {
+        return Ok(None);
+    };
+    if theirs != mine {
+        return Err(TransportError::new(
+            ErrorKind::Transient,
+            op,
+            format!(
+                "the server's {} ({command}) is {theirs}, ferry's is {mine}",
+                algo.as_str()
+            ),
+        ));
+    }
+    Ok(Some(Verification::ServerHash { command, algo }))
 }
 
 /// A local file operation's failure; the I/O error already names the path.

@@ -15,7 +15,8 @@
 use tokio::io::AsyncReadExt;
 
 use super::{
-    Context, FileOutcome, HashingReader, HashingWriter, local_err, save_record, temp_name,
+    Context, Digests, FileOutcome, HashingReader, HashingWriter, Verification, compare_server_hash,
+    local_err, save_record, temp_name,
 };
 use crate::config::{AfterUpload, Verify};
 use crate::listing::{Entry, Listing};
@@ -70,7 +71,8 @@ pub(super) async fn upload_file(
     let (dir, name) = ctx.local.parent(path).map_err(open_failed)?;
     let (file, opened) = dir.open_read(name).map_err(open_failed)?;
     check_against_scan(&op, scanned, &opened)?;
-    let mut reader = HashingReader::new(tokio::fs::File::from_std(file));
+    let also = t.capabilities().hash_command.as_ref().map(|h| h.algo);
+    let mut reader = HashingReader::with(tokio::fs::File::from_std(file), Digests::new(also));
     let tmp = temp_name(path);
     let source = PartialSource::Local {
         id: opened.id,
@@ -104,7 +106,8 @@ pub(super) async fn upload_file(
             return Err(e);
         }
     };
-    let (sha, file) = reader.finish();
+    let (digests, file) = reader.finish();
+    let sha = digests.sha256_hex();
     // The file must not have changed while it was read.
     let after = local_fs::fstat(&file).map_err(|e| local_err(&op, e))?;
     if sent != opened.size || !after.same_content_as(&opened) {
@@ -119,7 +122,7 @@ pub(super) async fn upload_file(
             ),
         ));
     }
-    let verified = match verify_upload(t, &tmp, sent, &sha, ctx.verify).await {
+    let verification = match verify_upload(t, &tmp, sent, &digests, ctx.verify).await {
         Ok(v) => v,
         Err(e) => {
             // A mismatch: never resume from that content.
@@ -144,12 +147,12 @@ pub(super) async fn upload_file(
     };
     save_record(ctx, path, &record, &op)?;
     tracing::info!(job = %ctx.job, path = %path, bytes = sent, resumed_from = offset,
-        sha256 = %sha, verified, "uploaded");
+        sha256 = %sha, verified = %verification, "uploaded");
     apply_after_upload(ctx, &dir, name, &opened, path)?;
     Ok(FileOutcome {
         // What this try moved (the rest of a resumed upload).
         bytes: sent - offset,
-        verified,
+        verification,
         sha256: Some(sha),
     })
 }
@@ -289,48 +292,42 @@ fn copy_across(dir: &DirHandle, name: &str, dest: &DirHandle, to: &str) -> std::
     dir.remove_file(name)
 }
 
-/// Check an uploaded temporary file. Returns whether a check beyond the byte count passed.
+/// Check an uploaded temporary file: the server's SIZE, then its digest when it computes one
+/// (whatever `verify` says), else a read-back when the job asks for more than size.
 async fn verify_upload(
     t: &mut dyn Transport,
     tmp: &RelPath,
     sent: u64,
-    sha: &str,
+    digests: &Digests,
     verify: Verify,
-) -> Result<bool, TransportError> {
+) -> Result<Verification, TransportError> {
     let op = format!("verify {tmp}");
-    let mut verified = false;
-    if let Some(size) = t.size(tmp).await? {
-        if size != sent {
-            return Err(TransportError::new(
-                ErrorKind::Transient,
-                op,
-                format!("server reports {size} bytes, {sent} were sent"),
-            ));
-        }
-        verified = true;
+    if let Some(size) = t.size(tmp).await?
+        && size != sent
+    {
+        return Err(TransportError::new(
+            ErrorKind::Transient,
+            op,
+            format!("server reports {size} bytes, {sent} were sent"),
+        ));
     }
-    if let Some(remote_sha) = t.sha256(tmp).await? {
-        if remote_sha != sha {
-            return Err(TransportError::new(
-                ErrorKind::Transient,
-                op,
-                format!("server SHA-256 {remote_sha} differs from local {sha}"),
-            ));
-        }
-        verified = true;
-    } else if verify != Verify::Size {
-        // No server-side hash: read the file back and hash it ourselves.
-        let mut sink = HashingWriter::new(tokio::io::sink()).with_limit(sent);
-        let got = t.download(tmp, &mut sink, &|_| {}).await?;
-        let back = sink.finish();
-        if got != sent || back != sha {
-            return Err(TransportError::new(
-                ErrorKind::Transient,
-                op,
-                format!("read back {got} bytes with SHA-256 {back}; sent {sent} with {sha}"),
-            ));
-        }
-        verified = true;
+    if let Some(v) = compare_server_hash(t, tmp, digests, &op).await? {
+        return Ok(v);
     }
-    Ok(verified)
+    if verify == Verify::Size {
+        return Ok(Verification::SizeOnly);
+    }
+    // No server-side hash: read the file back and hash it ourselves.
+    let sha = digests.sha256_hex();
+    let mut sink = HashingWriter::new(tokio::io::sink()).with_limit(sent);
+    let got = t.download(tmp, &mut sink, &|_| {}).await?;
+    let back = sink.finish();
+    if got != sent || back != sha {
+        return Err(TransportError::new(
+            ErrorKind::Transient,
+            op,
+            format!("read back {got} bytes with SHA-256 {back}; sent {sent} with {sha}"),
+        ));
+    }
+    Ok(Verification::ReadBack)
 }

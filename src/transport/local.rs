@@ -263,7 +263,10 @@ impl Transport for LocalDir {
         }
     }
 
-    async fn sha256(&mut self, _path: &RelPath) -> Result<Option<String>> {
+    async fn server_hash(
+        &mut self,
+        _path: &RelPath,
+    ) -> Result<Option<(crate::transport::HashAlgo, String)>> {
         Ok(None)
     }
 

@@ -152,10 +152,34 @@ pub fn mark_local(e: std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), LocalIoError(e.to_string()))
 }
 
-/// A checksum algorithm a server can compute for us.
+/// A checksum algorithm a server can compute for us, and ferry locally to compare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum HashAlgo {
     Sha256,
+    Sha1,
+    Md5,
+    Crc32,
+}
+
+impl HashAlgo {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HashAlgo::Sha256 => "SHA-256",
+            HashAlgo::Sha1 => "SHA-1",
+            HashAlgo::Md5 => "MD5",
+            HashAlgo::Crc32 => "CRC-32",
+        }
+    }
+
+    /// Hex digits of a digest.
+    pub fn hex_len(self) -> usize {
+        match self {
+            HashAlgo::Sha256 => 64,
+            HashAlgo::Sha1 => 40,
+            HashAlgo::Md5 => 32,
+            HashAlgo::Crc32 => 8,
+        }
+    }
 }
 
 /// What a server (or directory) supports, as learned at login.
@@ -170,8 +194,8 @@ pub struct Capabilities {
     pub epsv: bool,
     /// Hash commands the server offers (FEAT lines such as `HASH`, `XSHA256`, `XMD5`).
     pub hash_commands: Vec<String>,
-    /// The hash ferry can ask for and compare with its own SHA-256.
-    pub sha256_command: Option<String>,
+    /// The hash ferry asks the server for and compares with its own digest of the same kind.
+    pub hash_command: Option<ftps::parse::ServerHash>,
     /// Negotiated TLS version on the control connection, e.g. `TLSv1.3`; `None` in cleartext.
     pub tls_version: Option<String>,
     /// Whether the last data connection resumed the control connection's TLS session
@@ -280,8 +304,9 @@ pub trait Transport: Send {
     /// The size of a file as the server reports it, `None` when it cannot tell.
     async fn size(&mut self, path: &RelPath) -> Result<Option<u64>>;
 
-    /// The server-computed SHA-256 (lowercase hex), `None` when the server offers no such command.
-    async fn sha256(&mut self, path: &RelPath) -> Result<Option<String>>;
+    /// The server's digest of the file (lowercase hex) in [`Capabilities::hash_command`]'s
+    /// algorithm; `None` when the server offers no hash command.
+    async fn server_hash(&mut self, path: &RelPath) -> Result<Option<(HashAlgo, String)>>;
 
     /// Close the session politely. Errors are ignored: the session is over either way.
     async fn quit(&mut self);

@@ -384,7 +384,10 @@ mod tests {
         async fn size(&mut self, _p: &RelPath) -> Result<Option<u64>> {
             Ok(None)
         }
-        async fn sha256(&mut self, _p: &RelPath) -> Result<Option<String>> {
+        async fn server_hash(
+            &mut self,
+            _p: &RelPath,
+        ) -> Result<Option<(crate::transport::HashAlgo, String)>> {
             Ok(None)
         }
         async fn quit(&mut self) {}

@@ -32,8 +32,8 @@ use self::tls::{ObservingConnector, TlsObservations};
 use crate::config::{DataMode, Endpoint, Limits, Secret, TlsMode};
 use crate::path::RelPath;
 use crate::transport::{
-    Capabilities, Connector, DirListing, ErrorKind, Progress, Result, Transport, TransportError,
-    copy_with_progress,
+    Capabilities, Connector, DirListing, ErrorKind, HashAlgo, Progress, Result, Transport,
+    TransportError, copy_with_progress,
 };
 
 /// Opens FTPS sessions to one endpoint, rooted at one remote directory.
@@ -214,7 +214,7 @@ impl FtpsConnector {
             rest: features.rest_stream,
             epsv: features.epsv,
             hash_commands: features.hash_commands,
-            sha256_command: features.sha256_command,
+            hash_command: features.hash_command,
             tls_version: seen
                 .as_ref()
                 .and_then(|s| s.lock().ok().and_then(|s| s.control_version.clone())),
@@ -909,12 +909,12 @@ impl Transport for FtpsSession {
         Ok(Some(size as u64))
     }
 
-    async fn sha256(&mut self, path: &RelPath) -> Result<Option<String>> {
-        let Some(cmd) = self.capabilities.sha256_command.clone() else {
+    async fn server_hash(&mut self, path: &RelPath) -> Result<Option<(HashAlgo, String)>> {
+        let Some(hash) = self.capabilities.hash_command.clone() else {
             return Ok(None);
         };
         let remote = self.remote(path);
-        let line = format!("{cmd} {remote}");
+        let line = format!("{} {remote}", hash.command);
         let resp = self
             .run(&line, async |f| {
                 f.custom_command(&line, &[Status::File, Status::RequestedFileActionOk])
@@ -922,7 +922,14 @@ impl Transport for FtpsSession {
             })
             .await?;
         let text = String::from_utf8_lossy(&resp.body).to_string();
-        Ok(parse_hash_reply(&text))
+        match parse_hash_reply(&text, hash.algo) {
+            Some(hex) => Ok(Some((hash.algo, hex))),
+            None => Err(TransportError::new(
+                ErrorKind::Permanent,
+                &line,
+                format!("no {} digest in the reply: {text}", hash.algo.as_str()),
+            )),
+        }
     }
 
     async fn quit(&mut self) {
@@ -930,10 +937,18 @@ impl Transport for FtpsSession {
     }
 }
 
-/// Find the 64-hex-digit SHA-256 in a `213` reply to XSHA256 or HASH.
-pub fn parse_hash_reply(text: &str) -> Option<String> {
-    text.split_whitespace()
-        .find(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit()))
+/// Find the digest (as many hex digits as `algo` has) in a reply to a hash command:
+/// `213 <hex>`, `213 SHA-256 0-49 <hex> name`, `213 <hex>    name` (SITE MD5).
+pub fn parse_hash_reply(text: &str, algo: HashAlgo) -> Option<String> {
+    let text = text.trim();
+    // Skip the reply code, which is hex digits too.
+    let words = text.split_whitespace().skip(usize::from(
+        text.get(..3)
+            .is_some_and(|c| c.bytes().all(|b| b.is_ascii_digit())),
+    ));
+    words
+        .into_iter()
+        .find(|w| w.len() == algo.hex_len() && w.chars().all(|c| c.is_ascii_hexdigit()))
         .map(|w| w.to_ascii_lowercase())
 }
 
@@ -981,11 +996,26 @@ mod tests {
     #[test]
     fn hash_replies_are_parsed() {
         let h = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        assert_eq!(parse_hash_reply(&format!("213 {h}")).as_deref(), Some(h));
+        let sha = HashAlgo::Sha256;
         assert_eq!(
-            parse_hash_reply(&format!("213 SHA-256 0-0 {} a.txt", h.to_uppercase())).as_deref(),
+            parse_hash_reply(&format!("213 {h}"), sha).as_deref(),
             Some(h)
         );
-        assert_eq!(parse_hash_reply("213 abc"), None);
+        assert_eq!(
+            parse_hash_reply(&format!("213 SHA-256 0-0 {} a.txt", h.to_uppercase()), sha)
+                .as_deref(),
+            Some(h)
+        );
+        assert_eq!(parse_hash_reply("213 abc", sha), None);
+        let md5 = "d41d8cd98f00b204e9800998ecf8427e";
+        assert_eq!(
+            parse_hash_reply(&format!("213 {md5}    /data/a.txt"), HashAlgo::Md5).as_deref(),
+            Some(md5)
+        );
+        assert_eq!(
+            parse_hash_reply("250 00000000", HashAlgo::Crc32).as_deref(),
+            Some("00000000"),
+            "a CRC that is all digits is not mistaken for the reply code"
+        );
     }
 }

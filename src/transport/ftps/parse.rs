@@ -18,6 +18,7 @@
 use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta};
 
 use crate::listing::{Entry, EntryKind, Mtime, Precision, RawEntry};
+use crate::transport::HashAlgo;
 
 /// A listing line that could not be understood. Shown with at most a short, escaped prefix of
 /// the line: a hostile server's megabyte-long line is not copied into logs and plans.
@@ -81,22 +82,31 @@ pub struct Features {
     pub epsv: bool,
     /// The hash commands offered, upper case, in FEAT order (`HASH`, `XSHA256`, `XMD5`, ...).
     pub hash_commands: Vec<String>,
-    /// The command that answers with a SHA-256: `XSHA256` when offered, else `HASH` when FEAT
-    /// shows SHA-256 as its selected algorithm. We never send `OPTS HASH` to select it:
-    /// libunftp drops the session on it.
-    pub sha256_command: Option<String>,
+    /// The best hash the server computes for us, and the command that asks for it: SHA-256
+    /// (`XSHA256`, or `HASH` when FEAT shows SHA-256 as its selected algorithm), else SHA-1,
+    /// MD5 (`XMD5`, `MD5`, `SITE MD5`), CRC-32. We never send `OPTS HASH` to select an
+    /// algorithm: libunftp drops the session on it.
+    pub hash_command: Option<ServerHash>,
 }
 
-/// Hash commands we recognise in FEAT (proftpd's mod_digest offers all of them).
-const HASH_COMMANDS: [&str; 8] = [
-    "HASH", "XSHA256", "XSHA512", "XSHA1", "XSHA", "XMD5", "MD5", "XCRC",
+/// A hash command and the algorithm its answer is in.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServerHash {
+    pub command: String,
+    pub algo: HashAlgo,
+}
+
+/// Hash commands we recognise in FEAT (proftpd's mod_digest offers most of them; libunftp
+/// offers `SITE MD5`, listed as `SITE MD5`).
+const HASH_COMMANDS: [&str; 9] = [
+    "HASH", "XSHA256", "XSHA512", "XSHA1", "XSHA", "XMD5", "MD5", "XCRC", "SITE MD5",
 ];
 
 /// Parse the raw FEAT reply lines as the server sent them, including `211-Features:` and
 /// `211 End`. Unknown features are ignored; a reply without features gives the default.
 pub fn parse_feat(lines: &[String]) -> Features {
     let mut features = Features::default();
-    let mut sha256_selected = false;
+    let mut hash_selected = None;
     // A caller may hand over the whole reply as one string: split it again.
     for line in lines.iter().flat_map(|l| l.lines()) {
         let line = line.trim_end_matches(['\r', '\n']);
@@ -121,13 +131,18 @@ pub fn parse_feat(lines: &[String]) -> Features {
             _ => {}
         }
         if label == "HASH" {
-            sha256_selected |= hash_selects_sha256(params);
+            hash_selected = hash_selected.or(hash_selection(params));
         }
+        let label = if label == "SITE" && params.trim().eq_ignore_ascii_case("MD5") {
+            "SITE MD5".to_owned()
+        } else {
+            label
+        };
         if HASH_COMMANDS.contains(&label.as_str()) && !features.hash_commands.contains(&label) {
             features.hash_commands.push(label);
         }
     }
-    features.sha256_command = choose_sha256_command(&features.hash_commands, sha256_selected);
+    features.hash_command = choose_hash_command(&features.hash_commands, hash_selected);
     features
 }
 
@@ -139,21 +154,59 @@ fn is_reply_status_line(line: &str) -> bool {
         && matches!(bytes.get(3), None | Some(b' ') | Some(b'-'))
 }
 
-/// Whether the HASH feature's algorithm list (`SHA-1;SHA-256*;MD5`) marks SHA-256 as selected.
-fn hash_selects_sha256(params: &str) -> bool {
-    params
+/// The algorithm the HASH feature's list (`SHA-1;SHA-256*;MD5`) marks as selected, when ferry
+/// can compute it too.
+fn hash_selection(params: &str) -> Option<HashAlgo> {
+    let selected = params
         .split(';')
-        .any(|alg| alg.trim().eq_ignore_ascii_case("SHA-256*"))
+        .map(str::trim)
+        .find_map(|alg| alg.strip_suffix('*'))?;
+    match selected.to_ascii_uppercase().as_str() {
+        "SHA-256" => Some(HashAlgo::Sha256),
+        "SHA-1" => Some(HashAlgo::Sha1),
+        "MD5" => Some(HashAlgo::Md5),
+        "CRC32" => Some(HashAlgo::Crc32),
+        _ => None,
+    }
 }
 
-fn choose_sha256_command(hash_commands: &[String], sha256_selected: bool) -> Option<String> {
-    if hash_commands.iter().any(|c| c == "XSHA256") {
-        Some("XSHA256".to_owned())
-    } else if sha256_selected && hash_commands.iter().any(|c| c == "HASH") {
-        Some("HASH".to_owned())
-    } else {
-        None
+/// The strongest hash on offer: SHA-256, SHA-1, MD5, CRC-32, preferring a dedicated command
+/// to HASH (whose algorithm is whatever the server selected).
+fn choose_hash_command(hash_commands: &[String], selected: Option<HashAlgo>) -> Option<ServerHash> {
+    let has = |c: &str| hash_commands.iter().any(|h| h == c);
+    let hash = |command: &str, algo| {
+        Some(ServerHash {
+            command: command.to_owned(),
+            algo,
+        })
+    };
+    let hash_for = |algo| (selected == Some(algo) && has("HASH")).then_some(algo);
+    if has("XSHA256") {
+        return hash("XSHA256", HashAlgo::Sha256);
     }
+    if let Some(algo) = hash_for(HashAlgo::Sha256) {
+        return hash("HASH", algo);
+    }
+    for (command, algo) in [("XSHA1", HashAlgo::Sha1), ("XSHA", HashAlgo::Sha1)] {
+        if has(command) {
+            return hash(command, algo);
+        }
+    }
+    if let Some(algo) = hash_for(HashAlgo::Sha1) {
+        return hash("HASH", algo);
+    }
+    for command in ["XMD5", "MD5", "SITE MD5"] {
+        if has(command) {
+            return hash(command, HashAlgo::Md5);
+        }
+    }
+    if let Some(algo) = hash_for(HashAlgo::Md5) {
+        return hash("HASH", algo);
+    }
+    if has("XCRC") {
+        return hash("XCRC", HashAlgo::Crc32);
+    }
+    hash_for(HashAlgo::Crc32).and_then(|algo| hash("HASH", algo))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1636,7 +1689,10 @@ mod tests {
                     ]
                     .map(str::to_owned)
                     .to_vec(),
-                    sha256_command: Some("XSHA256".to_owned()),
+                    hash_command: Some(ServerHash {
+                        command: "XSHA256".to_owned(),
+                        algo: HashAlgo::Sha256,
+                    }),
                     ..base.clone()
                 },
             ),
@@ -1657,17 +1713,24 @@ mod tests {
     }
 
     #[test]
-    fn feat_hash_selection_decides_the_sha256_command() {
-        let cases: &[(&[&str], &[&str], Option<&str>)] = &[
+    fn feat_hash_selection_decides_the_hash_command() {
+        use HashAlgo::*;
+        type Case<'a> = (&'a [&'a str], &'a [&'a str], Option<(&'a str, HashAlgo)>);
+        let cases: &[Case] = &[
             // HASH with SHA-256 selected and no XSHA256: HASH answers with SHA-256.
             (
                 &["211-Features:", " HASH SHA-1;SHA-256*;MD5", "211 End"],
                 &["HASH"],
-                Some("HASH"),
+                Some(("HASH", Sha256)),
             ),
-            // HASH with another algorithm selected: unusable without OPTS HASH, which we never send.
+            // HASH with another algorithm selected answers in that one (no OPTS HASH sent).
             (
                 &["211-Features:", " HASH SHA-1*;SHA-256;MD5", "211 End"],
+                &["HASH"],
+                Some(("HASH", Sha1)),
+            ),
+            (
+                &["211-Features:", " HASH SHA-512*", "211 End"],
                 &["HASH"],
                 None,
             ),
@@ -1675,25 +1738,46 @@ mod tests {
             (
                 &["211-Features:", " HASH SHA-256*", " XSHA256", "211 End"],
                 &["HASH", "XSHA256"],
-                Some("XSHA256"),
+                Some(("XSHA256", Sha256)),
             ),
+            // Without SHA-256, the strongest of the others.
             (
                 &["211-Features:", " XSHA1", " XMD5", " XCRC", "211 End"],
                 &["XSHA1", "XMD5", "XCRC"],
-                None,
+                Some(("XSHA1", Sha1)),
+            ),
+            (
+                &["211-Features:", " XCRC", " XMD5", "211 End"],
+                &["XCRC", "XMD5"],
+                Some(("XMD5", Md5)),
+            ),
+            (
+                &["211-Features:", " XCRC", "211 End"],
+                &["XCRC"],
+                Some(("XCRC", Crc32)),
+            ),
+            // libunftp's SITE MD5.
+            (
+                &["211-Features:", " SITE MD5", " SIZE", "211 End"],
+                &["SITE MD5"],
+                Some(("SITE MD5", Md5)),
             ),
             // Case-insensitive, and listed once.
             (
                 &["211-Features:", " xsha256", " XSHA256", "211 End"],
                 &["XSHA256"],
-                Some("XSHA256"),
+                Some(("XSHA256", Sha256)),
             ),
         ];
-        for (reply, commands, sha256) in cases {
+        for (reply, commands, want) in cases {
             let got = parse_feat(&lines(reply));
             let commands: Vec<String> = commands.iter().map(|c| (*c).to_owned()).collect();
             assert_eq!(got.hash_commands, commands, "{reply:?}");
-            assert_eq!(got.sha256_command.as_deref(), *sha256, "{reply:?}");
+            let want = want.map(|(command, algo)| ServerHash {
+                command: command.to_owned(),
+                algo,
+            });
+            assert_eq!(got.hash_command, want, "{reply:?}");
         }
     }
 
