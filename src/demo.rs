@@ -117,6 +117,7 @@ fn demo_job(name: &str, direction: Direction, local: &Path) -> Job {
         watch: false,
         settle: Duration::from_secs(2),
         after_upload: AfterUpload::Keep,
+        checksum_sidecar: false,
     }
 }
 

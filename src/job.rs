@@ -297,6 +297,7 @@ pub async fn run_job(
         verify: job.verify,
         retry: job.retry,
         after_upload: job.after_upload.clone(),
+        checksum_sidecar: job.checksum_sidecar && job.direction == Direction::Push,
         pool,
         remote_root: job.remote.clone(),
         store: store.clone(),

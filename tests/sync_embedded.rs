@@ -833,3 +833,110 @@ async fn transfers_are_verified_with_the_servers_md5_and_the_summary_says_how() 
     }
     assert_eq!(tree(&outbox), tree(&inbox));
 }
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(data))
+}
+
+/// A partner's checksum files (`x.sha256`, `x.md5`, `SHA256SUMS`) check the files they cover;
+/// a file that does not match is fetched again, then reported, and the earlier local copy
+/// stays.
+#[tokio::test]
+async fn pulled_files_are_checked_against_the_partners_checksum_files() {
+    let w = start(EmbeddedOptions::default()).await;
+    let data = w.server_root.join("data");
+    std::fs::write(data.join("a.csv"), b"alpha").unwrap();
+    std::fs::write(
+        data.join("a.csv.sha256"),
+        format!("{}  a.csv\n", sha256_hex(b"alpha")),
+    )
+    .unwrap();
+    std::fs::write(data.join("b.csv"), b"bravo, but damaged").unwrap();
+    std::fs::write(
+        data.join("b.csv.md5"),
+        "0123456789abcdef0123456789abcdef  b.csv\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(data.join("batch")).unwrap();
+    std::fs::write(data.join("batch/c.csv"), b"charlie").unwrap();
+    std::fs::write(
+        data.join("batch/SHA256SUMS"),
+        format!(
+            "{}  other.csv\n{} *c.csv\n",
+            sha256_hex(b"x"),
+            sha256_hex(b"charlie")
+        ),
+    )
+    .unwrap();
+    let inbox = w.local("inbox");
+    std::fs::write(inbox.join("b.csv"), b"bravo, the earlier copy").unwrap();
+    let setup = Setup::new(
+        w.endpoint(),
+        vec![job("pull", Direction::Pull, &inbox, "/data")],
+    );
+    let report = setup.run("pull").await.unwrap();
+    assert_eq!(report.exit_code(), 1);
+    let by = &report.execution.verified_by;
+    assert_eq!(by.get("a.csv.sha256 (SHA-256)"), Some(&1), "{by:?}");
+    assert_eq!(by.get("SHA256SUMS (SHA-256)"), Some(&1), "{by:?}");
+    assert_eq!(report.execution.failures.len(), 1);
+    let failure = &report.execution.failures[0];
+    assert_eq!(failure.path.as_str(), "b.csv");
+    assert!(
+        failure
+            .error
+            .to_string()
+            .contains("b.csv.md5 gives MD5 0123456789abcdef0123456789abcdef"),
+        "{}",
+        failure.error
+    );
+    assert_eq!(
+        std::fs::read(inbox.join("b.csv")).unwrap(),
+        b"bravo, the earlier copy"
+    );
+    assert!(!inbox.join(".b.csv.ferry-tmp").exists());
+    assert_eq!(std::fs::read(inbox.join("a.csv")).unwrap(), b"alpha");
+    assert_eq!(
+        std::fs::read(inbox.join("batch/c.csv")).unwrap(),
+        b"charlie"
+    );
+}
+
+/// `checksum_sidecar: true` writes `x.sha256` beside each pushed `x`; ferry's own checksum
+/// files are never mirrored away, and a missing one is written again.
+#[tokio::test]
+async fn a_push_writes_checksum_files_beside_its_files() {
+    let w = start(EmbeddedOptions::default()).await;
+    let outbox = w.local("outbox");
+    std::fs::create_dir_all(outbox.join("sub")).unwrap();
+    std::fs::write(outbox.join("sub/x.csv"), b"x,y\n").unwrap();
+    let mut push = job("push", Direction::Push, &outbox, "/data");
+    push.checksum_sidecar = true;
+    push.delete = true;
+    push.max_delete = ferry::config::MaxDelete::Count(u64::MAX);
+    let setup = Setup::new(w.endpoint(), vec![push]);
+    setup.sync_ok("push").await;
+    let sidecar = w.server_root.join("data/sub/x.csv.sha256");
+    assert_eq!(
+        std::fs::read_to_string(&sidecar).unwrap(),
+        format!("{}  x.csv\n", sha256_hex(b"x,y\n"))
+    );
+    // Nothing to do, and the checksum file is not deleted as remote-only.
+    let again = setup.sync_ok("push").await;
+    assert!(
+        again.planned.plan.is_empty(),
+        "{:?}",
+        again.planned.plan.actions
+    );
+    assert!(sidecar.exists());
+    // A checksum file that went missing is written again, with its file.
+    std::fs::remove_file(&sidecar).unwrap();
+    let again = setup.sync_ok("push").await;
+    assert_eq!(again.execution.transferred, 1);
+    assert_eq!(
+        again.planned.plan.actions[0].reason.to_string(),
+        "its checksum file is missing on remote"
+    );
+    assert!(sidecar.exists());
+}

@@ -284,4 +284,6 @@ pub struct Job {
     pub watch: bool,
     pub settle: Duration,
     pub after_upload: AfterUpload,
+    /// Push: write `x.sha256` (coreutils format) beside each uploaded `x`, once `x` is in place.
+    pub checksum_sidecar: bool,
 }

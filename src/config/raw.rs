@@ -948,6 +948,8 @@ pub struct RawJob {
     #[serde(default, with = "humantime_serde")]
     pub settle: Option<Duration>,
     pub after_upload: Option<RawAfterUpload>,
+    /// Push: write `x.sha256` beside each uploaded `x`.
+    pub checksum_sidecar: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

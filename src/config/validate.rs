@@ -1061,6 +1061,7 @@ impl Checker<'_> {
             watch,
             settle: raw.settle.unwrap_or(DEFAULT_SETTLE),
             after_upload: after_upload?,
+            checksum_sidecar: raw.checksum_sidecar.unwrap_or(false),
         })
     }
 

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
     Context, Digests, FileOutcome, HashingWriter, Verification, compare_server_hash, local_err,
-    save_record, temp_name,
+    save_record, sidecar, temp_name,
 };
 use crate::config::Verify;
 use crate::listing::{Listing, Mtime};
@@ -23,7 +23,7 @@ use crate::local_fs::{self, DirHandle, Kind, TEMP_MODE};
 use crate::path::RelPath;
 use crate::plan::{Action, SyncRecord};
 use crate::state::{PartialKind, PartialSource};
-use crate::transport::{Capabilities, ErrorKind, Transport, TransportError};
+use crate::transport::{ErrorKind, HashAlgo, Transport, TransportError};
 
 /// Create one local directory (its parent exists), refusing links on the way.
 pub(super) fn make_local_dir(ctx: &Context, rel: &RelPath) -> Result<(), TransportError> {
@@ -67,9 +67,16 @@ pub(super) async fn download_file(
         mtime: entry.mtime,
     };
     let can_resume = t.capabilities().rest;
-    let also = t.capabilities().hash_command.as_ref().map(|h| h.algo);
+    let checksum_file = sidecar::find(remote, path);
+    let algos: Vec<HashAlgo> = t
+        .capabilities()
+        .hash_command
+        .iter()
+        .map(|h| h.algo)
+        .chain(checksum_file.iter().map(|s| s.algo))
+        .collect();
     let (file, hasher, offset) =
-        match resumable(ctx, &dir, tmp_name, path, &source, t.capabilities()).await? {
+        match resumable(ctx, &dir, tmp_name, path, &source, can_resume, &algos).await? {
             Some(partial) => partial,
             None => {
                 match dir.remove_file(tmp_name) {
@@ -82,7 +89,7 @@ pub(super) async fn download_file(
                 let file = dir
                     .create_new(tmp_name, TEMP_MODE)
                     .map_err(|e| local_err(&op, e))?;
-                (file, Digests::new(also), 0)
+                (file, Digests::of(algos.iter().copied()), 0)
             }
         };
     if offset > 0 {
@@ -106,10 +113,21 @@ pub(super) async fn download_file(
         ctx.verify,
     )
     .await;
+    let transferred = match (transferred, &checksum_file) {
+        (Ok((received, sha, _)), Some(file)) => {
+            check_against_checksum_file(t, file, name, writer.digests(), &op)
+                .await
+                .map(|v| (received, sha, v))
+        }
+        (other, _) => other,
+    };
     let (received, sha, verification) = match transferred {
         Ok(done) => done,
         Err(e) => {
-            if e.is_retryable() && can_resume {
+            // Only part of the file is there: a later try goes on from it. A whole file that
+            // failed a check is useless: it goes.
+            let partial = writer.written() < entry.size;
+            if e.is_retryable() && can_resume && partial {
                 // Kept, with its note in state: the next try (or the next run) goes on from it.
                 guard.armed = false;
             } else {
@@ -156,7 +174,8 @@ async fn resumable(
     tmp_name: &str,
     path: &RelPath,
     source: &PartialSource,
-    caps: &Capabilities,
+    can_resume: bool,
+    algos: &[HashAlgo],
 ) -> Result<Option<(std::fs::File, Digests, u64)>, TransportError> {
     let PartialSource::Remote {
         size: listed_size, ..
@@ -165,10 +184,9 @@ async fn resumable(
         return Ok(None);
     };
     let listed_size = *listed_size;
-    if !caps.rest {
+    if !can_resume {
         return Ok(None);
     }
-    let also = caps.hash_command.as_ref().map(|h| h.algo);
     let op = format!("resume {path}");
     let noted = {
         let store = ctx
@@ -190,7 +208,8 @@ async fn resumable(
     }
     let (partial, _) = dir.open_read(tmp_name).map_err(|e| local_err(&op, e))?;
     let mut partial = tokio::fs::File::from_std(partial);
-    let mut hasher = HashingWriter::continuing(tokio::io::sink(), Digests::new(also), 0);
+    let mut hasher =
+        HashingWriter::continuing(tokio::io::sink(), Digests::of(algos.iter().copied()), 0);
     let seen = tokio::io::copy(&mut (&mut partial).take(meta.size), &mut hasher)
         .await
         .map_err(|e| local_err(&op, e))?;
@@ -274,6 +293,44 @@ async fn finish_download(
         }
     };
     Ok((received, sha, verification))
+}
+
+/// Fetch the partner's checksum file that covers `name` and compare its digest with ferry's.
+/// A mismatch is transient (the next try fetches the file again); a checksum file that does
+/// not list the file is an error of the file (the partner's drop is inconsistent).
+async fn check_against_checksum_file(
+    t: &mut dyn Transport,
+    file: &sidecar::Sidecar,
+    name: &str,
+    ours: &Digests,
+    op: &str,
+) -> Result<Verification, TransportError> {
+    let mut text = HashingWriter::new(Vec::new()).with_limit(sidecar::MAX_SIDECAR);
+    t.download(&file.file, &mut text, &|_| {}).await?;
+    let text = String::from_utf8_lossy(&text.into_inner()).into_owned();
+    let shown = file.file.file_name().to_owned();
+    let Some(theirs) = sidecar::digest_for(&text, name, file.algo, file.per_dir) else {
+        return Err(TransportError::new(
+            ErrorKind::Permanent,
+            op,
+            format!("{shown} holds no {} digest for {name}", file.algo.as_str()),
+        ));
+    };
+    let mine = ours.hex(file.algo).unwrap_or_default();
+    if theirs != mine {
+        return Err(TransportError::new(
+            ErrorKind::Transient,
+            op,
+            format!(
+                "{shown} gives {} {theirs}, the file received has {mine}",
+                file.algo.as_str()
+            ),
+        ));
+    }
+    Ok(Verification::Sidecar {
+        file: shown,
+        algo: file.algo,
+    })
 }
 
 fn set_mtime(file: &std::fs::File, m: Mtime) -> std::io::Result<()> {

@@ -9,11 +9,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::transport::{HashAlgo, mark_local};
 
 /// The digests taken of one file while it streams: always SHA-256 (what state records), and
-/// the server's algorithm too when it offers another, to compare with its answer.
+/// whichever others are needed to compare with the server's answer or a partner's checksum
+/// file.
 #[derive(Clone)]
 pub struct Digests {
     sha256: Sha256,
-    other: Option<Other>,
+    others: Vec<Other>,
 }
 
 #[derive(Clone)]
@@ -23,28 +24,55 @@ enum Other {
     Crc32(crc32fast::Hasher),
 }
 
+impl Other {
+    fn of(algo: HashAlgo) -> Option<Other> {
+        match algo {
+            HashAlgo::Sha256 => None,
+            HashAlgo::Sha1 => Some(Other::Sha1(sha1::Sha1::new())),
+            HashAlgo::Md5 => Some(Other::Md5(<md5::Md5 as md5::Digest>::new())),
+            HashAlgo::Crc32 => Some(Other::Crc32(crc32fast::Hasher::new())),
+        }
+    }
+
+    fn algo(&self) -> HashAlgo {
+        match self {
+            Other::Sha1(_) => HashAlgo::Sha1,
+            Other::Md5(_) => HashAlgo::Md5,
+            Other::Crc32(_) => HashAlgo::Crc32,
+        }
+    }
+}
+
 impl Digests {
     /// SHA-256, plus `also` when it is another algorithm.
     pub fn new(also: Option<HashAlgo>) -> Self {
-        let other = match also {
-            None | Some(HashAlgo::Sha256) => None,
-            Some(HashAlgo::Sha1) => Some(Other::Sha1(sha1::Sha1::new())),
-            Some(HashAlgo::Md5) => Some(Other::Md5(<md5::Md5 as md5::Digest>::new())),
-            Some(HashAlgo::Crc32) => Some(Other::Crc32(crc32fast::Hasher::new())),
-        };
+        Self::of(also)
+    }
+
+    /// SHA-256 and each of `algos`.
+    pub fn of(algos: impl IntoIterator<Item = HashAlgo>) -> Self {
+        let mut others: Vec<Other> = Vec::new();
+        for algo in algos {
+            if !others.iter().any(|o| o.algo() == algo)
+                && let Some(o) = Other::of(algo)
+            {
+                others.push(o);
+            }
+        }
         Digests {
             sha256: Sha256::new(),
-            other,
+            others,
         }
     }
 
     fn update(&mut self, bytes: &[u8]) {
         self.sha256.update(bytes);
-        match &mut self.other {
-            None => {}
-            Some(Other::Sha1(h)) => h.update(bytes),
-            Some(Other::Md5(h)) => md5::Digest::update(h, bytes),
-            Some(Other::Crc32(h)) => h.update(bytes),
+        for other in &mut self.others {
+            match other {
+                Other::Sha1(h) => h.update(bytes),
+                Other::Md5(h) => md5::Digest::update(h, bytes),
+                Other::Crc32(h) => h.update(bytes),
+            }
         }
     }
 
@@ -55,17 +83,17 @@ impl Digests {
 
     /// The digest in `algo` so far (lowercase hex), when it is taken.
     pub fn hex(&self, algo: HashAlgo) -> Option<String> {
-        match (algo, &self.other) {
-            (HashAlgo::Sha256, _) => Some(self.sha256_hex()),
-            (HashAlgo::Sha1, Some(Other::Sha1(h))) => Some(hex::encode(h.clone().finalize())),
-            (HashAlgo::Md5, Some(Other::Md5(h))) => {
-                Some(hex::encode(md5::Digest::finalize(h.clone())))
-            }
-            (HashAlgo::Crc32, Some(Other::Crc32(h))) => {
-                Some(format!("{:08x}", h.clone().finalize()))
-            }
-            _ => None,
+        if algo == HashAlgo::Sha256 {
+            return Some(self.sha256_hex());
         }
+        self.others
+            .iter()
+            .find(|o| o.algo() == algo)
+            .map(|o| match o {
+                Other::Sha1(h) => hex::encode(h.clone().finalize()),
+                Other::Md5(h) => hex::encode(md5::Digest::finalize(h.clone())),
+                Other::Crc32(h) => format!("{:08x}", h.clone().finalize()),
+            })
     }
 }
 
@@ -146,6 +174,11 @@ impl<W> HashingWriter<W> {
 
     pub fn digests(&self) -> &Digests {
         &self.hasher
+    }
+
+    /// Bytes written so far (counting a partial file's earlier bytes).
+    pub fn written(&self) -> u64 {
+        self.written
     }
 
     /// The SHA-256 of everything written, lowercase hex.

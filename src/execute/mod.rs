@@ -22,6 +22,7 @@
 mod download;
 mod hashing;
 mod retry;
+mod sidecar;
 mod upload;
 mod workers;
 
@@ -160,6 +161,8 @@ pub struct Context {
     pub retry: RetryPolicy,
     /// What to do with a local file once it is uploaded and verified.
     pub after_upload: AfterUpload,
+    /// Write `x.sha256` beside each uploaded `x`.
+    pub checksum_sidecar: bool,
     /// The endpoint's sessions, shared with every other job on it.
     pub pool: Pool,
     /// The job's remote directory: every session of this run is rooted there.

@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 
 use super::{
     Context, Digests, FileOutcome, HashingReader, HashingWriter, Verification, compare_server_hash,
-    local_err, save_record, temp_name,
+    local_err, save_record, sidecar, temp_name,
 };
 use crate::config::{AfterUpload, Verify};
 use crate::listing::{Entry, Listing};
@@ -148,6 +148,17 @@ pub(super) async fn upload_file(
     save_record(ctx, path, &record, &op)?;
     tracing::info!(job = %ctx.job, path = %path, bytes = sent, resumed_from = offset,
         sha256 = %sha, verified = %verification, "uploaded");
+    if ctx.checksum_sidecar {
+        write_checksum_file(t, path, &sha).await.map_err(|e| {
+            // Not retried: the file itself is in place and recorded; the next run sees the
+            // checksum file missing and sends both again.
+            TransportError::new(
+                ErrorKind::Permanent,
+                &op,
+                format!("in place, but its checksum file could not be written: {e}"),
+            )
+        })?;
+    }
     apply_after_upload(ctx, &dir, name, &opened, path)?;
     Ok(FileOutcome {
         // What this try moved (the rest of a resumed upload).
@@ -155,6 +166,22 @@ pub(super) async fn upload_file(
         verification,
         sha256: Some(sha),
     })
+}
+
+/// Write `x.sha256` beside the uploaded `x`, through a temporary name like any upload.
+async fn write_checksum_file(
+    t: &mut dyn Transport,
+    path: &RelPath,
+    sha: &str,
+) -> Result<(), TransportError> {
+    let Some(file) = crate::plan::sidecar_path(path) else {
+        return Ok(());
+    };
+    let text = sidecar::sidecar_text(sha, path.file_name());
+    let tmp = temp_name(&file);
+    let mut src = text.as_bytes();
+    t.upload(&tmp, &mut src, &|_| {}).await?;
+    t.rename(&tmp, &file).await
 }
 
 /// Where an upload of `source` goes on from: the size of the server's temporary file when the

@@ -49,6 +49,8 @@ pub struct Policy {
     pub delete: bool,
     /// The most files one run may delete (guard.rs).
     pub max_delete: MaxDelete,
+    /// Push: ferry writes `x.sha256` beside each `x`; those are ferry's, not files to mirror.
+    pub checksum_sidecar: bool,
 }
 
 impl Policy {
@@ -57,6 +59,7 @@ impl Policy {
             direction: job.direction,
             delete: job.delete,
             max_delete: job.max_delete,
+            checksum_sidecar: job.checksum_sidecar && job.direction == Direction::Push,
         }
     }
 }
@@ -187,6 +190,10 @@ pub fn plan(local: &Listing, remote: &Listing, records: &Records, policy: &Polic
         if draft.is_shielded(path) {
             continue;
         }
+        if policy.checksum_sidecar && sidecar_of_a_local_file(path, &local_tree) {
+            // Written by ferry with its file: neither mirrored, nor deleted, nor compared.
+            continue;
+        }
         let on_local = local_tree.get(path).copied();
         let on_remote = remote_tree.get(path).copied();
         let (source, dest) = match policy.direction {
@@ -200,7 +207,10 @@ pub fn plan(local: &Listing, remote: &Listing, records: &Records, policy: &Polic
             source,
             dest,
         };
-        draft.visit(&route, &pair, records.get(path));
+        let checksum_missing = policy.checksum_sidecar
+            && on_local.is_some_and(|e| e.kind == EntryKind::File)
+            && !sidecar_path(path).is_some_and(|p| remote_tree.contains_key(&p));
+        draft.visit(&route, &pair, records.get(path), checksum_missing);
     }
 
     let (source_listing, dest_listing) = match policy.direction {
@@ -322,7 +332,13 @@ impl Draft {
         !self.shields.is_empty() && path.ancestors().iter().any(|a| self.shields.contains(a))
     }
 
-    fn visit(&mut self, route: &Route, pair: &Pair<'_>, record: Option<&SyncRecord>) {
+    fn visit(
+        &mut self,
+        route: &Route,
+        pair: &Pair<'_>,
+        record: Option<&SyncRecord>,
+        checksum_missing: bool,
+    ) {
         let kind = |e: Option<&Entry>| e.map(|e| e.kind);
         if kind(pair.local) == Some(EntryKind::Symlink)
             || kind(pair.remote) == Some(EntryKind::Symlink)
@@ -347,7 +363,7 @@ impl Draft {
                 Reason::MissingOn(route.dest),
             )),
             (Some(source), Some(_)) if source.kind == EntryKind::File => {
-                self.compare_files(route, pair, record);
+                self.compare_files(route, pair, record, checksum_missing);
             }
             (None, Some(dest)) => self.add_delete(route, pair.path, dest),
             // Directories on both sides, or nothing on either: nothing to do here.
@@ -383,12 +399,24 @@ impl Draft {
         self.shields.insert(pair.path.clone());
     }
 
-    fn compare_files(&mut self, route: &Route, pair: &Pair<'_>, record: Option<&SyncRecord>) {
+    fn compare_files(
+        &mut self,
+        route: &Route,
+        pair: &Pair<'_>,
+        record: Option<&SyncRecord>,
+        checksum_missing: bool,
+    ) {
         let (Some(local), Some(remote), Some(source)) = (pair.local, pair.remote, pair.source)
         else {
             return;
         };
-        match decide_file(local, remote, record, route.source) {
+        let decision = match decide_file(local, remote, record, route.source) {
+            Decision::Skip(_) if checksum_missing => {
+                Decision::Transfer(Reason::ChecksumFileMissing)
+            }
+            other => other,
+        };
+        match decision {
             Decision::Skip(reason) => self.skipped.push(Skip {
                 path: pair.path.clone(),
                 reason,
@@ -474,6 +502,23 @@ fn action(kind: ActionKind, path: &RelPath, size: u64, reason: Reason) -> Action
         size,
         reason,
     }
+}
+
+/// Where ferry writes the checksum file of `path` (`x` -> `x.sha256`).
+pub fn sidecar_path(path: &RelPath) -> Option<RelPath> {
+    path.parent()
+        .join(&format!("{}.sha256", path.file_name()))
+        .ok()
+}
+
+/// Whether `path` is `x.sha256` for a file `x` on the local side.
+fn sidecar_of_a_local_file(path: &RelPath, local: &BTreeMap<RelPath, &Entry>) -> bool {
+    let Some(stem) = path.file_name().strip_suffix(".sha256") else {
+        return false;
+    };
+    path.parent().join(stem).is_ok_and(|file| {
+        local.get(&file).is_some_and(|e| e.kind == EntryKind::File) && !local.contains_key(path)
+    })
 }
 
 /// The outcome for a file present on both sides.

@@ -86,6 +86,7 @@ fn policy() -> impl Strategy<Value = Policy> {
             direction,
             delete,
             max_delete,
+            checksum_sidecar: false,
         })
 }
 

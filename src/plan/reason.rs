@@ -70,6 +70,9 @@ pub enum Reason {
     AbsentOn(Side),
     /// A symbolic link, on either side: ferry neither follows nor replaces it.
     SymlinkNotFollowed,
+    /// Unchanged, but the checksum file ferry writes beside it (`checksum_sidecar`) is missing
+    /// on the server: sent again, with its checksum file.
+    ChecksumFileMissing,
 }
 
 impl fmt::Display for Reason {
@@ -98,6 +101,7 @@ impl fmt::Display for Reason {
             ),
             Reason::AbsentOn(side) => write!(f, "absent on {side} and delete is on"),
             Reason::SymlinkNotFollowed => f.write_str("symlink not followed"),
+            Reason::ChecksumFileMissing => f.write_str("its checksum file is missing on remote"),
         }
     }
 }

@@ -53,6 +53,7 @@ fn policy(direction: Direction, delete: bool) -> Policy {
         delete,
         // No cap here; guard.rs and the property tests cover max_delete.
         max_delete: MaxDelete::Count(u64::MAX),
+        checksum_sidecar: false,
     }
 }
 

@@ -61,6 +61,7 @@ pub fn job(name: &str, direction: Direction, local: &Path, remote: &str) -> Job 
         watch: false,
         settle: Duration::from_secs(2),
         after_upload: AfterUpload::Keep,
+        checksum_sidecar: false,
     }
 }
 
