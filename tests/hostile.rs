@@ -674,3 +674,49 @@ async fn a_directory_listing_more_entries_than_the_limit_is_refused() {
     );
     assert!(tree(dir.path()).is_empty());
 }
+
+/// A server that answers on the control connection instead of carrying the data (426 after
+/// dropping the passive connection, 425 instead of connecting back in active mode): ferry
+/// reports that reply, at once, not a bare handshake error or a timeout.
+#[tokio::test]
+async fn a_reply_on_the_control_connection_ends_the_data_wait_at_once() {
+    for active in [false, true] {
+        let behaviour = Behaviour {
+            abort_data_after_150: true,
+            ..Behaviour::default()
+        };
+        let server = Hostile::with(vec![list_line('-', "f.bin")], false, behaviour).await;
+        if active {
+            server.port_only_mode();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut ep = endpoint(
+            server.addr(),
+            server.ca_pem(),
+            server.user(),
+            server.password(),
+        );
+        ep.timeout = Duration::from_secs(30);
+        if active {
+            ep.data_mode = ferry::config::DataMode::Active;
+        }
+        let mut j = job("pull", Direction::Pull, dir.path(), "/data");
+        j.retry.attempts = 1;
+        let setup = Setup::new(ep, vec![j]);
+        let started = std::time::Instant::now();
+        let report = run_bounded(&setup, "pull").await;
+        let elapsed = started.elapsed();
+        let e = report.execution.failures[0].error.to_string();
+        let want = if active {
+            "425 Can't open data connection."
+        } else {
+            "426 Connection closed"
+        };
+        assert!(e.contains(want), "active {active}: {e}");
+        assert!(
+            elapsed < Duration::from_secs(10),
+            "active {active}: took {elapsed:?}"
+        );
+        assert!(tree(dir.path()).is_empty());
+    }
+}

@@ -57,6 +57,9 @@ pub struct Behaviour {
     pub pasv_elsewhere: Option<Ipv4Addr>,
     /// A wrong password is refused with a reply that quotes it.
     pub echo_password: bool,
+    /// RETR answers 150, then gives up on the data connection: in passive mode it accepts and
+    /// drops it and replies 426; in active mode it never connects back and replies 425.
+    pub abort_data_after_150: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +103,12 @@ impl Hostile {
             .port_only
             .store(true, std::sync::atomic::Ordering::Relaxed);
         hostile
+    }
+
+    /// From now on, refuse EPRT and accept PORT, as [`Hostile::listing_port_only`] does.
+    pub fn port_only_mode(&self) {
+        self.port_only
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Answer LIST (and MLSD when `mlsd`) with `lines`, misbehaving as `behaviour` says.
@@ -582,6 +591,17 @@ async fn send_file<S>(
 where
     S: AsyncWrite + Unpin,
 {
+    if shared.behaviour.abort_data_after_150 {
+        reply(control, "150 Here comes the data.").await?;
+        if session.active.take().is_some() {
+            return reply(control, "425 Can't open data connection.").await;
+        }
+        if let Some(listener) = session.passive.take() {
+            let (stream, _) = listener.accept().await?;
+            drop(stream);
+        }
+        return reply(control, "426 Connection closed; transfer aborted.").await;
+    }
     let Some(mut data) = open_data(control, session, shared).await? else {
         return Ok(());
     };

@@ -126,7 +126,15 @@ pub async fn accept_data(
     )
     .await
     .map_err(|_| TransportError::new(ErrorKind::Transient, op, "TLS handshake timed out"))?
-    .map_err(|e| TransportError::new(ErrorKind::Tls, op, e.to_string()))?;
+    .map_err(|e| {
+        // A refusal stops the run; a handshake cut short is a lost connection.
+        let kind = if super::tls::is_tls_refusal(&e) {
+            ErrorKind::Tls
+        } else {
+            ErrorKind::Transient
+        };
+        TransportError::new(kind, op, e.to_string())
+    })?;
     let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     if let Some(seen) = &active.observations
         && let Ok(mut seen) = seen.lock()

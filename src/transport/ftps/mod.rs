@@ -543,9 +543,42 @@ impl FtpsSession {
                 "not in active mode",
             ));
         };
-        let data = active::accept_data(mode, listener, peer.ip(), timeout, command).await?;
+        let accept = active::accept_data(mode, listener, peer.ip(), timeout, command);
+        // The server may answer on the control connection instead of connecting back (425
+        // can't open data connection): that reply ends the wait at once.
+        let control = self
+            .ftp
+            .read_response_in(&[Status::ClosingDataConnection, Status::RequestedFileActionOk]);
+        let data = tokio::select! {
+            data = accept => data?,
+            reply = control => {
+                return Err(match reply {
+                    Err(e) => classify(command, e),
+                    Ok(r) => TransportError::new(
+                        ErrorKind::Transient,
+                        command,
+                        format!("{} before any data connection", reply_text(&r)),
+                    ),
+                });
+            }
+        };
         self.note_data_connection();
         Ok(data)
+    }
+
+    /// After a data connection failed to open or to complete its handshake, the reason is
+    /// often waiting on the control connection (425, 426, 450, 451): read it for a moment and
+    /// report it instead of the bare connection error.
+    async fn explain_data_failure(&mut self, op: &str, e: TransportError) -> TransportError {
+        if e.message.starts_with(|c: char| c.is_ascii_digit()) {
+            // Already a reply.
+            return e;
+        }
+        let wait = self.timeout.min(Duration::from_millis(500));
+        match tokio::time::timeout(wait, self.ftp.read_response_in(&[])).await {
+            Ok(Err(reply @ FtpError::UnexpectedResponse(_))) => classify(op, reply),
+            _ => e,
+        }
     }
 
     /// Close an active-mode data connection (close_notify first) and read the completion reply.
@@ -588,13 +621,18 @@ impl FtpsSession {
         offset: u64,
     ) -> Result<suppaftp::tokio::TransferStream<AsyncRustlsStream>> {
         let op = format!("STOR {remote}");
-        self.run(&op, async |f| {
-            if offset > 0 {
-                f.resume_transfer(offset as usize).await?;
-            }
-            f.put_with_stream(remote).await
-        })
-        .await
+        let opened = self
+            .run(&op, async |f| {
+                if offset > 0 {
+                    f.resume_transfer(offset as usize).await?;
+                }
+                f.put_with_stream(remote).await
+            })
+            .await;
+        match opened {
+            Err(e) => Err(self.explain_data_failure(&op, e).await),
+            ok => ok,
+        }
     }
 
     /// Open a RETR data stream, with REST `offset` first when it is not 0.
@@ -604,13 +642,18 @@ impl FtpsSession {
         offset: u64,
     ) -> Result<suppaftp::tokio::TransferStream<AsyncRustlsStream>> {
         let op = format!("RETR {remote}");
-        self.run(&op, async |f| {
-            if offset > 0 {
-                f.resume_transfer(offset as usize).await?;
-            }
-            f.retr_as_stream(remote).await
-        })
-        .await
+        let opened = self
+            .run(&op, async |f| {
+                if offset > 0 {
+                    f.resume_transfer(offset as usize).await?;
+                }
+                f.retr_as_stream(remote).await
+            })
+            .await;
+        match opened {
+            Err(e) => Err(self.explain_data_failure(&op, e).await),
+            ok => ok,
+        }
     }
 
     async fn list_lines(&mut self, dir: &str) -> Result<Vec<String>> {
@@ -636,17 +679,20 @@ impl FtpsSession {
             return Ok(lines);
         }
         let codes = [Status::AboutToSend, Status::AlreadyOpen];
-        let mut stream = match self
+        let opened = match self
             .run(&op, async |f| f.custom_data_command(command, &codes).await)
             .await
         {
             Err(e) if self.fall_back_to_pasv(&e) => {
                 self.run(&op, async |f| f.custom_data_command(command, &codes).await)
-                    .await?
+                    .await
             }
-            other => other?,
-        }
-        .1;
+            other => other,
+        };
+        let mut stream = match opened {
+            Ok(opened) => opened.1,
+            Err(e) => return Err(self.explain_data_failure(&op, e).await),
+        };
         self.note_data_connection();
         // On an error the stream is dropped unfinished: suppaftp reads its reply before the
         // next command, and the caller drops the session on errors anyway.
