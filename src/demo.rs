@@ -118,6 +118,9 @@ fn demo_job(name: &str, direction: Direction, local: &Path) -> Job {
         settle: Duration::from_secs(2),
         after_upload: AfterUpload::Keep,
         checksum_sidecar: false,
+        catch_up: false,
+        jitter: None,
+        rescan: std::time::Duration::from_secs(600),
     }
 }
 
@@ -183,6 +186,7 @@ pub async fn run(cancel: CancellationToken) -> Result<(), DemoError> {
             (push.name.clone(), push.clone()),
             (pull.name.clone(), pull.clone()),
         ]),
+        agent: Default::default(),
         warnings: Vec::new(),
     };
     let store = Arc::new(Mutex::new(

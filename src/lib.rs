@@ -27,6 +27,7 @@
 //! - [`text`]: what is shown of outside text: control characters escaped, secrets redacted.
 //! - [`embedded`]: an in-process FTPS server on loopback for `ferry demo` and tests.
 
+pub mod agent;
 pub mod check;
 pub mod config;
 pub mod demo;

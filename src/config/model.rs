@@ -16,8 +16,28 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub endpoints: BTreeMap<String, Endpoint>,
     pub jobs: BTreeMap<String, Job>,
+    /// What only `ferry run` uses.
+    pub agent: AgentSettings,
     /// Non-fatal findings (a literal password, `tls: none`), each already naming its place.
     pub warnings: Vec<String>,
+}
+
+/// Settings of the agent (`ferry run`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSettings {
+    /// Where to serve Prometheus metrics; off when `None`.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// After SIGTERM, how long in-flight transfers may finish before they are aborted.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            metrics: None,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,4 +306,10 @@ pub struct Job {
     pub after_upload: AfterUpload,
     /// Push: write `x.sha256` (coreutils format) beside each uploaded `x`, once `x` is in place.
     pub checksum_sidecar: bool,
+    /// Run once at start-up a scheduled run missed while the agent was down.
+    pub catch_up: bool,
+    /// Delay each scheduled run by a random part of this (spreads jobs sharing a schedule).
+    pub jitter: Option<Duration>,
+    /// Watch jobs: how often a full scan backs the watcher up (default 10 min).
+    pub rescan: Duration,
 }

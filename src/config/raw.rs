@@ -841,6 +841,11 @@ impl<'de> VariantAccess<'de> for MappingEnum<'_> {
 pub struct RawFile {
     pub version: Option<u32>,
     pub state_dir: Option<PathBuf>,
+    /// `127.0.0.1:9464`: serve Prometheus metrics there (the agent only).
+    pub metrics: Option<String>,
+    /// How long in-flight transfers may finish after SIGTERM before they are aborted.
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_grace: Option<Duration>,
     // Named here only so that they count as known keys; validation reads their nodes.
     #[expect(dead_code, reason = "validate.rs reads the endpoints node itself")]
     pub endpoints: Option<de::IgnoredAny>,
@@ -950,6 +955,14 @@ pub struct RawJob {
     pub after_upload: Option<RawAfterUpload>,
     /// Push: write `x.sha256` beside each uploaded `x`.
     pub checksum_sidecar: Option<bool>,
+    /// Run once at start-up a scheduled run missed while the agent was down.
+    pub catch_up: Option<bool>,
+    /// Delay each scheduled run by a random part of this.
+    #[serde(default, with = "humantime_serde")]
+    pub jitter: Option<Duration>,
+    /// Watch jobs: how often a full scan backs the watcher up.
+    #[serde(default, with = "humantime_serde")]
+    pub rescan: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

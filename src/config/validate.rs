@@ -27,8 +27,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::model::{
-    AfterUpload, Config, DataMode, Direction, Endpoint, Filter, Job, Limits, MaxDelete,
-    PasswordSource, RetryPolicy, Secret, TlsMode, TlsVersion, TrustRoots, Verify,
+    AfterUpload, AgentSettings, Config, DataMode, Direction, Endpoint, Filter, Job, Limits,
+    MaxDelete, PasswordSource, RetryPolicy, Secret, TlsMode, TlsVersion, TrustRoots, Verify,
 };
 use super::raw::{
     Collected, Mark, Node, NodeValue, Problem, RawAfterUpload, RawDataMode, RawDirection,
@@ -41,6 +41,8 @@ const SUPPORTED_VERSION: u32 = 1;
 const DEFAULT_MAX_CONNECTIONS: usize = 2;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
+/// How often a watch job rescans its tree behind the watcher, by default.
+const DEFAULT_RESCAN: Duration = Duration::from_secs(600);
 const PASSWORD_KEYS: [&str; 4] = [
     "password_env",
     "password_file",
@@ -116,11 +118,12 @@ pub fn parse_str(
         problem.message = redact(&problem.message, &checker.secrets);
     }
     match parts {
-        Some((state_dir, endpoints, jobs)) if problems.is_empty() => Ok(Config {
+        Some((state_dir, endpoints, jobs, agent)) if problems.is_empty() => Ok(Config {
             source: path.to_path_buf(),
             state_dir,
             endpoints,
             jobs,
+            agent,
             warnings: checker
                 .warnings
                 .iter()
@@ -264,7 +267,12 @@ impl Place<'_> {
     }
 }
 
-type Parts = (PathBuf, BTreeMap<String, Endpoint>, BTreeMap<String, Job>);
+type Parts = (
+    PathBuf,
+    BTreeMap<String, Endpoint>,
+    BTreeMap<String, Job>,
+    AgentSettings,
+);
 
 struct Checker<'a> {
     base_dir: &'a Path,
@@ -350,7 +358,35 @@ impl Checker<'_> {
             }
         }
         self.check_overlapping_roots(&jobs, &local_marks);
-        Some((state_dir?, endpoints, jobs))
+        let agent = self.check_agent(&root, &raw);
+        Some((state_dir?, endpoints, jobs, agent?))
+    }
+
+    /// `metrics: 127.0.0.1:9464` and `shutdown_grace: 30s`.
+    fn check_agent(&mut self, root: &Node, raw: &RawFile) -> Option<AgentSettings> {
+        let defaults = AgentSettings::default();
+        let mark = |key: &str| root.get(key).map_or(root.mark, |v| v.mark);
+        let metrics = match raw.metrics.as_deref() {
+            None => None,
+            Some(text) => {
+                match text.parse::<std::net::SocketAddr>() {
+                    Ok(addr) => Some(addr),
+                    Err(_) => {
+                        self.report(
+                        mark("metrics"),
+                        None,
+                        format!("metrics `{text}` must be an address and port such as 127.0.0.1:9464"),
+                    );
+                        return None;
+                    }
+                }
+            }
+        };
+        let shutdown_grace = raw.shutdown_grace.unwrap_or(defaults.shutdown_grace);
+        Some(AgentSettings {
+            metrics,
+            shutdown_grace,
+        })
     }
 
     /// Two jobs on one local tree, one of which deletes there, would delete each other's files:
@@ -1062,6 +1098,9 @@ impl Checker<'_> {
             settle: raw.settle.unwrap_or(DEFAULT_SETTLE),
             after_upload: after_upload?,
             checksum_sidecar: raw.checksum_sidecar.unwrap_or(false),
+            catch_up: raw.catch_up.unwrap_or(false),
+            jitter: raw.jitter.filter(|j| !j.is_zero()),
+            rescan: raw.rescan.unwrap_or(DEFAULT_RESCAN),
         })
     }
 
@@ -1885,7 +1924,7 @@ endpoints:
             (
                 "version: 1\njob:\n  a: {}\n",
                 &[
-                    "jobs.yaml:2:1: unknown field `job`, expected one of `version`, `state_dir`, `endpoints`, `jobs`",
+                    "jobs.yaml:2:1: unknown field `job`, expected one of `version`, `state_dir`, `metrics`, `shutdown_grace`, `endpoints`, `jobs`",
                 ],
             ),
             (

@@ -11,8 +11,10 @@
 //! nothing it had finished.
 //!
 //! The parts: `schema` creates the tables, `records` holds what is known in sync, `runs`
-//! the history of runs, `partials` the transfers in flight (for resuming them).
+//! the history of runs, `partials` the transfers in flight (for resuming them), `outbox` the
+//! files a watch job has yet to push.
 
+mod outbox;
 mod partials;
 mod records;
 mod runs;

@@ -243,7 +243,10 @@ mod tests {
             .expect("v1");
         }
         let store = Store::open(dir.path()).expect("migrate");
-        assert_eq!(store.schema_version().expect("version"), 2);
+        assert_eq!(
+            store.schema_version().expect("version"),
+            crate::state::SCHEMA_VERSION
+        );
         let path = RelPath::parse("x").expect("path");
         store
             .put_partial(

@@ -3,10 +3,10 @@
 use rusqlite::Connection;
 
 /// The schema this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
-/// Create every table and index that is missing, and record the schema version. A version 1
-/// database gains the `partials` table and becomes version 2; nothing else changes.
+/// Create every table and index that is missing, and record the schema version. An older
+/// database gains the tables added since (2: `partials`, 3: `outbox`); nothing else changes.
 pub(super) fn create(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "BEGIN;
@@ -56,8 +56,15 @@ pub(super) fn create(conn: &Connection) -> rusqlite::Result<()> {
                  started_at INTEGER NOT NULL,
                  PRIMARY KEY (job, path, kind)
              );
-             INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', '2');
-             PRAGMA user_version = 2;
+             -- Version 3: the watch-mode outbox, files detected and not yet verified remotely.
+             CREATE TABLE IF NOT EXISTS outbox (
+                 job TEXT NOT NULL,
+                 path TEXT NOT NULL,
+                 detected_at INTEGER NOT NULL,
+                 PRIMARY KEY (job, path)
+             );
+             INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', '3');
+             PRAGMA user_version = 3;
              COMMIT;",
     )
 }

@@ -62,6 +62,9 @@ pub fn job(name: &str, direction: Direction, local: &Path, remote: &str) -> Job 
         settle: Duration::from_secs(2),
         after_upload: AfterUpload::Keep,
         checksum_sidecar: false,
+        catch_up: false,
+        jitter: None,
+        rescan: std::time::Duration::from_secs(600),
     }
 }
 
@@ -83,6 +86,7 @@ impl Setup {
             state_dir: state.path().to_path_buf(),
             endpoints: BTreeMap::from([("server".to_owned(), endpoint)]),
             jobs: jobs.into_iter().map(|j| (j.name.clone(), j)).collect(),
+            agent: Default::default(),
             warnings: Vec::new(),
         };
         let store = Arc::new(Mutex::new(Store::open(state.path()).unwrap()));

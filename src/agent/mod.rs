@@ -1,0 +1,3 @@
+//! The agent (`ferry run`).
+pub mod lock;
+pub mod schedule;
