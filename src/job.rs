@@ -224,6 +224,18 @@ impl RunReport {
     }
 }
 
+/// How one run is asked for.
+pub struct RunOptions<'a> {
+    /// What started it, as recorded and logged: `cli`, `schedule`, `watch`, `catch-up`, ...
+    pub trigger: &'a str,
+    pub cancel: CancellationToken,
+    pub observer: Arc<dyn Observer>,
+    /// Called with the plan before anything is done.
+    pub on_plan: &'a (dyn Fn(&Planned) + Send + Sync),
+    /// Transfer only these files (a watch job's outbox); everything else waits for a full run.
+    pub only: Option<std::collections::BTreeSet<crate::path::RelPath>>,
+}
+
 /// Run a job once: list, plan, execute, record the run.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_job(
@@ -236,6 +248,31 @@ pub async fn run_job(
     observer: Arc<dyn Observer>,
     on_plan: &(dyn Fn(&Planned) + Send + Sync),
 ) -> Result<RunReport, JobError> {
+    let opts = RunOptions {
+        trigger,
+        cancel,
+        observer,
+        on_plan,
+        only: None,
+    };
+    run_job_with(config, job, pools, store, opts).await
+}
+
+/// [`run_job`], with every option.
+pub async fn run_job_with(
+    config: &Config,
+    job: &Job,
+    pools: &Pools,
+    store: Arc<Mutex<Store>>,
+    opts: RunOptions<'_>,
+) -> Result<RunReport, JobError> {
+    let RunOptions {
+        trigger,
+        cancel,
+        observer,
+        on_plan,
+        only,
+    } = opts;
     let started = Instant::now();
     let pool = pool_for(config, pools, job)?;
     let state_err = |error| JobError::State {
@@ -288,6 +325,10 @@ pub async fn run_job(
             return Err(e);
         }
     };
+    let mut planned = planned;
+    if let Some(only) = &only {
+        planned.plan = planned.plan.restricted_to(only);
+    }
     on_plan(&planned);
     let ctx = Context {
         job: job.name.clone(),

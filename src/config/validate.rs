@@ -41,6 +41,16 @@ const SUPPORTED_VERSION: u32 = 1;
 const DEFAULT_MAX_CONNECTIONS: usize = 2;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
+/// Files a watch job leaves alone as unfinished, besides its own `exclude`.
+pub const WATCH_TEMP_PATTERNS: &[&str] = &[
+    "**/*.tmp",
+    "**/*.part",
+    "**/*.partial",
+    "**/.~*",
+    "**/~$*",
+    "**/*.swp",
+];
+
 /// How often a watch job rescans its tree behind the watcher, by default.
 const DEFAULT_RESCAN: Duration = Duration::from_secs(600);
 const PASSWORD_KEYS: [&str; 4] = [
@@ -1030,7 +1040,14 @@ impl Checker<'_> {
         let schedule = self.check_schedule(&place, raw.schedule.as_deref());
         let timezone = self.check_timezone(&place, raw.timezone.as_deref());
         let include = self.check_globs(&place, "include", raw.include.as_deref());
-        let exclude = self.check_globs(&place, "exclude", raw.exclude.as_deref());
+        // A watch job never takes what editors and downloaders are still writing.
+        let exclude = if raw.watch == Some(true) {
+            let mut all = raw.exclude.clone().unwrap_or_default();
+            all.extend(WATCH_TEMP_PATTERNS.iter().map(|p| (*p).to_owned()));
+            self.check_globs(&place, "exclude", Some(&all))
+        } else {
+            self.check_globs(&place, "exclude", raw.exclude.as_deref())
+        };
         let retry = self.check_retry(&place, &raw);
         let watch = raw.watch.unwrap_or(false);
         let after_upload = self.check_after_upload(&place, raw.after_upload.as_ref());

@@ -178,6 +178,32 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// This plan narrowed to the transfers of `only` (a watch job's outbox) and the directories
+    /// they need; no deletes. What else the plan found is left for a full run.
+    pub fn restricted_to(&self, only: &BTreeSet<RelPath>) -> Plan {
+        let needed: BTreeSet<RelPath> = only.iter().flat_map(|p| p.ancestors()).collect();
+        let actions = self
+            .actions
+            .iter()
+            .filter(|a| {
+                (a.kind.is_transfer() && only.contains(&a.path))
+                    || (matches!(a.kind, ActionKind::MakeRemoteDir | ActionKind::MakeLocalDir)
+                        && needed.contains(&a.path))
+            })
+            .cloned()
+            .collect();
+        Plan {
+            actions,
+            skipped: self.skipped.clone(),
+            conflicts: Vec::new(),
+            deletes_blocked: None,
+            withheld: Vec::new(),
+            forget: Vec::new(),
+        }
+    }
+}
+
 /// Compare both sides with the records and decide what a sync under `policy` must do.
 pub fn plan(local: &Listing, remote: &Listing, records: &Records, policy: &Policy) -> Plan {
     let route = Route::of(policy.direction);

@@ -298,6 +298,27 @@ impl Pools {
         Ok(pool)
     }
 
+    /// Forget the pool of `endpoint` (its configuration changed): the next job to ask gets a
+    /// new one; holders of the old one keep it until they are done.
+    pub fn remove(&self, endpoint: &str) -> Option<Pool> {
+        match self.pools.lock() {
+            Ok(mut p) => p.remove(endpoint),
+            Err(poisoned) => poisoned.into_inner().remove(endpoint),
+        }
+    }
+
+    /// Every pool now, by endpoint name.
+    pub fn all(&self) -> Vec<(String, Pool)> {
+        match self.pools.lock() {
+            Ok(p) => p.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(poisoned) => poisoned
+                .into_inner()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
     /// Close every pool's idle sessions.
     pub async fn close_all(&self) {
         let pools: Vec<Pool> = match self.pools.lock() {

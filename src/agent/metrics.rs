@@ -1,0 +1,59 @@
+//! Prometheus metrics of the agent, served by `metrics-exporter-prometheus`'s own HTTP
+//! listener on the job file's `metrics:` address (off by default): how a fleet of edge agents
+//! is watched.
+//!
+//! - `ferry_runs_total{job,outcome}`, `ferry_files_transferred_total{job}`,
+//!   `ferry_bytes_transferred_total{job}`, `ferry_run_duration_seconds{job}` (histogram),
+//!   `ferry_last_success_timestamp_seconds{job}`;
+//! - `ferry_outbox_files{job}` (watch jobs) and `ferry_open_connections{endpoint}`, sampled.
+//!
+//! Without `metrics:` nothing is installed and every call here is a no-op (the `metrics`
+//! facade drops what no recorder takes).
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::state::Store;
+use crate::transport::pool::Pools;
+
+/// Serve metrics on `addr`.
+pub fn install(addr: SocketAddr) -> Result<(), String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| e.to_string())
+}
+
+/// A run ended.
+pub fn run_finished(job: &str, outcome: &str, took: Duration, files: u64, bytes: u64) {
+    let job = job.to_owned();
+    metrics::counter!("ferry_runs_total", "job" => job.clone(), "outcome" => outcome.to_owned())
+        .increment(1);
+    metrics::counter!("ferry_files_transferred_total", "job" => job.clone()).increment(files);
+    metrics::counter!("ferry_bytes_transferred_total", "job" => job.clone()).increment(bytes);
+    metrics::histogram!("ferry_run_duration_seconds", "job" => job.clone())
+        .record(took.as_secs_f64());
+    if outcome == "ok" {
+        let now = chrono::Utc::now().timestamp() as f64;
+        metrics::gauge!("ferry_last_success_timestamp_seconds", "job" => job).set(now);
+    }
+}
+
+/// Sample the gauges that are states rather than events.
+pub fn sample(pools: &Pools, store: &Mutex<Store>, config: &Config) {
+    for (endpoint, pool) in pools.all() {
+        metrics::gauge!("ferry_open_connections", "endpoint" => endpoint)
+            .set(pool.open_connections() as f64);
+    }
+    let Ok(store) = store.lock() else {
+        return;
+    };
+    for job in config.jobs.values().filter(|j| j.watch) {
+        if let Ok(pending) = store.pending(&job.name) {
+            metrics::gauge!("ferry_outbox_files", "job" => job.name.clone())
+                .set(pending.len() as f64);
+        }
+    }
+}
