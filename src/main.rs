@@ -44,6 +44,9 @@ enum Command {
         #[arg(long)]
         connect: bool,
     },
+    /// The agent: run scheduled jobs at their times and watch jobs as files come, until SIGTERM
+    /// (SIGHUP reloads the job file).
+    Run,
     /// Run jobs once now.
     Sync {
         /// Jobs to run.
@@ -51,6 +54,10 @@ enum Command {
         /// Run every job in the file.
         #[arg(long, conflicts_with = "jobs")]
         all: bool,
+        /// When a job is running already (in the agent or another sync), wait for it instead of
+        /// refusing.
+        #[arg(long)]
+        wait: bool,
     },
     /// Show what a sync would do, changing nothing.
     Plan {
@@ -59,8 +66,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Each job's last run.
-    Status,
+    /// Each job's last run, last success, next run and outbox.
+    Status {
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), made from this same command line definition.
+    Man,
     /// A self-contained tour on loopback: embedded FTPS server, push, pull, verify.
     Demo,
 }
@@ -86,10 +101,12 @@ fn init_logging(format: LogFormat, verbose: u8) {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
+    // By default ferry's own lines at info and above, nothing from libraries; -v adds ferry's
+    // debug lines, -vv everything at debug.
     let default = match verbose {
-        0 => "warn,ferry=warn",
-        1 => "info,ferry=info",
-        _ => "debug,ferry=debug",
+        0 => "off,ferry=info",
+        1 => "off,ferry=debug",
+        _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -201,7 +218,29 @@ async fn run(cli: Cli) -> u8 {
             };
             plan_one(&config, job, *json).await
         }
-        Command::Sync { jobs, all } => {
+        Command::Run => {
+            let config = match load_config(&cli) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            run_agent(config, config_path(&cli)).await
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "ferry", &mut std::io::stdout());
+            0
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("ferry man: {e}");
+                    1
+                }
+            }
+        }
+        Command::Sync { jobs, all, wait } => {
             let config = match load_config(&cli) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -215,14 +254,14 @@ async fn run(cli: Cli) -> u8 {
                 eprintln!("ferry sync: name at least one job, or --all");
                 return 2;
             }
-            sync_jobs(&config, &names).await
+            sync_jobs(&config, &names, *wait).await
         }
-        Command::Status => {
+        Command::Status { json } => {
             let config = match load_config(&cli) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            status(&config)
+            status(&config, *json)
         }
     }
 }
@@ -281,7 +320,44 @@ async fn plan_one(config: &Config, name: &str, json: bool) -> u8 {
     }
 }
 
-async fn sync_jobs(config: &Config, names: &[String]) -> u8 {
+/// `ferry run`: the agent until SIGTERM/SIGINT (a second one exits at once); SIGHUP reloads.
+async fn run_agent(config: Config, path: PathBuf) -> u8 {
+    let shutdown = CancellationToken::new();
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received: stopping (signal again to exit now)");
+            shutdown.cancel();
+            wait_for_signal().await;
+            std::process::exit(130);
+        });
+    }
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    if reload_tx.send(()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+    let clock = Arc::new(ferry::agent::timer::SystemClock);
+    match ferry::agent::run(config, path, clock, shutdown, reload_rx).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("ferry run: {e}");
+            1
+        }
+    }
+}
+
+async fn sync_jobs(config: &Config, names: &[String], wait: bool) -> u8 {
     for name in names {
         if !config.jobs.contains_key(name) {
             eprintln!("ferry sync: no job `{name}` in {}", config.source.display());
@@ -299,6 +375,26 @@ async fn sync_jobs(config: &Config, names: &[String]) -> u8 {
     for name in names {
         let Some(job) = config.jobs.get(name) else {
             continue;
+        };
+        // Never beside another run of the same job (the agent's, or another sync's).
+        let lock = if wait {
+            ferry::agent::lock::lock(
+                &config.state_dir,
+                name,
+                "ferry sync",
+                std::time::Duration::from_secs(1),
+            )
+            .await
+        } else {
+            ferry::agent::lock::try_lock(&config.state_dir, name, "ferry sync")
+        };
+        let _lock = match lock {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("ferry sync: {e} (add --wait to wait for it)");
+                worst = worst.max(1);
+                continue;
+            }
         };
         let progress = Arc::new(ProgressObserver::new(std::io::stderr().is_terminal()));
         let p = progress.clone();
@@ -337,32 +433,29 @@ async fn sync_jobs(config: &Config, names: &[String]) -> u8 {
     worst as u8
 }
 
-fn status(config: &Config) -> u8 {
+fn status(config: &Config, json: bool) -> u8 {
     let store = match open_store(config) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    for name in config.jobs.keys() {
-        match store.last_run(name) {
-            Ok(Some(run)) => {
-                let when = chrono::DateTime::from_timestamp(run.started_at, 0)
-                    .map(|t| t.to_rfc3339())
-                    .unwrap_or_default();
-                println!(
-                    "{name}: last run {when} ({}): {}, {} transferred ({}), {} failed",
-                    run.trigger,
-                    run.outcome.as_deref().unwrap_or("running"),
-                    run.totals.transferred,
-                    report::human_bytes(run.totals.bytes),
-                    run.totals.failed
-                );
-            }
-            Ok(None) => println!("{name}: never run"),
+    let statuses = match report::status::collect(config, &store, chrono::Utc::now()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            return 1;
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&statuses) {
+            Ok(text) => println!("{text}"),
             Err(e) => {
                 eprintln!("ferry: {e}");
                 return 1;
             }
         }
+    } else if let Err(e) = report::status::print(&statuses, &mut std::io::stdout()) {
+        eprintln!("ferry: {e}");
+        return 1;
     }
     0
 }

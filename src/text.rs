@@ -119,7 +119,31 @@ impl Drop for RedactingLine {
     fn drop(&mut self) {
         use std::io::Write as _;
         let line = String::from_utf8_lossy(&self.0);
-        let _ = std::io::stderr().write_all(redact(&line).as_bytes());
+        let line = redact(&line);
+        let mut write = || {
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        };
+        match SUSPENDER.read() {
+            Ok(s) if s.is_some() => {
+                if let Some(suspend) = s.as_ref() {
+                    suspend(&mut write);
+                }
+            }
+            _ => write(),
+        }
+    }
+}
+
+/// Runs a log write with whatever is drawn on the terminal (a progress bar) out of the way.
+pub type LogSuspender = Box<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
+
+static SUSPENDER: RwLock<Option<LogSuspender>> = RwLock::new(None);
+
+/// Set (or clear) what log lines are written through, so that they do not garble a progress
+/// bar.
+pub fn set_log_suspender(suspender: Option<LogSuspender>) {
+    if let Ok(mut s) = SUSPENDER.write() {
+        *s = suspender;
     }
 }
 

@@ -156,7 +156,10 @@ pub async fn run(
             let _ = t.await;
         }
     };
-    if tokio::time::timeout(config.agent.shutdown_grace, all).await.is_err() {
+    if tokio::time::timeout(config.agent.shutdown_grace, all)
+        .await
+        .is_err()
+    {
         tracing::warn!("runs still going after the grace period: cancelling them");
         shared.runs_cancel.cancel();
         let rest = async {
@@ -215,10 +218,10 @@ fn reload_jobs(
     }
     let names: Vec<String> = jobs.keys().cloned().collect();
     for name in names {
-        let keep = new
-            .jobs
-            .get(&name)
-            .is_some_and(|job| jobs.get(&name).is_some_and(|t| t.fingerprint == fingerprint(new, job)));
+        let keep = new.jobs.get(&name).is_some_and(|job| {
+            jobs.get(&name)
+                .is_some_and(|t| t.fingerprint == fingerprint(new, job))
+        });
         if !keep && let Some(task) = jobs.remove(&name) {
             tracing::info!(job = %name, "removed or changed: it stops after its current run");
             task.stop.cancel();
@@ -351,7 +354,13 @@ async fn rescan(shared: &Shared, job: &Job, limits: &crate::config::Limits, trig
 
 /// One run of `job`, as the runner asks for it.
 async fn run_once(shared: &Shared, config: &Config, job: &Job, trigger: Trigger) -> Ran {
-    let _lock = match lock::lock(&config.state_dir, &job.name, "ferry run", Duration::from_secs(1)).await
+    let _lock = match lock::lock(
+        &config.state_dir,
+        &job.name,
+        "ferry run",
+        Duration::from_secs(1),
+    )
+    .await
     {
         Ok(l) => l,
         Err(e) => return Ran::FailedWhole(e.to_string()),

@@ -217,13 +217,21 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_six_field_schedule_fires_every_two_seconds() {
-        let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(utc("2026-12-01T10:00:00.5Z")));
+        let clock: Arc<dyn Clock> =
+            Arc::new(TokioClock::starting_at(utc("2026-12-01T10:00:00.5Z")));
         let (triggers, rx) = Triggers::channel();
         let stop = CancellationToken::new();
         let log = Log::default();
         let start = tokio::time::Instant::now();
         let cron = parse_schedule("*/2 * * * * *").expect("cron");
-        tokio::spawn(schedule_loop(cron, Some(Tz::UTC), None, clock.clone(), triggers, stop.clone()));
+        tokio::spawn(schedule_loop(
+            cron,
+            Some(Tz::UTC),
+            None,
+            clock.clone(),
+            triggers,
+            stop.clone(),
+        ));
         let l = log.clone();
         let runner = tokio::spawn(runner_loop(
             "j".into(),
@@ -358,8 +366,14 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(3_640)).await;
         stop.cancel();
         let fired: Vec<u64> = logs.iter().map(|l| l.get()[0].0).collect();
-        assert!(fired.iter().all(|ms| (3_600_000..3_630_000).contains(ms)), "{fired:?}");
+        assert!(
+            fired.iter().all(|ms| (3_600_000..3_630_000).contains(ms)),
+            "{fired:?}"
+        );
         let distinct: std::collections::BTreeSet<_> = fired.iter().collect();
-        assert!(distinct.len() > 10, "jobs are spread, not in step: {fired:?}");
+        assert!(
+            distinct.len() > 10,
+            "jobs are spread, not in step: {fired:?}"
+        );
     }
 }

@@ -82,10 +82,22 @@ pub fn start(
             }
         },
     )
-    .map_err(|e| format!("job `{}`: cannot watch {}: {e}", job.name, job.local.display()))?;
+    .map_err(|e| {
+        format!(
+            "job `{}`: cannot watch {}: {e}",
+            job.name,
+            job.local.display()
+        )
+    })?;
     debouncer
         .watch(&job.local, RecursiveMode::Recursive)
-        .map_err(|e| format!("job `{}`: cannot watch {}: {e}", job.name, job.local.display()))?;
+        .map_err(|e| {
+            format!(
+                "job `{}`: cannot watch {}: {e}",
+                job.name,
+                job.local.display()
+            )
+        })?;
     let task = tokio::spawn(async move {
         let root = match LocalRoot::open(&job.local) {
             Ok(r) => r,
@@ -96,10 +108,12 @@ pub fn start(
         };
         while let Some(seen) = rx.recv().await {
             let queued = match seen {
-                Seen::Rescan => reconcile(&job, &root, &limits, &store).await.unwrap_or_else(|e| {
-                    tracing::error!(job = %job.name, error = %e, "reconcile scan failed");
-                    0
-                }),
+                Seen::Rescan => reconcile(&job, &root, &limits, &store)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::error!(job = %job.name, error = %e, "reconcile scan failed");
+                        0
+                    }),
                 Seen::Path(path) => match queue_path(&job, &root, &store, &path) {
                     Ok(Queued::File) => 1,
                     Ok(Queued::Nothing) => 0,
@@ -155,7 +169,9 @@ fn queue_path(
 }
 
 fn enqueue(job: &Job, store: &Mutex<Store>, rel: &RelPath) -> Result<(), String> {
-    let store = store.lock().map_err(|_| "state store poisoned".to_owned())?;
+    let store = store
+        .lock()
+        .map_err(|_| "state store poisoned".to_owned())?;
     store.enqueue(&job.name, rel).map_err(|e| e.to_string())?;
     tracing::debug!(job = %job.name, path = %rel, "queued");
     Ok(())
@@ -165,7 +181,9 @@ fn enqueue(job: &Job, store: &Mutex<Store>, rel: &RelPath) -> Result<(), String>
 fn relative(root: &Path, path: &Path) -> Option<RelPath> {
     let rest = path.strip_prefix(root).ok()?;
     let parts: Option<Vec<&str>> = rest.components().map(|c| c.as_os_str().to_str()).collect();
-    RelPath::parse(&parts?.join("/")).ok().filter(|p| !p.is_root())
+    RelPath::parse(&parts?.join("/"))
+        .ok()
+        .filter(|p| !p.is_root())
 }
 
 /// Walk the job's tree and queue every file that differs from its record (new, or changed since

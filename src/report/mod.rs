@@ -2,6 +2,8 @@
 //!
 //! Nothing here decides anything; it formats what the planner and the executor produced.
 
+pub mod status;
+
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -208,6 +210,13 @@ impl ProgressObserver {
         ) {
             bar.set_style(style.progress_chars("=> "));
         }
+        if visible {
+            // Log lines are written with the bar out of the way, then it is drawn again.
+            let b = bar.clone();
+            crate::text::set_log_suspender(Some(Box::new(move |write: &mut dyn FnMut()| {
+                b.suspend(write)
+            })));
+        }
         ProgressObserver {
             bar,
             files_done: AtomicU64::new(0),
@@ -230,6 +239,7 @@ impl ProgressObserver {
     }
 
     pub fn finish(&self) {
+        crate::text::set_log_suspender(None);
         self.bar.finish_and_clear();
     }
 }

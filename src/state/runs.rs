@@ -25,6 +25,8 @@ pub struct RunRow {
     pub finished_at: Option<i64>,
     pub outcome: Option<String>,
     pub totals: RunTotals,
+    /// Why a failed run failed, as recorded (escaped and redacted).
+    pub message: Option<String>,
 }
 
 impl Store {
@@ -72,11 +74,22 @@ impl Store {
 
     /// The most recent run of a job.
     pub fn last_run(&self, job: &str) -> Result<Option<RunRow>, StateError> {
+        self.run_where(job, "")
+    }
+
+    /// The most recent run of a job that ended `ok`.
+    pub fn last_success(&self, job: &str) -> Result<Option<RunRow>, StateError> {
+        self.run_where(job, "AND outcome = 'ok'")
+    }
+
+    fn run_where(&self, job: &str, condition: &str) -> Result<Option<RunRow>, StateError> {
         self.conn
             .query_row(
-                "SELECT id, job, trigger, started_at, finished_at, outcome, transferred, bytes,
-                        skipped, failed, verified, deleted
-                 FROM runs WHERE job = ?1 ORDER BY id DESC LIMIT 1",
+                &format!(
+                    "SELECT id, job, trigger, started_at, finished_at, outcome, transferred, bytes,
+                            skipped, failed, verified, deleted, message
+                     FROM runs WHERE job = ?1 {condition} ORDER BY id DESC LIMIT 1"
+                ),
                 params![job],
                 |r| {
                     Ok(RunRow {
@@ -94,6 +107,7 @@ impl Store {
                             verified: r.get::<_, i64>(10)? as u64,
                             deleted: r.get::<_, i64>(11)? as u64,
                         },
+                        message: r.get(12)?,
                     })
                 },
             )
