@@ -1,14 +1,19 @@
-//! `ferry check --connect`: log in to each endpoint and report what the server supports.
+//! `ferry check --connect`: log in to each endpoint once, say what the server supports, and
+//! check every job's remote root on that session.
 //!
-//! One listing of the endpoint's first job root (or `/`) opens a data connection, which tells
-//! whether the data channel resumed the control connection's TLS session.
+//! What it does not do: change anything on a server (a push job's missing root is reported,
+//! not created: the first `sync` creates it), transfer files, or look deeper than each root's
+//! top directory. How it fits: `main.rs` calls [`connect_all`] once the job file is valid; the
+//! roots are listed through the same [`Transport`] a sync uses, so what it reports is what a
+//! sync meets. Listing a root also opens a data connection, which tells whether the data
+//! channel resumed the control connection's TLS session.
 
 use std::io::Write;
 
-use crate::config::{Config, TlsMode};
+use crate::config::{Config, Direction, Endpoint, Job, TlsMode};
 use crate::path::RelPath;
 use crate::transport::ftps::FtpsConnector;
-use crate::transport::{Capabilities, Connector};
+use crate::transport::{Capabilities, Connector, DirListing, ErrorKind, Transport, TransportError};
 
 fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
@@ -58,61 +63,265 @@ pub fn describe_capabilities(caps: &Capabilities, tls: TlsMode) -> Vec<String> {
     lines
 }
 
-/// Connect to every endpoint; returns the exit code (0, or 3 if any endpoint failed).
+/// How one endpoint's check ended, worst last (the run's exit code is the worst one's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Outcome {
+    Fine,
+    /// A root that a sync could not read (a pull job's missing root, a refused listing).
+    RootProblem,
+    /// No session: connecting, logging in or TLS failed, or the password could not be read.
+    NoSession,
+}
+
+impl Outcome {
+    fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Fine => 0,
+            Outcome::RootProblem => 1,
+            Outcome::NoSession => 3,
+        }
+    }
+}
+
+/// Log in to every endpoint once and check each job's remote root on that session, printing
+/// one block per endpoint to `out`.
+///
+/// Returns the exit code:
+/// - 3 when any endpoint could not be used: connecting, logging in or the TLS handshake failed
+///   (a refused certificate included), its password could not be read (a credential that only
+///   the systemd unit provides, say), or a listing met a TLS or authentication refusal;
+/// - else 1 when a job's root cannot be read: a pull job's root is missing, or a listing was
+///   refused or failed;
+/// - else 0. A push job's missing root is not a problem: the first sync creates it.
+///
+/// One endpoint's failure is printed and the other endpoints are still checked.
 pub async fn connect_all(config: &Config, out: &mut dyn Write) -> i32 {
-    let mut code = 0;
+    let mut worst = Outcome::Fine;
     for (name, endpoint) in &config.endpoints {
-        let root = config
+        let jobs: Vec<&Job> = config
             .jobs
             .values()
-            .find(|j| &j.endpoint == name)
-            .map(|j| j.remote.clone())
-            .unwrap_or_else(|| "/".to_owned());
-        let _ = writeln!(
+            .filter(|j| &j.endpoint == name)
+            .collect();
+        worst = worst.max(check_endpoint(name, endpoint, &jobs, out).await);
+    }
+    worst.exit_code()
+}
+
+/// Write one line of the report. A stdout that cannot be written to cannot be told so on
+/// stdout; the exit code still carries the outcome.
+fn say(out: &mut dyn Write, line: &str) {
+    let _ = writeln!(out, "{line}");
+}
+
+async fn check_endpoint(
+    name: &str,
+    endpoint: &Endpoint,
+    jobs: &[&Job],
+    out: &mut dyn Write,
+) -> Outcome {
+    say(
+        out,
+        &format!("endpoint `{name}` ({}:{}):", endpoint.host, endpoint.port),
+    );
+    let password = match crate::config::read_password(endpoint) {
+        Ok(p) => p,
+        Err(e) => {
+            say(out, &format!("  error: {e}"));
+            return Outcome::NoSession;
+        }
+    };
+    // Each job's root is set on the session before it is listed; "/" is only the start.
+    let connector = match FtpsConnector::new(endpoint.clone(), "/", password) {
+        Ok(c) => c,
+        Err(e) => {
+            say(out, &format!("  error: {e}"));
+            return Outcome::NoSession;
+        }
+    };
+    let mut session = match connector.connect().await {
+        Ok(s) => s,
+        Err(e) => {
+            say(out, &format!("  error: {e}"));
+            return Outcome::NoSession;
+        }
+    };
+    say(out, &format!("  logged in as {}", endpoint.user));
+    if endpoint.tls != TlsMode::None {
+        say(
             out,
-            "endpoint `{name}` ({}:{}):",
-            endpoint.host, endpoint.port
-        );
-        let password = match crate::config::read_password(endpoint) {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = writeln!(out, "  error: {e}");
-                code = 3;
-                continue;
-            }
-        };
-        let connector = match FtpsConnector::new(endpoint.clone(), &root, password) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = writeln!(out, "  error: {e}");
-                code = 3;
-                continue;
-            }
-        };
-        let mut session = match connector.connect().await {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = writeln!(out, "  error: {e}");
-                code = 3;
-                continue;
-            }
-        };
-        let _ = writeln!(out, "  logged in as {}", endpoint.user);
-        if endpoint.tls != TlsMode::None {
-            let _ = writeln!(
-                out,
+            &format!(
                 "  certificate: {}",
                 crate::transport::ftps::tls::describe_trust(endpoint)
+            ),
+        );
+    }
+    let mut outcome = Outcome::Fine;
+    if jobs.is_empty() {
+        // No job to check, but one listing still tests the data channel.
+        if let Err(e) = session.list_dir(&RelPath::root()).await {
+            say(out, &format!("  listing / failed: {e}"));
+            outcome = outcome.max(listing_outcome(&e));
+        }
+    }
+    let mut capabilities = session.capabilities().clone();
+    let mut session = Some(session);
+    for job in jobs {
+        let current = match session.as_mut() {
+            Some(s) => s,
+            None => match connector.connect().await {
+                Ok(s) => session.insert(s),
+                Err(e) => {
+                    say(out, &format!("  error: {e}"));
+                    outcome = Outcome::NoSession;
+                    break;
+                }
+            },
+        };
+        let (line, root_outcome, usable) = check_root(current.as_mut(), job).await;
+        capabilities = current.capabilities().clone();
+        say(out, &format!("  {line}"));
+        outcome = outcome.max(root_outcome);
+        if !usable {
+            // After a timeout or a lost connection the session may be out of step with the
+            // server: the next job gets a new one.
+            session = None;
+        }
+    }
+    for line in describe_capabilities(&capabilities, endpoint.tls) {
+        say(out, &format!("  {line}"));
+    }
+    if let Some(mut s) = session {
+        s.quit().await;
+    }
+    outcome
+}
+
+/// List one job's remote root: the line to print, what it means for the exit code, and
+/// whether the session can still be used.
+async fn check_root(session: &mut dyn Transport, job: &Job) -> (String, Outcome, bool) {
+    let direction = match job.direction {
+        Direction::Push => "push",
+        Direction::Pull => "pull",
+    };
+    let place = format!("job `{}` ({direction}): {}", job.name, job.remote);
+    session.set_root(&job.remote);
+    match session.list_dir(&RelPath::root()).await {
+        Ok(listing) => (
+            format!("{place}: ok, {}", count_entries(&listing)),
+            Outcome::Fine,
+            true,
+        ),
+        // A 5xx on the root: it does not exist (or cannot be listed). A push creates it, as
+        // `sync` does; a pull has nothing to read.
+        Err(e) if e.kind == ErrorKind::Permanent && job.direction == Direction::Push => (
+            format!("{place}: does not exist yet; the first sync creates it"),
+            Outcome::Fine,
+            true,
+        ),
+        Err(e) => {
+            let usable = e.kind == ErrorKind::Permanent;
+            (
+                format!("{place}: error: {}", e.message),
+                listing_outcome(&e),
+                usable,
+            )
+        }
+    }
+}
+
+/// A failed listing is a root problem, unless the server refused TLS or the login.
+fn listing_outcome(e: &TransportError) -> Outcome {
+    match e.kind {
+        ErrorKind::Tls | ErrorKind::Auth => Outcome::NoSession,
+        _ => Outcome::RootProblem,
+    }
+}
+
+/// `N entries` in a listing's top directory (`.` and `..` aside, which some LIST output
+/// carries), and the lines that could not be understood, if any.
+fn count_entries(listing: &DirListing) -> String {
+    let n = listing
+        .entries
+        .iter()
+        .filter(|e| e.name != "." && e.name != "..")
+        .count();
+    let mut text = match n {
+        1 => "1 entry".to_owned(),
+        n => format!("{n} entries"),
+    };
+    match listing.unparsed.len() {
+        0 => {}
+        1 => text.push_str(", 1 line not understood"),
+        m => text.push_str(&format!(", {m} lines not understood")),
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listing::{Entry, RawEntry};
+
+    fn listing(names: &[&str], unparsed: usize) -> DirListing {
+        DirListing {
+            entries: names
+                .iter()
+                .map(|n| RawEntry {
+                    name: (*n).to_owned(),
+                    entry: Entry::dir(),
+                })
+                .collect(),
+            unparsed: (0..unparsed).map(|i| format!("line {i}")).collect(),
+        }
+    }
+
+    #[test]
+    fn entries_are_counted_without_dot_and_dot_dot() {
+        let cases: &[(&[&str], usize, &str)] = &[
+            (&[], 0, "0 entries"),
+            (&[".", ".."], 0, "0 entries"),
+            (&["a"], 0, "1 entry"),
+            (&[".", "a", "..", "b"], 0, "2 entries"),
+            (&["a", "b"], 1, "2 entries, 1 line not understood"),
+            (&["a"], 3, "1 entry, 3 lines not understood"),
+        ];
+        for (names, unparsed, want) in cases {
+            assert_eq!(
+                count_entries(&listing(names, *unparsed)),
+                *want,
+                "{names:?}"
             );
         }
-        if let Err(e) = session.list_dir(&RelPath::root()).await {
-            let _ = writeln!(out, "  listing {root} failed: {e}");
-            code = 3;
-        }
-        for line in describe_capabilities(session.capabilities(), endpoint.tls) {
-            let _ = writeln!(out, "  {line}");
-        }
-        session.quit().await;
     }
-    code
+
+    #[test]
+    fn the_worst_outcome_sets_the_exit_code() {
+        let cases = [
+            (vec![], 0),
+            (vec![Outcome::Fine, Outcome::Fine], 0),
+            (vec![Outcome::RootProblem, Outcome::Fine], 1),
+            (vec![Outcome::NoSession, Outcome::RootProblem], 3),
+            (vec![Outcome::Fine, Outcome::NoSession], 3),
+        ];
+        for (outcomes, want) in cases {
+            let worst = outcomes.iter().copied().fold(Outcome::Fine, Outcome::max);
+            assert_eq!(worst.exit_code(), want, "{outcomes:?}");
+        }
+    }
+
+    #[test]
+    fn a_listing_refused_for_tls_or_login_counts_as_no_session() {
+        let cases = [
+            (ErrorKind::Permanent, Outcome::RootProblem),
+            (ErrorKind::Transient, Outcome::RootProblem),
+            (ErrorKind::Busy, Outcome::RootProblem),
+            (ErrorKind::Tls, Outcome::NoSession),
+            (ErrorKind::Auth, Outcome::NoSession),
+        ];
+        for (kind, want) in cases {
+            let e = TransportError::new(kind, "MLSD /data", "refused");
+            assert_eq!(listing_outcome(&e), want, "{kind:?}");
+        }
+    }
 }

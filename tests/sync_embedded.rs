@@ -360,6 +360,90 @@ async fn certificate_problems_stop_the_run_with_exit_code_3() {
     );
 }
 
+/// A refused certificate is described in the error: subject, issuer, validity, its SHA-256 as
+/// `openssl x509 -fingerprint -sha256` prints it, and what would make it accepted.
+#[tokio::test]
+async fn a_refused_certificate_is_described_with_what_to_trust_or_pin() {
+    fn colons(digest: [u8; 32]) -> String {
+        let hex: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
+        hex.join(":")
+    }
+    let names = "subject \"CN=ferry test server\", issuer \"CN=ferry throwaway test CA\"";
+    let cases = [
+        (
+            CertKind::Expired,
+            "not before 2000-01-01 00:00:00 UTC, not after 2001-01-01 00:00:00 UTC",
+            "have it renewed, or accept exactly this certificate whatever its dates with",
+        ),
+        (
+            CertKind::WrongHost,
+            "not before 1975-01-01 00:00:00 UTC, not after 4096-01-01 00:00:00 UTC",
+            "connect by a name it was issued for, or accept exactly this certificate whatever its name with",
+        ),
+    ];
+    for (kind, validity, advice) in cases {
+        let w = start(EmbeddedOptions {
+            cert: kind,
+            ..EmbeddedOptions::default()
+        })
+        .await;
+        let inbox = w.local("inbox");
+        let setup = Setup::new(
+            w.endpoint(),
+            vec![job("pull", Direction::Pull, &inbox, "/data")],
+        );
+        let err = setup.run("pull").await.expect_err("refused");
+        assert_eq!(err.exit_code(), 3, "{err}");
+        let fp = colons(w.server.server_cert_sha256());
+        let text = err.to_string();
+        assert!(
+            text.ends_with(&format!(
+                "; the server's certificate: {names}, {validity}, SHA-256 {fp}; \
+                 {advice} pin_sha256: \"{fp}\" (and no ca_file)"
+            )),
+            "{kind:?}: {text}"
+        );
+        assert!(!text.contains('\n'), "one line: {text}");
+    }
+
+    // A certificate from a CA the endpoint does not trust.
+    let w = start(EmbeddedOptions::default()).await;
+    let other = start(EmbeddedOptions::default()).await;
+    let inbox = w.local("inbox");
+    let mut ep = w.endpoint();
+    ep.trust = TrustRoots::CaFile(other.server.ca_pem().to_path_buf());
+    let setup = Setup::new(ep, vec![job("pull", Direction::Pull, &inbox, "/data")]);
+    let err = setup.run("pull").await.expect_err("unknown CA");
+    assert_eq!(err.exit_code(), 3, "{err}");
+    let fp = colons(w.server.server_cert_sha256());
+    let text = err.to_string();
+    for want in [
+        "subject ",
+        "issuer ",
+        "not after ",
+        &format!("SHA-256 {fp}"),
+        &format!(
+            "trust it with ca_file: <the issuer's CA file> or pin it with pin_sha256: \"{fp}\""
+        ),
+    ] {
+        assert!(text.contains(want), "missing {want:?} in {text}");
+    }
+
+    // A pin that names another certificate: the advice is to pin the new one.
+    let mut ep = w.endpoint();
+    ep.trust = TrustRoots::System;
+    ep.pin_sha256 = Some(other.server.server_cert_sha256());
+    let setup = Setup::new(ep, vec![job("pull", Direction::Pull, &inbox, "/data")]);
+    let err = setup.run("pull").await.expect_err("wrong pin");
+    let text = err.to_string();
+    assert!(
+        text.ends_with(&format!(
+            "SHA-256 {fp}; if it was replaced on purpose, pin the new one with pin_sha256: \"{fp}\""
+        )),
+        "{text}"
+    );
+}
+
 /// `pin_sha256` without `ca_file` accepts exactly that certificate, expiry and hostname aside
 /// (like known_hosts); with a `ca_file`, the chain (name and validity included) and the pin must
 /// both hold.

@@ -91,15 +91,15 @@ impl FtpsConnector {
                     AsyncRustlsFtpStream::connect_with_stream(tcp),
                 )
                 .await?;
-                let config = tls::client_config(ep, &self.roots)?;
-                let (connector, seen) = ObservingConnector::new(config.clone());
+                let (config, rejected) = tls::client_config(ep, &self.roots)?;
+                let (connector, seen) = ObservingConnector::new(config.clone(), rejected);
                 let ftp =
                     with_timeout(timeout, "AUTH TLS", ftp.into_secure(connector, &ep.host)).await?;
                 (ftp, Some(seen), Some(config))
             }
             TlsMode::Implicit => {
-                let config = tls::client_config(ep, &self.roots)?;
-                let (connector, seen) = ObservingConnector::new(config.clone());
+                let (config, rejected) = tls::client_config(ep, &self.roots)?;
+                let (connector, seen) = ObservingConnector::new(config.clone(), rejected);
                 let mut ftp = with_timeout(
                     timeout,
                     &connect_op,

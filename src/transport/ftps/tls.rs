@@ -5,6 +5,12 @@
 //! session, vsftpd requires reuse by default). [`ObservingConnector`] wraps tokio-rustls for
 //! suppaftp and records the negotiated version and whether each data connection resumed, which
 //! `ferry check --connect` reports.
+//!
+//! Certificates are decided by rustls' webpki verifier (against the system roots or a
+//! `ca_file`) or by `PinVerifier`; an `ExplainingVerifier` around either changes no verdict,
+//! it only notes what a refused certificate looked like (subject, issuer, validity, SHA-256)
+//! and what would make it accepted, so the handshake error can say so. It parses a certificate
+//! only to describe it, never to judge it.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -77,11 +83,12 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TransportErro
     Ok(certs)
 }
 
-/// Build a fresh client configuration (with its own session cache) for one control connection.
+/// Build a fresh client configuration (with its own session cache) for one control connection,
+/// and the slot where its verifier describes a certificate it refused (for [`ObservingConnector`]).
 pub fn client_config(
     endpoint: &Endpoint,
     roots: &Arc<RootCertStore>,
-) -> Result<Arc<ClientConfig>, TransportError> {
+) -> Result<(Arc<ClientConfig>, RejectedCert), TransportError> {
     let provider = provider();
     let versions: &[&'static rustls::SupportedProtocolVersion] = match endpoint.tls_max_version {
         Some(TlsVersion::V1_2) => &[&rustls::version::TLS12],
@@ -90,31 +97,37 @@ pub fn client_config(
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(|e| tls_error(e.to_string()))?;
-    let builder = match endpoint.pin_sha256 {
+    let webpki = || {
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| tls_error(e.to_string()))
+    };
+    let decider: Arc<dyn ServerCertVerifier> = match endpoint.pin_sha256 {
         Some(pin) => {
             // With a ca_file the chain, name and validity must hold as well as the pin; with the
             // system roots as the only trust, the pin alone decides (like known_hosts).
             let chain = match &endpoint.trust {
-                TrustRoots::CaFile(_) => Some(
-                    rustls::client::WebPkiServerVerifier::builder_with_provider(
-                        roots.clone(),
-                        provider.clone(),
-                    )
-                    .build()
-                    .map_err(|e| tls_error(e.to_string()))?,
-                ),
+                TrustRoots::CaFile(_) => Some(webpki()?),
                 TrustRoots::System => None,
             };
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PinVerifier {
-                    pin,
-                    chain,
-                    algorithms: provider.signature_verification_algorithms,
-                }))
+            Arc::new(PinVerifier {
+                pin,
+                chain,
+                algorithms: provider.signature_verification_algorithms,
+            })
         }
-        None => builder.with_root_certificates(roots.clone()),
+        // The same verifier `with_root_certificates` builds: webpki over these roots, no CRLs.
+        None => webpki()?,
     };
+    let rejected = RejectedCert::default();
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ExplainingVerifier {
+            decider,
+            rejected: rejected.clone(),
+            pinned: endpoint.pin_sha256.is_some(),
+            has_ca_file: matches!(endpoint.trust, TrustRoots::CaFile(_)),
+        }));
     let config = match (&endpoint.client_cert, &endpoint.client_key) {
         (Some(cert), Some(key)) => {
             crate::config::check_private_file(key)
@@ -128,7 +141,7 @@ pub fn client_config(
         }
         _ => builder.with_no_client_auth(),
     };
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), rejected))
 }
 
 /// Accepts exactly one server certificate, by the SHA-256 of its DER encoding. The handshake
@@ -205,15 +218,192 @@ impl ServerCertVerifier for PinVerifier {
     }
 }
 
+/// Where the verifier of one control connection (and its data connections) leaves the
+/// description of the last server certificate it refused; the connector takes it to explain
+/// the handshake error. Empty unless a certificate was refused.
+pub type RejectedCert = Arc<Mutex<Option<String>>>;
+
+/// Wraps the verifier that decides (webpki over the roots, or [`PinVerifier`]) and passes every
+/// question and every answer through unchanged: it decides nothing. On a refused certificate
+/// it notes, before returning the same error, what the certificate was and what would make it
+/// accepted ([`describe_rejection`]).
+#[derive(Debug)]
+struct ExplainingVerifier {
+    decider: Arc<dyn ServerCertVerifier>,
+    rejected: RejectedCert,
+    /// `pin_sha256` is set: a non-certificate error then is the pin's mismatch.
+    pinned: bool,
+    /// A `ca_file` is set: a pin would then have to hold as well as the chain.
+    has_ca_file: bool,
+}
+
+impl ServerCertVerifier for ExplainingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = self.decider.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        if let Err(error) = &verdict {
+            let refusal = match error {
+                rustls::Error::General(_) if self.pinned => Refusal::PinMismatch,
+                other => Refusal::of(other),
+            };
+            let description = describe_rejection(end_entity.as_ref(), refusal, self.has_ca_file);
+            // A poisoned lock only loses the description; the verdict stands either way.
+            if let Ok(mut slot) = self.rejected.lock() {
+                *slot = Some(description);
+            }
+        }
+        verdict
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.decider.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.decider.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.decider.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.decider.requires_raw_public_keys()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.decider.root_hint_subjects()
+    }
+}
+
+/// Why a certificate was refused, as far as the advice differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Outside its validity period: no CA file makes it valid.
+    Dates,
+    /// Not issued for the host ferry connects to.
+    Name,
+    /// Not the certificate `pin_sha256` names.
+    PinMismatch,
+    /// Anything else, mostly an issuer ferry does not trust.
+    Chain,
+}
+
+impl Refusal {
+    fn of(error: &rustls::Error) -> Refusal {
+        use rustls::CertificateError as C;
+        match error {
+            rustls::Error::InvalidCertificate(
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. },
+            ) => Refusal::Dates,
+            rustls::Error::InvalidCertificate(
+                C::NotValidForName | C::NotValidForNameContext { .. },
+            ) => Refusal::Name,
+            _ => Refusal::Chain,
+        }
+    }
+}
+
+/// The SHA-256 of a certificate's DER as `openssl x509 -fingerprint -sha256` prints it:
+/// colon-separated upper-case hex (which `pin_sha256` accepts as it is).
+fn fingerprint_sha256(der: &[u8]) -> String {
+    let digest = Sha256::digest(der);
+    let hex: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
+    hex.join(":")
+}
+
+/// A refused server certificate in one line: subject, issuer, validity (UTC) and SHA-256
+/// fingerprint, then what would make ferry accept it. The names are quoted with Rust's
+/// escaping and cut short, so the line stays one line and of bounded length whatever the
+/// certificate holds.
+fn describe_rejection(der: &[u8], refusal: Refusal, has_ca_file: bool) -> String {
+    let fingerprint = fingerprint_sha256(der);
+    let facts = match x509_parser::parse_x509_certificate(der) {
+        Ok((_, cert)) => {
+            let validity = cert.validity();
+            format!(
+                "subject {}, issuer {}, not before {}, not after {}",
+                quoted(&cert.subject().to_string()),
+                quoted(&cert.issuer().to_string()),
+                utc(validity.not_before.timestamp()),
+                utc(validity.not_after.timestamp()),
+            )
+        }
+        Err(e) => format!(
+            "not readable as X.509 ({})",
+            crate::text::clean(&e.to_string(), 120)
+        ),
+    };
+    let pin = format!("pin_sha256: \"{fingerprint}\"");
+    // With a ca_file the pin must hold as well as the chain, so only the pin alone helps.
+    let alone = if has_ca_file { " (and no ca_file)" } else { "" };
+    let hint = match refusal {
+        Refusal::Chain => {
+            format!("trust it with ca_file: <the issuer's CA file> or pin it with {pin}{alone}")
+        }
+        Refusal::Dates => format!(
+            "have it renewed, or accept exactly this certificate whatever its dates with {pin}{alone}"
+        ),
+        Refusal::Name => format!(
+            "connect by a name it was issued for, or accept exactly this certificate whatever its name with {pin}{alone}"
+        ),
+        Refusal::PinMismatch => {
+            format!("if it was replaced on purpose, pin the new one with {pin}")
+        }
+    };
+    format!("the server's certificate: {facts}, SHA-256 {fingerprint}; {hint}")
+}
+
+/// A name from the certificate in quotes, escaped as Rust escapes a string (quotes and
+/// control characters included), cut short after 160 characters.
+fn quoted(name: &str) -> String {
+    crate::text::clean(&format!("{name:?}"), 160)
+}
+
+fn utc(unix: i64) -> String {
+    match chrono::DateTime::from_timestamp(unix, 0) {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        None => format!("{unix} (UNIX time)"),
+    }
+}
+
 /// A failed handshake: a refusal of the certificate (either side's) or of the protocol stops
 /// the run ([`FtpError::SecureError`], classified as TLS); anything else (the connection
 /// closed or reset mid-handshake, a server that killed the session) is a connection error,
 /// which a retry on a new connection may get past.
-fn handshake_error(e: std::io::Error) -> FtpError {
-    if is_tls_refusal(&e) {
-        FtpError::SecureError(format!("{REFUSED}{e}"))
-    } else {
-        FtpError::ConnectionError(e)
+/// A refused server certificate's description (`rejected`) is appended to the refusal.
+fn handshake_error(e: std::io::Error, rejected: Option<String>) -> FtpError {
+    if !is_tls_refusal(&e) {
+        return FtpError::ConnectionError(e);
+    }
+    match rejected {
+        Some(described) => FtpError::SecureError(format!("{REFUSED}{e}; {described}")),
+        None => FtpError::SecureError(format!("{REFUSED}{e}")),
     }
 }
 
@@ -270,6 +460,7 @@ pub struct TlsObservations {
 pub struct ObservingConnector {
     connector: tokio_rustls::TlsConnector,
     seen: Arc<Mutex<TlsObservations>>,
+    rejected: RejectedCert,
 }
 
 impl std::fmt::Debug for ObservingConnector {
@@ -279,15 +470,25 @@ impl std::fmt::Debug for ObservingConnector {
 }
 
 impl ObservingConnector {
-    pub fn new(config: Arc<ClientConfig>) -> (Self, Arc<Mutex<TlsObservations>>) {
+    /// `rejected` is the slot [`client_config`] returned with `config`.
+    pub fn new(
+        config: Arc<ClientConfig>,
+        rejected: RejectedCert,
+    ) -> (Self, Arc<Mutex<TlsObservations>>) {
         let seen = Arc::new(Mutex::new(TlsObservations::default()));
         (
             ObservingConnector {
                 connector: tokio_rustls::TlsConnector::from(config),
                 seen: seen.clone(),
+                rejected,
             },
             seen,
         )
+    }
+
+    /// Take what the verifier noted about a refused certificate, leaving the slot empty.
+    fn take_rejected(&self) -> Option<String> {
+        self.rejected.lock().ok().and_then(|mut slot| slot.take())
     }
 }
 
@@ -298,11 +499,12 @@ impl AsyncTlsConnector for ObservingConnector {
     async fn connect(&self, domain: &str, stream: TcpStream) -> FtpResult<Self::Stream> {
         let name = ServerName::try_from(domain.to_owned())
             .map_err(|e| FtpError::SecureError(format!("invalid server name {domain:?}: {e}")))?;
-        let tls = self
-            .connector
-            .connect(name, stream)
-            .await
-            .map_err(handshake_error)?;
+        // A description left by an earlier handshake must not explain this one.
+        self.take_rejected();
+        let tls = match self.connector.connect(name, stream).await {
+            Ok(tls) => tls,
+            Err(e) => return Err(handshake_error(e, self.take_rejected())),
+        };
         {
             let (_, conn) = tls.get_ref();
             let version = conn.protocol_version().map(|v| match v {
@@ -322,5 +524,146 @@ impl AsyncTlsConnector for ObservingConnector {
             }
         }
         Ok(AsyncRustlsStream::from(tls))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate with a known subject and dates (and an odd character in its
+    /// organisation), and its fingerprint.
+    fn sample_cert() -> (Vec<u8>, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["files.example".to_owned()]).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "files.example");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Acme \"Drops\"\n");
+        params.not_before = rcgen::date_time_ymd(2024, 3, 1);
+        params.not_after = rcgen::date_time_ymd(2025, 3, 1);
+        let der = params.self_signed(&key).expect("cert").der().to_vec();
+        let digest = Sha256::digest(&der);
+        let hex: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
+        (der, hex.join(":"))
+    }
+
+    #[test]
+    fn fingerprints_read_like_openssl() {
+        assert_eq!(
+            fingerprint_sha256(b""),
+            "E3:B0:C4:42:98:FC:1C:14:9A:FB:F4:C8:99:6F:B9:24:27:AE:41:E4:64:9B:93:4C:A4:95:99:1B:78:52:B8:55"
+        );
+    }
+
+    #[test]
+    fn a_refused_certificate_is_described_with_what_would_make_it_accepted() {
+        let (der, fp) = sample_cert();
+        let facts = format!(
+            "the server's certificate: subject \"CN=files.example, O=Acme \\\"Drops\\\"\\n\", \
+             issuer \"CN=files.example, O=Acme \\\"Drops\\\"\\n\", \
+             not before 2024-03-01 00:00:00 UTC, not after 2025-03-01 00:00:00 UTC, SHA-256 {fp}; "
+        );
+        let cases = [
+            (
+                Refusal::Chain,
+                false,
+                format!(
+                    "trust it with ca_file: <the issuer's CA file> or pin it with pin_sha256: \"{fp}\""
+                ),
+            ),
+            (
+                Refusal::Chain,
+                true,
+                format!(
+                    "trust it with ca_file: <the issuer's CA file> or pin it with pin_sha256: \"{fp}\" (and no ca_file)"
+                ),
+            ),
+            (
+                Refusal::Dates,
+                false,
+                format!(
+                    "have it renewed, or accept exactly this certificate whatever its dates with pin_sha256: \"{fp}\""
+                ),
+            ),
+            (
+                Refusal::Name,
+                true,
+                format!(
+                    "connect by a name it was issued for, or accept exactly this certificate whatever its name with pin_sha256: \"{fp}\" (and no ca_file)"
+                ),
+            ),
+            (
+                Refusal::PinMismatch,
+                true,
+                format!("if it was replaced on purpose, pin the new one with pin_sha256: \"{fp}\""),
+            ),
+        ];
+        for (refusal, has_ca_file, hint) in cases {
+            assert_eq!(
+                describe_rejection(&der, refusal, has_ca_file),
+                format!("{facts}{hint}"),
+                "{refusal:?}, ca_file {has_ca_file}"
+            );
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_no_certificate_are_still_named_by_their_fingerprint() {
+        let text = describe_rejection(b"\x30\x03junk", Refusal::Chain, false);
+        let fp = fingerprint_sha256(b"\x30\x03junk");
+        assert!(
+            text.starts_with("the server's certificate: not readable as X.509 ("),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(&format!(
+                "), SHA-256 {fp}; trust it with ca_file: <the issuer's CA file> or pin it with pin_sha256: \"{fp}\""
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn long_names_are_cut_short() {
+        let name = "x".repeat(500);
+        assert_eq!(
+            quoted(&name),
+            format!("\"{}… (342 more characters)", "x".repeat(159))
+        );
+    }
+
+    #[test]
+    fn refusals_are_told_apart_by_the_rustls_error() {
+        use rustls::CertificateError as C;
+        let cases = [
+            (
+                rustls::Error::InvalidCertificate(C::UnknownIssuer),
+                Refusal::Chain,
+            ),
+            (
+                rustls::Error::InvalidCertificate(C::BadSignature),
+                Refusal::Chain,
+            ),
+            (
+                rustls::Error::InvalidCertificate(C::Expired),
+                Refusal::Dates,
+            ),
+            (
+                rustls::Error::InvalidCertificate(C::NotValidYet),
+                Refusal::Dates,
+            ),
+            (
+                rustls::Error::InvalidCertificate(C::NotValidForName),
+                Refusal::Name,
+            ),
+            (rustls::Error::General("other".into()), Refusal::Chain),
+        ];
+        for (error, want) in cases {
+            assert_eq!(Refusal::of(&error), want, "{error:?}");
+        }
     }
 }
