@@ -125,6 +125,9 @@ pub struct EmbeddedOptions {
     pub listen_ip: Ipv4Addr,
     /// Offer `SITE MD5` (in FEAT): a server-side hash that is not SHA-256.
     pub site_md5: bool,
+    /// The control port; 0 picks a free one. A test that stops a server and starts it again
+    /// where its clients expect it passes the first server's port.
+    pub port: u16,
 }
 
 impl Default for EmbeddedOptions {
@@ -138,6 +141,44 @@ impl Default for EmbeddedOptions {
             require_client_cert: false,
             listen_ip: Ipv4Addr::LOCALHOST,
             site_md5: false,
+            port: 0,
+        }
+    }
+}
+
+/// A change a client made on an [`EmbeddedServer`], in the order the server saw them; paths are
+/// in the FTP namespace (`/data/a.txt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// A STOR or APPE finished: `bytes` were written to `path`.
+    Stored { path: String, bytes: u64 },
+    /// A rename finished.
+    Renamed { from: String, to: String },
+    /// A DELE finished.
+    Deleted { path: String },
+}
+
+/// Records what clients changed, for tests that count uploads.
+#[derive(Debug, Default, Clone)]
+struct EventLog(Arc<std::sync::Mutex<Vec<ServerEvent>>>);
+
+#[async_trait]
+impl libunftp::notification::DataListener for EventLog {
+    async fn receive_data_event(
+        &self,
+        event: libunftp::notification::DataEvent,
+        _meta: libunftp::notification::EventMeta,
+    ) {
+        use libunftp::notification::DataEvent;
+        let event = match event {
+            DataEvent::Put { path, bytes } => ServerEvent::Stored { path, bytes },
+            DataEvent::Renamed { from, to } => ServerEvent::Renamed { from, to },
+            DataEvent::Deleted { path } => ServerEvent::Deleted { path },
+            _ => return,
+        };
+        // A poisoned log only means a test thread panicked while reading it.
+        if let Ok(mut log) = self.0.lock() {
+            log.push(event);
         }
     }
 }
@@ -296,6 +337,7 @@ pub struct EmbeddedServer {
     pki: Pki,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    events: EventLog,
 }
 
 impl EmbeddedServer {
@@ -305,6 +347,17 @@ impl EmbeddedServer {
     pub async fn start(
         root: &Path,
         pki_dir: &Path,
+        opts: EmbeddedOptions,
+    ) -> Result<Self, EmbeddedError> {
+        let pki = Pki::generate(pki_dir, opts.cert)?;
+        Self::start_with(root, pki, opts).await
+    }
+
+    /// [`start`](Self::start) with certificates already made (those of a server stopped
+    /// before), so clients that trust its CA or pin its certificate trust this one.
+    pub async fn start_with(
+        root: &Path,
+        pki: Pki,
         opts: EmbeddedOptions,
     ) -> Result<Self, EmbeddedError> {
         check_passive_range(&opts.passive_ports)?;
@@ -317,16 +370,18 @@ impl EmbeddedServer {
             path: root.to_path_buf(),
             source,
         })?;
-        let pki = Pki::generate(pki_dir, opts.cert)?;
+        let events = EventLog::default();
+        let port = opts.port;
         let setup = Arc::new(ServerSetup {
             root: root.to_path_buf(),
             pki: pki.clone(),
             opts,
+            events: events.clone(),
         });
         // Building once validates the TLS files and options before anybody connects.
         setup.build_server()?;
         let bind_error = |source| EmbeddedError::Bind { ip, source };
-        let listener = TcpListener::bind((ip, 0)).await.map_err(bind_error)?;
+        let listener = TcpListener::bind((ip, port)).await.map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(accept_connections(listener, setup, stopped));
@@ -336,7 +391,17 @@ impl EmbeddedServer {
             pki,
             stop: Some(stop),
             task,
+            events,
         })
+    }
+
+    /// Every upload, rename and delete clients made so far, in order.
+    pub fn events(&self) -> Vec<ServerEvent> {
+        self.events
+            .0
+            .lock()
+            .map(|log| log.clone())
+            .unwrap_or_default()
     }
 
     /// The control connection address, `<listen_ip>:<port>` (`127.0.0.1:<port>` by default).
@@ -403,6 +468,7 @@ struct ServerSetup {
     root: PathBuf,
     pki: Pki,
     opts: EmbeddedOptions,
+    events: EventLog,
 }
 
 impl ServerSetup {
@@ -422,7 +488,8 @@ impl ServerSetup {
             .passive_ports(self.opts.passive_ports.clone())
             .ftps(self.pki.server_cert_pem(), self.pki.server_key_pem())
             .ftps_required(FtpsRequired::All, FtpsRequired::All)
-            .ftps_tls_flags(tls_flags(self.opts.tls13));
+            .ftps_tls_flags(tls_flags(self.opts.tls13))
+            .notify_data(self.events.clone());
         if self.opts.require_client_cert {
             builder = builder
                 .ftps_client_auth(FtpsClientAuth::Require)

@@ -116,7 +116,12 @@ fn init_logging(format: LogFormat, verbose: u8) {
     let no_library_trace = tracing_subscriber::filter::filter_fn(|meta| {
         !(meta.target().starts_with("suppaftp") && *meta.level() == tracing::Level::TRACE)
     });
-    let layer = tracing_subscriber::fmt::layer().with_writer(ferry::text::RedactingStderr);
+    // Colours only on a terminal: the journal and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
+    let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(ferry::text::RedactingStderr);
     let layer = match format {
         LogFormat::Human => layer.boxed(),
         LogFormat::Json => layer.json().boxed(),

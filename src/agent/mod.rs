@@ -276,40 +276,19 @@ fn start_job(shared: &Arc<Shared>, config: &Arc<Config>, job: &Job) -> Option<Jo
         )));
     }
 
-    let watcher = if watch {
-        match watch::start(job.clone(), limits, shared.store.clone(), triggers.clone()) {
-            Ok(w) => {
-                tracing::info!(job = %job.name, local = %job.local.display(), settle = ?job.settle, "watching");
-                Some(w)
-            }
-            Err(e) => {
-                tracing::error!(job = %job.name, error = %e, "cannot watch; its rescans still run");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    if watch {
-        // The watcher is not trusted alone: scan at start and every `rescan`.
-        let (shared2, job2, triggers2, stop2) =
-            (shared.clone(), job.clone(), triggers.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut first = true;
-            loop {
-                if !first {
-                    tokio::select! {
-                        _ = tokio::time::sleep(job2.rescan) => {}
-                        _ = stop2.cancelled() => return,
-                    }
-                }
-                first = false;
-                rescan(&shared2, &job2, &limits, &triggers2).await;
-            }
-        }));
-    }
+    let watcher = watch.then(|| {
+        watch::start(
+            job.clone(),
+            limits,
+            shared.store.clone(),
+            triggers.clone(),
+            stop.clone(),
+        )
+    });
+    let settling = watcher.as_ref().map(|w| w.settling());
 
     let (shared3, config3, job3) = (shared.clone(), config.clone(), job.clone());
+    let settling3 = settling.clone();
     tasks.push(tokio::spawn(timer::runner_loop(
         job.name.clone(),
         rx,
@@ -318,7 +297,8 @@ fn start_job(shared: &Arc<Shared>, config: &Arc<Config>, job: &Job) -> Option<Jo
         stop.clone(),
         move |trigger| {
             let (shared, config, job) = (shared3.clone(), config3.clone(), job3.clone());
-            async move { run_once(&shared, &config, &job, trigger).await }
+            let settling = settling3.clone();
+            async move { run_once(&shared, &config, &job, settling.as_deref(), trigger).await }
         },
     )));
     Some(JobTask {
@@ -329,31 +309,14 @@ fn start_job(shared: &Arc<Shared>, config: &Arc<Config>, job: &Job) -> Option<Jo
     })
 }
 
-/// Queue what the watcher missed, and ask for a run when anything waits in the outbox.
-async fn rescan(shared: &Shared, job: &Job, limits: &crate::config::Limits, triggers: &Triggers) {
-    let root = match crate::local_fs::LocalRoot::open(&job.local) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(job = %job.name, error = %e, "cannot open the local root to rescan");
-            return;
-        }
-    };
-    if let Err(e) = watch::reconcile(job, &root, limits, &shared.store).await {
-        tracing::error!(job = %job.name, error = %e, "reconcile scan failed");
-    }
-    let waiting = shared
-        .store
-        .lock()
-        .ok()
-        .and_then(|s| s.pending(&job.name).ok())
-        .is_some_and(|p| !p.is_empty());
-    if waiting {
-        triggers.fire(Trigger::Rescan);
-    }
-}
-
 /// One run of `job`, as the runner asks for it.
-async fn run_once(shared: &Shared, config: &Config, job: &Job, trigger: Trigger) -> Ran {
+async fn run_once(
+    shared: &Shared,
+    config: &Config,
+    job: &Job,
+    settling: Option<&watch::Settling>,
+    trigger: Trigger,
+) -> Ran {
     let _lock = match lock::lock(
         &config.state_dir,
         &job.name,
@@ -365,16 +328,28 @@ async fn run_once(shared: &Shared, config: &Config, job: &Job, trigger: Trigger)
         Ok(l) => l,
         Err(e) => return Ran::FailedWhole(e.to_string()),
     };
-    // A watch job pushes what its outbox holds, nothing else.
-    let only: Option<BTreeSet<RelPath>> = if job.watch && job.direction == Direction::Push {
+    // A watch job pushes the finished files of its outbox, nothing else.
+    let only: Option<BTreeSet<RelPath>> = if let Some(settling) = settling {
+        let ready = settling.ready();
         let pending = shared
             .store
             .lock()
             .map_err(|_| "state store poisoned".to_owned())
             .and_then(|s| s.pending(&job.name).map_err(|e| e.to_string()));
         match pending {
-            Ok(p) if p.is_empty() => return Ran::Done,
-            Ok(p) => Some(p.into_iter().map(|(path, _)| path).collect()),
+            Ok(p) => {
+                let only: BTreeSet<RelPath> = p
+                    .into_iter()
+                    .map(|(path, _)| path)
+                    .filter(|path| ready.contains(path))
+                    .collect();
+                if only.is_empty() {
+                    // Taken out of the outbox by another run (a `ferry sync`) meanwhile.
+                    settling.done(&ready);
+                    return Ran::Done;
+                }
+                Some(only)
+            }
             Err(e) => return Ran::FailedWhole(e),
         }
     } else {
@@ -402,19 +377,27 @@ async fn run_once(shared: &Shared, config: &Config, job: &Job, trigger: Trigger)
         Ok(report) => {
             let t = report.totals();
             tracing::info!(job = %job.name, trigger = trigger.as_str(), outcome = report.outcome(),
-                transferred = t.transferred, bytes = t.bytes, skipped = t.skipped,
+                transferred = t.transferred, verified = t.verified, bytes = t.bytes, skipped = t.skipped,
                 failed = t.failed, deleted = t.deleted, duration_ms = elapsed.as_millis() as u64,
                 "run finished");
             for f in report.execution.failures.iter() {
                 tracing::warn!(job = %job.name, path = %f.path, action = f.action.as_str(), error = %f.error, "failed");
             }
             metrics::run_finished(&job.name, report.outcome(), elapsed, t.transferred, t.bytes);
-            if let Some(only) = &only {
-                dequeue_done(shared, job, only, &report);
+            if let (Some(only), Some(settling)) = (&only, settling) {
+                dequeue_done(shared, job, only, settling, &report);
             }
             match &report.execution.fatal {
                 Some(e) if e.kind != crate::transport::ErrorKind::Cancelled => {
                     Ran::FailedWhole(e.to_string())
+                }
+                // A watch job's failed files stay in the outbox and are tried again with the
+                // job's backoff, not left for the next change.
+                _ if only.is_some() && !report.execution.failures.is_empty() => {
+                    Ran::FailedWhole(format!(
+                        "{} files could not be sent",
+                        report.execution.failures.len()
+                    ))
                 }
                 _ => Ran::Done,
             }
@@ -433,7 +416,13 @@ async fn run_once(shared: &Shared, config: &Config, job: &Job, trigger: Trigger)
 
 /// Take out of the outbox what the run settled: verified on the server, or nothing to send
 /// (unchanged since its last upload, or gone). Failed and changed files stay for the next run.
-fn dequeue_done(shared: &Shared, job: &Job, only: &BTreeSet<RelPath>, report: &job::RunReport) {
+fn dequeue_done(
+    shared: &Shared,
+    job: &Job,
+    only: &BTreeSet<RelPath>,
+    settling: &watch::Settling,
+    report: &job::RunReport,
+) {
     let kept: BTreeSet<&RelPath> = report
         .execution
         .failures
@@ -444,9 +433,18 @@ fn dequeue_done(shared: &Shared, job: &Job, only: &BTreeSet<RelPath>, report: &j
     let Ok(store) = shared.store.lock() else {
         return;
     };
+    let mut done = Vec::new();
     for path in only.iter().filter(|p| !kept.contains(p)) {
-        if let Err(e) = store.dequeue(&job.name, path) {
-            tracing::error!(job = %job.name, path = %path, error = %e, "cannot take a file out of the outbox");
+        match store.dequeue(&job.name, path) {
+            Ok(()) => done.push(path),
+            Err(e) => {
+                tracing::error!(job = %job.name, path = %path, error = %e, "cannot take a file out of the outbox")
+            }
         }
+    }
+    settling.done(done);
+    // A file that changed while it was sent waits to settle again.
+    for f in &report.execution.changed {
+        settling.wait(f.path.clone());
     }
 }

@@ -1,30 +1,37 @@
-//! Watch-folder push: the watcher, and the reconcile scan that backs it up.
+//! Watch-folder push: the watcher, the settle check, and the reconcile scan that backs them up.
 //!
-//! notify (with notify-debouncer-full, its timeout set to the job's `settle`) reports files
-//! created, modified and moved into the tree once they have been quiet for `settle`. Each such
-//! file, if it is a regular file the job's filter takes (which, for watch jobs, also leaves out
-//! `*.tmp`, `*.part`, `*.partial`, `.~*`, `~$*`, `*.swp`), is written to the outbox in the state
-//! database first, then the job's runner is asked for a run.
+//! notify (through notify-debouncer-full, which folds a burst of events on one path into one)
+//! reports files created, modified and moved into the tree. Each such file, if it is a regular
+//! file the job's filter takes (which, for watch jobs, also leaves out `*.tmp`, `*.part`,
+//! `*.partial`, `.~*`, `~$*`, `*.swp`), is written to the outbox in the state database at once,
+//! before anything else, and then waits in [`Settling`] until it is finished: the same file, size
+//! and modification time at two looks, and untouched for `settle` (by its mtime, or, when that is
+//! in the future, by our own clock). Only then is it *ready*, and the job's runner is asked for a
+//! run, which sends the ready files of the outbox and nothing else.
 //!
 //! The watcher is not trusted alone: it misses files created right after their directory, and
-//! its queue can overflow. [`reconcile`] walks the tree and queues every file that differs from
-//! what state recorded at its last verified upload (and has been quiet for `settle`); the agent
-//! runs it at start-up, after an overflow or a new directory, and every `rescan`.
+//! its queue can overflow. [`reconcile`] walks the tree and hands every file that differs from
+//! what state recorded at its last verified upload to the settle check too; it runs at start-up,
+//! after an overflow or a new directory, and every `rescan`. At start-up, whatever the outbox
+//! still holds from before (a crash, a stop, a server that was down) goes through the settle
+//! check again, so nothing queued is ever dropped.
 //!
-//! What it does not do: upload (the runner does, restricted to the outbox), or trust a path
+//! What it does not do: upload (the runner does, restricted to the ready files), or trust a path
 //! from an event further than the job's opened root (links are never followed).
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use notify::RecursiveMode;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::timer::{Trigger, Triggers};
 use crate::config::{Job, Limits};
 use crate::listing::EntryKind;
-use crate::local_fs::{Kind, LocalRoot};
+use crate::local_fs::{Kind, LocalRoot, Meta};
 use crate::path::RelPath;
 use crate::state::Store;
 use crate::transport::local::LocalDir;
@@ -33,17 +40,125 @@ use crate::transport::local::LocalDir;
 #[derive(Debug)]
 enum Seen {
     Path(PathBuf),
-    /// Events were lost (an overflow) or a directory appeared: scan the tree.
+    /// Events were lost (an overflow) or could not be read: scan the tree.
     Rescan,
 }
 
-/// A running watcher; dropping it stops it.
+/// One look at a waiting file, and since when it has looked like that.
+#[derive(Debug, Clone)]
+struct Look {
+    meta: Meta,
+    since: Instant,
+}
+
+#[derive(Debug, Default)]
+struct SettleState {
+    /// Queued files not known to be finished yet; `None` before the first look.
+    waiting: HashMap<RelPath, Option<Look>>,
+    /// Queued files that are finished: what the next run sends.
+    ready: BTreeSet<RelPath>,
+}
+
+/// The files of one watch job between the outbox and a run: waiting to settle, or ready.
+#[derive(Debug, Default)]
+pub struct Settling(Mutex<SettleState>);
+
+impl Settling {
+    fn state(&self) -> std::sync::MutexGuard<'_, SettleState> {
+        // The state is two plain collections; a panic elsewhere cannot leave them torn.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A file was (re)queued: it waits to settle again, even when it was ready.
+    pub fn wait(&self, path: RelPath) {
+        let mut state = self.state();
+        state.ready.remove(&path);
+        state.waiting.insert(path, None);
+    }
+
+    /// The finished files the next run sends.
+    pub fn ready(&self) -> BTreeSet<RelPath> {
+        self.state().ready.clone()
+    }
+
+    /// A run settled these (verified on the server, or nothing to send).
+    pub fn done<'a>(&self, paths: impl IntoIterator<Item = &'a RelPath>) {
+        let mut state = self.state();
+        for path in paths {
+            state.ready.remove(path);
+        }
+    }
+
+    /// How many files wait to settle.
+    pub fn waiting(&self) -> usize {
+        self.state().waiting.len()
+    }
+
+    /// Look at every waiting file; those finished become ready. Returns how many did.
+    pub fn check(&self, root: &LocalRoot, settle: Duration) -> usize {
+        let quiet_before = quiet_threshold(settle);
+        let mut state = self.state();
+        let mut finished = Vec::new();
+        for (path, last) in state.waiting.iter_mut() {
+            match root.stat(path) {
+                Ok(Some(meta)) if meta.kind == Kind::File => {
+                    let same = last
+                        .as_ref()
+                        .filter(|l| l.meta.same_content_as(&meta))
+                        .map(|l| l.since);
+                    match same {
+                        Some(since)
+                            if meta.mtime.is_none_or(|m| m.nanos <= quiet_before)
+                                || since.elapsed() >= settle =>
+                        {
+                            finished.push(path.clone())
+                        }
+                        Some(_) => {}
+                        None => {
+                            *last = Some(Look {
+                                meta,
+                                since: Instant::now(),
+                            })
+                        }
+                    }
+                }
+                // Gone, no longer a file, or refused (a link): the run finds nothing to send
+                // and takes it out of the outbox.
+                _ => finished.push(path.clone()),
+            }
+        }
+        for path in &finished {
+            state.waiting.remove(path);
+            state.ready.insert(path.clone());
+        }
+        finished.len()
+    }
+}
+
+/// How often waiting files are looked at: a quarter of `settle`, within 50 ms..1 s.
+fn check_every(settle: Duration) -> Duration {
+    (settle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+/// A running watch job's watcher, settle check and rescans; dropping it stops them.
 pub struct Watcher {
-    _debouncer: notify_debouncer_full::Debouncer<
-        notify::RecommendedWatcher,
-        notify_debouncer_full::RecommendedCache,
+    _debouncer: Option<
+        notify_debouncer_full::Debouncer<
+            notify::RecommendedWatcher,
+            notify_debouncer_full::RecommendedCache,
+        >,
     >,
     task: tokio::task::JoinHandle<()>,
+    settling: Arc<Settling>,
+}
+
+impl Watcher {
+    /// The job's files between the outbox and a run.
+    pub fn settling(&self) -> Arc<Settling> {
+        self.settling.clone()
+    }
 }
 
 impl Drop for Watcher {
@@ -52,16 +167,22 @@ impl Drop for Watcher {
     }
 }
 
-/// Start watching `job`'s local tree: queue what changes, ask `triggers` for runs.
-pub fn start(
-    job: Arc<Job>,
-    limits: Limits,
-    store: Arc<Mutex<Store>>,
-    triggers: Triggers,
-) -> Result<Watcher, String> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Seen>();
+/// How long notify-debouncer-full holds an event to fold a burst: the settle check does the
+/// real waiting.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+fn start_notify(
+    job: &Job,
+    tx: mpsc::UnboundedSender<Seen>,
+) -> Result<
+    notify_debouncer_full::Debouncer<
+        notify::RecommendedWatcher,
+        notify_debouncer_full::RecommendedCache,
+    >,
+    String,
+> {
     let mut debouncer = notify_debouncer_full::new_debouncer(
-        job.settle,
+        DEBOUNCE.min(job.settle),
         None,
         move |result: notify_debouncer_full::DebounceEventResult| match result {
             Ok(events) => {
@@ -82,64 +203,130 @@ pub fn start(
             }
         },
     )
-    .map_err(|e| {
-        format!(
-            "job `{}`: cannot watch {}: {e}",
-            job.name,
-            job.local.display()
-        )
-    })?;
+    .map_err(|e| format!("cannot watch {}: {e}", job.local.display()))?;
     debouncer
         .watch(&job.local, RecursiveMode::Recursive)
-        .map_err(|e| {
-            format!(
-                "job `{}`: cannot watch {}: {e}",
-                job.name,
-                job.local.display()
-            )
-        })?;
-    let task = tokio::spawn(async move {
-        let root = match LocalRoot::open(&job.local) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(job = %job.name, error = %e, "cannot open the watched directory");
-                return;
-            }
-        };
-        while let Some(seen) = rx.recv().await {
-            let queued = match seen {
-                Seen::Rescan => reconcile(&job, &root, &limits, &store)
-                    .await
-                    .unwrap_or_else(|e| {
-                        tracing::error!(job = %job.name, error = %e, "reconcile scan failed");
-                        0
-                    }),
-                Seen::Path(path) => match queue_path(&job, &root, &store, &path) {
-                    Ok(Queued::File) => 1,
-                    Ok(Queued::Nothing) => 0,
-                    Ok(Queued::Directory) => {
-                        // Files created right after their directory may have no event.
-                        reconcile(&job, &root, &limits, &store).await.unwrap_or(0)
-                    }
-                    Err(e) => {
-                        tracing::error!(job = %job.name, error = %e, "cannot queue a changed file");
-                        0
-                    }
-                },
-            };
-            if queued > 0 {
-                triggers.fire(Trigger::Watch);
-            }
+        .map_err(|e| format!("cannot watch {}: {e}", job.local.display()))?;
+    Ok(debouncer)
+}
+
+/// Start watching `job`'s local tree: queue what changes, let it settle, ask `triggers` for a
+/// run when files are ready; rescan at once and every `rescan`, until `stop`. When notify
+/// cannot watch the tree (no inotify left, say), that is logged and the rescans go on alone.
+pub fn start(
+    job: Arc<Job>,
+    limits: Limits,
+    store: Arc<Mutex<Store>>,
+    triggers: Triggers,
+    stop: CancellationToken,
+) -> Watcher {
+    let (tx, rx) = mpsc::unbounded_channel::<Seen>();
+    let debouncer = match start_notify(&job, tx) {
+        Ok(d) => {
+            tracing::info!(job = %job.name, local = %job.local.display(), settle = ?job.settle, "watching");
+            Some(d)
         }
-    });
-    Ok(Watcher {
+        Err(e) => {
+            tracing::error!(job = %job.name, error = %e, rescan = ?job.rescan,
+                "cannot watch; only the rescans find new files");
+            None
+        }
+    };
+    let settling = Arc::new(Settling::default());
+    let task = tokio::spawn(watch_loop(
+        job,
+        limits,
+        store,
+        triggers,
+        stop,
+        settling.clone(),
+        rx,
+    ));
+    Watcher {
         _debouncer: debouncer,
         task,
-    })
+        settling,
+    }
+}
+
+/// The watch job's loop; `rx` ends at once when notify could not start (its sender is gone).
+async fn watch_loop(
+    job: Arc<Job>,
+    limits: Limits,
+    store: Arc<Mutex<Store>>,
+    triggers: Triggers,
+    stop: CancellationToken,
+    settling: Arc<Settling>,
+    mut rx: mpsc::UnboundedReceiver<Seen>,
+) {
+    let mut events = true;
+    let root = loop {
+        match LocalRoot::open(&job.local) {
+            Ok(r) => break r,
+            Err(e) => {
+                tracing::error!(job = %job.name, error = %e, rescan = ?job.rescan,
+                    "cannot open the watched directory; trying again at the next rescan");
+                tokio::select! {
+                    _ = tokio::time::sleep(job.rescan) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    };
+    // What the outbox holds from before goes through the settle check again.
+    match store.lock().map(|s| s.pending(&job.name)) {
+        Ok(Ok(pending)) => {
+            if !pending.is_empty() {
+                tracing::info!(job = %job.name, files = pending.len(), "the outbox holds files from before");
+            }
+            for (path, _) in pending {
+                settling.wait(path);
+            }
+        }
+        Ok(Err(e)) => tracing::error!(job = %job.name, error = %e, "cannot read the outbox"),
+        Err(_) => tracing::error!(job = %job.name, "state store poisoned"),
+    }
+    let mut check = tokio::time::interval(check_every(job.settle));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_rescan = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            seen = rx.recv(), if events => match seen {
+                Some(Seen::Rescan) => next_rescan = tokio::time::Instant::now(),
+                Some(Seen::Path(path)) => match queue_path(&job, &root, &store, &path) {
+                    Ok(Queued::File(rel)) => settling.wait(rel),
+                    Ok(Queued::Nothing) => {}
+                    // Files created right after their directory may have no event.
+                    Ok(Queued::Directory) => next_rescan = tokio::time::Instant::now(),
+                    Err(e) => {
+                        tracing::error!(job = %job.name, error = %e, "cannot queue a changed file");
+                    }
+                },
+                None => events = false,
+            },
+            _ = tokio::time::sleep_until(next_rescan) => {
+                match reconcile(&job, &root, &limits, &store).await {
+                    Ok(found) => {
+                        for path in found {
+                            settling.wait(path);
+                        }
+                    }
+                    Err(e) => tracing::error!(job = %job.name, error = %e, "reconcile scan failed"),
+                }
+                next_rescan = tokio::time::Instant::now() + job.rescan;
+            }
+            _ = check.tick() => {
+                if settling.check(&root, job.settle) > 0 {
+                    triggers.fire(Trigger::Watch);
+                }
+            }
+        }
+    }
 }
 
 enum Queued {
-    File,
+    File(RelPath),
     Directory,
     Nothing,
 }
@@ -161,7 +348,7 @@ fn queue_path(
         Ok(Some(meta)) if meta.kind == Kind::Dir => Ok(Queued::Directory),
         Ok(Some(meta)) if meta.kind == Kind::File && job.filter.allows_file(rel.as_str()) => {
             enqueue(job, store, &rel)?;
-            Ok(Queued::File)
+            Ok(Queued::File(rel))
         }
         // Gone again, a link, excluded: nothing to send.
         _ => Ok(Queued::Nothing),
@@ -187,24 +374,31 @@ fn relative(root: &Path, path: &Path) -> Option<RelPath> {
 }
 
 /// Walk the job's tree and queue every file that differs from its record (new, or changed since
-/// its last verified upload) and has been quiet for `settle`. Returns how many were queued.
+/// its last verified upload). Returns the files queued, for the settle check.
 pub async fn reconcile(
     job: &Job,
     root: &LocalRoot,
     limits: &Limits,
     store: &Mutex<Store>,
-) -> Result<usize, String> {
+) -> Result<Vec<RelPath>, String> {
     let mut side = LocalDir::on(root.clone());
     let listing = crate::scan::walk(&mut side, &job.filter, limits)
         .await
         .map_err(|e| e.to_string())?;
-    let records = store
-        .lock()
-        .map_err(|_| "state store poisoned".to_owned())?
-        .records(&job.name)
-        .map_err(|e| e.to_string())?;
-    let quiet_before = quiet_threshold(job.settle);
-    let mut queued = 0;
+    let (records, pending) = {
+        let store = store
+            .lock()
+            .map_err(|_| "state store poisoned".to_owned())?;
+        let records = store.records(&job.name).map_err(|e| e.to_string())?;
+        let pending: BTreeSet<RelPath> = store
+            .pending(&job.name)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        (records, pending)
+    };
+    let mut found = Vec::new();
     for (path, entry) in listing.files() {
         if entry.kind != EntryKind::File {
             continue;
@@ -216,16 +410,18 @@ pub async fn reconcile(
                     _ => true,
                 }
         });
-        let quiet = entry.mtime.is_none_or(|m| m.nanos <= quiet_before);
-        if !same && quiet {
-            enqueue(job, store, path)?;
-            queued += 1;
+        if !same {
+            if !pending.contains(path) {
+                enqueue(job, store, path)?;
+            }
+            found.push(path.clone());
         }
     }
-    if queued > 0 {
-        tracing::info!(job = %job.name, queued, "reconcile scan queued files the watcher had not");
+    let new = found.iter().filter(|p| !pending.contains(*p)).count();
+    if new > 0 {
+        tracing::info!(job = %job.name, queued = new, "reconcile scan queued files the watcher had not");
     }
-    Ok(queued)
+    Ok(found)
 }
 
 /// Nanoseconds since the epoch before which a file has been quiet for `settle`.

@@ -32,13 +32,17 @@ fn changed(op: &str, message: impl Into<String>) -> TransportError {
 
 /// Whether the opened file is the one the scan listed, with the same size and time.
 fn check_against_scan(op: &str, scanned: &Entry, opened: &Meta) -> Result<(), TransportError> {
-    if scanned.id != Some(opened.id) {
+    let same_inode = scanned
+        .id
+        .is_some_and(|id| id.dev == opened.id.dev && id.ino == opened.id.ino);
+    if !same_inode {
         return Err(changed(
             op,
             "replaced by another file since the scan; not sent",
         ));
     }
-    if scanned.size != opened.size || scanned.mtime != opened.mtime {
+    if scanned.id != Some(opened.id) || scanned.size != opened.size || scanned.mtime != opened.mtime
+    {
         return Err(changed(
             op,
             format!(

@@ -1,0 +1,565 @@
+//! `ferry run` as a child process, the way systemd runs it, against real FTPS servers on
+//! loopback (the embedded one, and vsftpd): a schedule with seconds pulls what lands on the
+//! server, a watch job pushes what is finished locally, SIGTERM stops cleanly, SIGHUP with a broken
+//! file keeps the old jobs, and a SIGKILL with the server down loses nothing and sends nothing
+//! twice.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::tree;
+use ferry::embedded::{EmbeddedOptions, EmbeddedServer, ServerEvent};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const PASSWORD: &str = "agent-test-secret";
+
+fn options() -> EmbeddedOptions {
+    EmbeddedOptions {
+        passive_ports: support::embedded_passive_ports(),
+        password: PASSWORD.to_owned(),
+        ..EmbeddedOptions::default()
+    }
+}
+
+async fn server(dir: &Path) -> EmbeddedServer {
+    std::fs::create_dir_all(dir.join("server/data")).unwrap();
+    std::fs::create_dir_all(dir.join("pki")).unwrap();
+    EmbeddedServer::start(&dir.join("server"), &dir.join("pki"), options())
+        .await
+        .unwrap()
+}
+
+/// A job file with one endpoint (`port`, trusting `ca`) and the given jobs section.
+fn write_job_file(dir: &Path, port: u16, ca: &Path, extra: &str, jobs: &str) -> PathBuf {
+    let text = format!(
+        "version: 1
+state_dir: {state}
+shutdown_grace: 2s
+{extra}
+endpoints:
+  local:
+    host: 127.0.0.1
+    port: {port}
+    user: ferry
+    password_env: FERRY_TEST_PASSWORD
+    ca_file: {ca}
+    timeout: 5s
+jobs:
+{jobs}",
+        state = dir.join("state").display(),
+        ca = ca.display(),
+    );
+    let path = dir.join("jobs.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A running `ferry run`, its stderr collected line by line.
+struct Agent {
+    child: tokio::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    fn start(config: &Path, password: &str) -> Agent {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("FERRY_TEST_PASSWORD", password)
+            .env_remove("FERRY_CONFIG")
+            .env_remove("FERRY_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = lines.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Agent { child, lines }
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// The sum of `field=N` over the agent's `run finished` lines.
+    fn sum(&self, field: &str) -> u64 {
+        let key = format!("{field}=");
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("run finished"))
+            .filter_map(|l| {
+                let rest = &l[l.find(&key)? + key.len()..];
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
+    /// Wait until `n` lines contain `needle`.
+    async fn wait_for_n(&self, needle: &str, n: usize, within: Duration) {
+        let start = Instant::now();
+        while self.count(needle) < n {
+            assert!(
+                start.elapsed() < within,
+                "no {n}× `{needle}` within {within:?}; the agent said:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_for(&self, needle: &str, within: Duration) {
+        self.wait_for_n(needle, 1, within).await;
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().unwrap();
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    async fn exit_code(&mut self, within: Duration) -> i32 {
+        let status = tokio::time::timeout(within, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the agent did not exit; it said:\n{}", self.log()))
+            .unwrap();
+        status.code().unwrap_or(-1)
+    }
+}
+
+/// `ferry status --json`, run from a shell that has not got the job's secrets.
+fn status_json(config: &Path) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .env("FERRY_TEST_PASSWORD", PASSWORD)
+        .env_remove("FERRY_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Poll until `f` holds.
+async fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Write `contents` to `path` through a name the jobs ignore, then rename it into place: a file
+/// that appears complete.
+fn drop_file(path: &Path, contents: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Every file under `root` whose name says it is a transfer in progress.
+fn temp_files(root: &Path) -> Vec<String> {
+    tree(root)
+        .into_keys()
+        .filter(|k| k.ends_with(ferry::execute::TEMP_SUFFIX))
+        .collect()
+}
+
+fn scheduled_pull(inbox: &Path) -> String {
+    format!(
+        "  fetch:
+    endpoint: local
+    direction: pull
+    local: {}
+    remote: /data
+    schedule: \"*/2 * * * * *\"
+",
+        inbox.display()
+    )
+}
+
+fn watch_push(outbox: &Path, remote: &str) -> String {
+    format!(
+        "  send:
+    endpoint: local
+    direction: push
+    local: {}
+    remote: {remote}
+    watch: true
+    settle: 300ms
+    verify: readback
+    retry: {{ attempts: 3, initial: 200ms, max: 1s }}
+",
+        outbox.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_with_seconds_pulls_a_file_dropped_on_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let config = write_job_file(
+        dir.path(),
+        server.addr().port(),
+        server.ca_pem(),
+        "",
+        &scheduled_pull(&inbox),
+    );
+    let mut agent = Agent::start(&config, PASSWORD);
+    agent.wait_for("scheduled", Duration::from_secs(20)).await;
+    // A run with nothing to fetch comes first: the schedule fires, not a one-off start-up run.
+    agent
+        .wait_for("run finished", Duration::from_secs(10))
+        .await;
+    drop_file(&dir.path().join("server/data/report.csv"), b"a,b\n1,2\n");
+    eventually("report.csv pulled", Duration::from_secs(10), || {
+        std::fs::read(inbox.join("report.csv")).ok().as_deref() == Some(b"a,b\n1,2\n")
+    })
+    .await;
+    // It keeps firing every two seconds.
+    let runs = agent.count("run finished");
+    agent
+        .wait_for_n("run finished", runs + 2, Duration::from_secs(10))
+        .await;
+    agent.signal("TERM");
+    assert_eq!(
+        agent.exit_code(Duration::from_secs(10)).await,
+        0,
+        "{}",
+        agent.log()
+    );
+    assert!(agent.log().contains("agent stopped"), "{}", agent.log());
+    assert!(temp_files(&inbox).is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_job_pushes_files_created_locally_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    let config = write_job_file(
+        dir.path(),
+        server.addr().port(),
+        server.ca_pem(),
+        "",
+        &watch_push(&outbox, "/data"),
+    );
+    let mut agent = Agent::start(&config, PASSWORD);
+    agent.wait_for("watching", Duration::from_secs(20)).await;
+    // A file written in pieces, a directory made after the watch started with files in it at
+    // once (inotify has no watch on it yet when they land), and an editor's temporary file.
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(outbox.join("slow.bin")).unwrap();
+        for i in 0..5u8 {
+            f.write_all(&[i; 1000]).unwrap();
+            f.flush().unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    std::fs::create_dir_all(outbox.join("new/deeper")).unwrap();
+    std::fs::write(outbox.join("new/deeper/a.txt"), b"alpha").unwrap();
+    std::fs::write(outbox.join("new/b.txt"), b"beta").unwrap();
+    std::fs::write(outbox.join("draft.tmp"), b"not finished").unwrap();
+    let remote = dir.path().join("server/data");
+    eventually(
+        "the three files on the server",
+        Duration::from_secs(20),
+        || {
+            std::fs::read(remote.join("new/deeper/a.txt"))
+                .ok()
+                .as_deref()
+                == Some(b"alpha")
+                && std::fs::read(remote.join("new/b.txt")).ok().as_deref() == Some(b"beta")
+                && std::fs::read(remote.join("slow.bin")).map(|b| b.len()).ok() == Some(5000)
+        },
+    )
+    .await;
+    let mut want = tree(&outbox);
+    want.remove("draft.tmp");
+    eventually("no transfer in progress", Duration::from_secs(10), || {
+        tree(&remote) == want
+    })
+    .await;
+    // Each upload was verified, and taken out of the outbox only after that.
+    eventually("three uploads reported", Duration::from_secs(5), || {
+        agent.sum("transferred") >= 3
+    })
+    .await;
+    assert_eq!(agent.sum("transferred"), 3, "{}", agent.log());
+    assert_eq!(agent.sum("verified"), 3, "{}", agent.log());
+    eventually("the outbox empty", Duration::from_secs(5), || {
+        status_json(&config)[0]["outbox"] == 0
+    })
+    .await;
+    assert_eq!(status_json(&config)[0]["job"], "send");
+    agent.signal("TERM");
+    assert_eq!(
+        agent.exit_code(Duration::from_secs(10)).await,
+        0,
+        "{}",
+        agent.log()
+    );
+    assert!(temp_files(&remote).is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_transfer_exits_zero_and_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    let config = write_job_file(
+        dir.path(),
+        server.addr().port(),
+        server.ca_pem(),
+        "",
+        &watch_push(&outbox, "/data"),
+    )
+    .to_path_buf();
+    // A short grace, so the transfer is still going when it ends.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("shutdown_grace: 2s", "shutdown_grace: 200ms");
+    std::fs::write(&config, text).unwrap();
+    // Sparse: 4 GiB that take no disk here and far longer than the grace to send.
+    let big = std::fs::File::create(outbox.join("big.img")).unwrap();
+    big.set_len(4 << 30).unwrap();
+    drop(big);
+    let mut agent = Agent::start(&config, PASSWORD);
+    let remote = dir.path().join("server/data");
+    eventually("the upload under way", Duration::from_secs(30), || {
+        temp_files(&remote).len() == 1
+    })
+    .await;
+    agent.signal("TERM");
+    assert_eq!(
+        agent.exit_code(Duration::from_secs(20)).await,
+        0,
+        "{}",
+        agent.log()
+    );
+    let log = agent.log();
+    assert!(log.contains("cancelling"), "{log}");
+    assert!(temp_files(&remote).is_empty(), "{:?}", tree(&remote));
+    assert!(!remote.join("big.img").exists());
+    assert!(temp_files(&outbox).is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_a_broken_file_keeps_the_old_jobs_and_a_fixed_one_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let inbox = dir.path().join("inbox");
+    let second = dir.path().join("second");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::create_dir_all(&second).unwrap();
+    let port = server.addr().port();
+    let config = write_job_file(
+        dir.path(),
+        port,
+        server.ca_pem(),
+        "",
+        &scheduled_pull(&inbox),
+    );
+    let good = std::fs::read_to_string(&config).unwrap();
+    let mut agent = Agent::start(&config, PASSWORD);
+    agent.wait_for("scheduled", Duration::from_secs(20)).await;
+
+    std::fs::write(&config, "version: 1\njobs: [this is: not a job file\n").unwrap();
+    agent.signal("HUP");
+    agent
+        .wait_for("the job file did not load", Duration::from_secs(10))
+        .await;
+    drop_file(
+        &dir.path().join("server/data/after-hup.txt"),
+        b"still running",
+    );
+    eventually("the old job still pulls", Duration::from_secs(10), || {
+        inbox.join("after-hup.txt").exists()
+    })
+    .await;
+
+    // A valid file with a second job: it is scheduled too.
+    let more = format!(
+        "{good}  fetch-again:
+    endpoint: local
+    direction: pull
+    local: {}
+    remote: /data
+    schedule: \"*/2 * * * * *\"
+",
+        second.display()
+    );
+    std::fs::write(&config, more).unwrap();
+    agent.signal("HUP");
+    agent
+        .wait_for("job file reloaded", Duration::from_secs(10))
+        .await;
+    eventually("the new job pulls", Duration::from_secs(10), || {
+        second.join("after-hup.txt").exists()
+    })
+    .await;
+    agent.signal("TERM");
+    assert_eq!(
+        agent.exit_code(Duration::from_secs(10)).await,
+        0,
+        "{}",
+        agent.log()
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_a_pending_outbox_and_the_server_down_sends_each_file_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let port = server.addr().port();
+    let pki = server.pki().clone();
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    let config = write_job_file(
+        dir.path(),
+        port,
+        server.ca_pem(),
+        "",
+        &watch_push(&outbox, "/data"),
+    );
+    let mut agent = Agent::start(&config, PASSWORD);
+    agent.wait_for("watching", Duration::from_secs(20)).await;
+    server.shutdown().await;
+
+    let names: Vec<String> = (0..20).map(|i| format!("f{i:02}.dat")).collect();
+    for (i, name) in names.iter().enumerate() {
+        std::fs::write(outbox.join(name), format!("file {i}\n")).unwrap();
+    }
+    // Each settled file is in the outbox before anything is tried.
+    let pending = || status_json(&config)[0]["outbox"].as_u64().unwrap();
+    eventually("20 files in the outbox", Duration::from_secs(20), || {
+        pending() == 20
+    })
+    .await;
+    // And the run failed for want of a server.
+    agent.wait_for("failed", Duration::from_secs(20)).await;
+    agent.child.kill().await.unwrap();
+
+    let mut opts = options();
+    opts.port = port;
+    let server = EmbeddedServer::start_with(&dir.path().join("server"), pki, opts)
+        .await
+        .unwrap();
+    let mut agent = Agent::start(&config, PASSWORD);
+    let remote = dir.path().join("server/data");
+    eventually("every file on the server", Duration::from_secs(30), || {
+        names.iter().all(|n| remote.join(n).exists())
+    })
+    .await;
+    eventually("the outbox drained", Duration::from_secs(10), || {
+        pending() == 0
+    })
+    .await;
+    // Some time for a duplicate to show up, had there been one queued.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    agent.signal("TERM");
+    assert_eq!(
+        agent.exit_code(Duration::from_secs(10)).await,
+        0,
+        "{}",
+        agent.log()
+    );
+    assert_eq!(tree(&outbox), tree(&remote));
+    let events = server.events();
+    let stored = events
+        .iter()
+        .filter(|e| matches!(e, ServerEvent::Stored { .. }))
+        .count();
+    assert_eq!(stored, 20, "{events:#?}");
+    for name in &names {
+        let arrivals = events
+            .iter()
+            .filter(
+                |e| matches!(e, ServerEvent::Renamed { to, .. } if to == &format!("/data/{name}")),
+            )
+            .count();
+        assert_eq!(arrivals, 1, "{name}: {events:#?}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_runs_watch_and_schedule_jobs_against_vsftpd() {
+    let Some(v) = support::vsftpd::Vsftpd::start(Default::default()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(v.root().join("data")).unwrap();
+    v.give_root_to_user();
+    let (outbox, inbox) = (dir.path().join("outbox"), dir.path().join("inbox"));
+    std::fs::create_dir_all(&outbox).unwrap();
+    std::fs::create_dir_all(&inbox).unwrap();
+    let jobs = format!("{}{}", watch_push(&outbox, "/data"), scheduled_pull(&inbox));
+    let config = write_job_file(dir.path(), v.addr().port(), v.ca_pem(), "", &jobs).to_path_buf();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("user: ferry", &format!("user: {}", v.user()));
+    std::fs::write(&config, text).unwrap();
+    let mut agent = Agent::start(&config, v.password());
+    agent.wait_for("watching", Duration::from_secs(20)).await;
+    std::fs::create_dir_all(outbox.join("sub")).unwrap();
+    std::fs::write(outbox.join("sub/hello.txt"), b"hello vsftpd").unwrap();
+    // Pushed by the watch job, then pulled back by the scheduled one.
+    eventually("the file round trip", Duration::from_secs(30), || {
+        std::fs::read(inbox.join("sub/hello.txt")).ok().as_deref() == Some(b"hello vsftpd")
+    })
+    .await;
+    agent.signal("TERM");
+    assert_eq!(
+        agent.exit_code(Duration::from_secs(10)).await,
+        0,
+        "{}",
+        agent.log()
+    );
+    assert!(temp_files(&inbox).is_empty());
+    assert!(temp_files(&v.root().join("data")).is_empty());
+}
