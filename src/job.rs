@@ -166,6 +166,8 @@ pub async fn plan_job(
 #[derive(Debug)]
 pub struct RunReport {
     pub job: String,
+    /// The run's row in the state database (`ferry status`), and the `run_id` of its log lines.
+    pub run_id: i64,
     pub direction: Direction,
     pub planned: Planned,
     pub execution: Execution,
@@ -350,7 +352,7 @@ pub async fn run_job_with(
         remote: planned.remote.clone(),
     };
     let mut execution = execute::execute(&planned.plan, listings, Arc::new(ctx))
-        .instrument(span)
+        .instrument(span.clone())
         .await;
     if !planned.plan.forget.is_empty() {
         let forgotten = store
@@ -370,6 +372,7 @@ pub async fn run_job_with(
     }
     let report = RunReport {
         job: job.name.clone(),
+        run_id,
         direction: job.direction,
         planned,
         execution,
@@ -385,5 +388,13 @@ pub async fn run_job_with(
         )
         .map_err(state_err)?;
     }
+    // The run's summary as one event with fields, for log pipelines (the CLI also prints it).
+    let t = report.totals();
+    span.in_scope(|| {
+        tracing::info!(job = %job.name, run_id, trigger, outcome = report.outcome(),
+            transferred = t.transferred, verified = t.verified, bytes = t.bytes,
+            skipped = t.skipped, failed = t.failed, deleted = t.deleted,
+            duration_ms = report.duration.as_millis() as u64, "run finished");
+    });
     Ok(report)
 }

@@ -161,10 +161,13 @@ pub async fn walk_pool(
         while listing.len() < width {
             let Some(dir) = walk.next_dir() else { break };
             let (pool, root, retry) = (pool.clone(), root.to_owned(), *retry);
-            listing.spawn(async move {
-                let found = list_on_pool(&pool, &root, &dir, &retry).await;
-                (dir, found)
-            });
+            listing.spawn(tracing::Instrument::instrument(
+                async move {
+                    let found = list_on_pool(&pool, &root, &dir, &retry).await;
+                    (dir, found)
+                },
+                tracing::Span::current(),
+            ));
         }
         let Some(done) = listing.join_next().await else {
             return Ok(walk.finish());

@@ -563,3 +563,83 @@ async fn the_agent_runs_watch_and_schedule_jobs_against_vsftpd() {
     assert!(temp_files(&inbox).is_empty());
     assert!(temp_files(&v.root().join("data")).is_empty());
 }
+
+/// GET `path` from `addr` over plain HTTP/1.0; the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1."), "{response}");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_serves_prometheus_metrics_of_its_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    let metrics = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let config = write_job_file(
+        dir.path(),
+        server.addr().port(),
+        server.ca_pem(),
+        &format!("metrics: {metrics}"),
+        &watch_push(&outbox, "/data"),
+    );
+    let mut agent = Agent::start(&config, PASSWORD);
+    agent
+        .wait_for("serving Prometheus metrics", Duration::from_secs(20))
+        .await;
+    agent.wait_for("watching", Duration::from_secs(20)).await;
+    std::fs::write(outbox.join("one.txt"), b"12345").unwrap();
+    agent
+        .wait_for("run finished", Duration::from_secs(20))
+        .await;
+    let body = http_get(metrics, "/metrics").await;
+    for line in [
+        "ferry_runs_total{job=\"send\",outcome=\"ok\"} 1",
+        "ferry_files_transferred_total{job=\"send\"} 1",
+        "ferry_bytes_transferred_total{job=\"send\"} 5",
+        "ferry_outbox_files{job=\"send\"} 0",
+    ] {
+        assert!(body.lines().any(|l| l == line), "no `{line}` in:\n{body}");
+    }
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("ferry_last_success_timestamp_seconds{job=\"send\"} ")),
+        "{body}"
+    );
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("ferry_run_duration_seconds")),
+        "{body}"
+    );
+    // The session the run logged in stays open in the pool for the next run.
+    let open: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("ferry_open_connections{endpoint=\"local\"} "))
+        .unwrap_or_else(|| panic!("no open connections gauge in:\n{body}"))
+        .parse()
+        .unwrap();
+    assert!((1.0..=2.0).contains(&open), "{body}");
+    agent.signal("TERM");
+    assert_eq!(
+        agent.exit_code(Duration::from_secs(10)).await,
+        0,
+        "{}",
+        agent.log()
+    );
+    server.shutdown().await;
+}

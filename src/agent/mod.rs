@@ -48,6 +48,9 @@ use crate::path::RelPath;
 use crate::state::{StateError, Store};
 use crate::transport::pool::Pools;
 
+/// How often STATUS= and the sampled metrics (outbox depth, open connections) are refreshed.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -108,7 +111,9 @@ pub async fn run(
     tracing::info!(jobs = jobs.len(), "agent started");
 
     let watchdog = notify::watchdog_interval();
-    let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(30)));
+    // Status, watchdog and the sampled gauges every few seconds (sooner if the watchdog asks).
+    let every = watchdog.map_or(SAMPLE_EVERY, |w| w.min(SAMPLE_EVERY));
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -376,17 +381,15 @@ async fn run_once(
     match result {
         Ok(report) => {
             let t = report.totals();
-            tracing::info!(job = %job.name, trigger = trigger.as_str(), outcome = report.outcome(),
-                transferred = t.transferred, verified = t.verified, bytes = t.bytes, skipped = t.skipped,
-                failed = t.failed, deleted = t.deleted, duration_ms = elapsed.as_millis() as u64,
-                "run finished");
             for f in report.execution.failures.iter() {
-                tracing::warn!(job = %job.name, path = %f.path, action = f.action.as_str(), error = %f.error, "failed");
+                tracing::warn!(job = %job.name, run_id = report.run_id, path = %f.path,
+                    action = f.action.as_str(), error = %f.error, "failed");
             }
             metrics::run_finished(&job.name, report.outcome(), elapsed, t.transferred, t.bytes);
             if let (Some(only), Some(settling)) = (&only, settling) {
                 dequeue_done(shared, job, only, settling, &report);
             }
+            metrics::sample(&shared.pools, &shared.store, config);
             match &report.execution.fatal {
                 Some(e) if e.kind != crate::transport::ErrorKind::Cancelled => {
                     Ran::FailedWhole(e.to_string())

@@ -26,11 +26,10 @@ pub(super) async fn run_transfers(
     let stop = ctx.cancel.child_token();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers {
-        tasks.spawn(worker(
-            queue.clone(),
-            stop.clone(),
-            listings.clone(),
-            ctx.clone(),
+        // The run's span (job, run id) goes with each worker, so its lines carry them too.
+        tasks.spawn(tracing::Instrument::instrument(
+            worker(queue.clone(), stop.clone(), listings.clone(), ctx.clone()),
+            tracing::Span::current(),
         ));
     }
     let mut out = Vec::new();
