@@ -160,7 +160,7 @@ pub enum ServerEvent {
 
 /// Records what clients changed, for tests that count uploads.
 #[derive(Debug, Default, Clone)]
-struct EventLog(Arc<std::sync::Mutex<Vec<ServerEvent>>>);
+struct EventLog(Arc<std::sync::Mutex<Vec<(std::time::Instant, ServerEvent)>>>);
 
 #[async_trait]
 impl libunftp::notification::DataListener for EventLog {
@@ -178,7 +178,7 @@ impl libunftp::notification::DataListener for EventLog {
         };
         // A poisoned log only means a test thread panicked while reading it.
         if let Ok(mut log) = self.0.lock() {
-            log.push(event);
+            log.push((std::time::Instant::now(), event));
         }
     }
 }
@@ -397,6 +397,11 @@ impl EmbeddedServer {
 
     /// Every upload, rename and delete clients made so far, in order.
     pub fn events(&self) -> Vec<ServerEvent> {
+        self.timed_events().into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// [`events`](Self::events) with the moment the server finished each (for latency figures).
+    pub fn timed_events(&self) -> Vec<(std::time::Instant, ServerEvent)> {
         self.events
             .0
             .lock()
@@ -543,6 +548,8 @@ async fn accept_connections(
 }
 
 async fn serve_connection(stream: TcpStream, setup: Arc<ServerSetup>) {
+    // Replies are small writes; without this, Nagle and the client's delayed ACK add ~40 ms.
+    let _ = stream.set_nodelay(true);
     let server = match setup.build_server() {
         Ok(server) => server,
         Err(e) => {

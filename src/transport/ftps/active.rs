@@ -102,6 +102,8 @@ pub async fn accept_data(
         loop {
             let (tcp, from) = listener.accept().await?;
             if from.ip().to_canonical() == peer.to_canonical() {
+                // Small TLS records: no Nagle (see the passive data connection).
+                let _ = tcp.set_nodelay(true);
                 return Ok::<TcpStream, std::io::Error>(tcp);
             }
             tracing::warn!(%from, "ignoring an active data connection from another address");

@@ -171,7 +171,7 @@ impl FtpsConnector {
                 ftp = ftp.passive_stream_builder(move |pasv: SocketAddr| {
                     let target = data_address(pasv, control_ip, use_pasv_address);
                     Box::pin(async move {
-                        tokio::time::timeout(timeout, TcpStream::connect(target))
+                        let stream = tokio::time::timeout(timeout, TcpStream::connect(target))
                             .await
                             .map_err(|_| {
                                 FtpError::ConnectionError(std::io::Error::new(
@@ -179,7 +179,11 @@ impl FtpsConnector {
                                     format!("data connection to {target} timed out"),
                                 ))
                             })?
-                            .map_err(FtpError::ConnectionError)
+                            .map_err(FtpError::ConnectionError)?;
+                        // The TLS handshake and close_notify are small writes: without this,
+                        // Nagle and the peer's delayed ACK cost ~40 ms per data connection.
+                        let _ = stream.set_nodelay(true);
+                        Ok(stream)
                     })
                 });
             }
