@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -24,7 +24,7 @@ use crate::config::{
 use crate::embedded::{EmbeddedOptions, EmbeddedServer};
 use crate::job::{self, Planned};
 use crate::report::{self, ProgressObserver};
-use crate::state::Store;
+use crate::state::{SharedStore, Store};
 use crate::transport::pool::Pools;
 
 #[derive(Debug, thiserror::Error)]
@@ -189,9 +189,7 @@ pub async fn run(cancel: CancellationToken) -> Result<(), DemoError> {
         agent: Default::default(),
         warnings: Vec::new(),
     };
-    let store = Arc::new(Mutex::new(
-        Store::open(&state).map_err(setup("open state database"))?,
-    ));
+    let store = SharedStore::new(Store::open(&state).map_err(setup("open state database"))?);
     let pools = Pools::new();
     let result = async {
         for (job, title) in [
@@ -240,7 +238,7 @@ async fn run_one(
     config: &Config,
     job: &Job,
     pools: &Pools,
-    store: Arc<Mutex<Store>>,
+    store: SharedStore,
     cancel: CancellationToken,
 ) -> Result<(), DemoError> {
     let progress = Arc::new(ProgressObserver::new(std::io::stderr().is_terminal()));

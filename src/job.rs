@@ -4,7 +4,7 @@
 //! exactly the code a scheduled run uses. The remote listing and the local scan must both
 //! succeed at their roots; auth, TLS and connection failures stop the run (exit code 3).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -16,7 +16,7 @@ use crate::listing::Listing;
 use crate::local_fs::LocalRoot;
 use crate::plan::{self, Plan, Policy, Records};
 use crate::scan;
-use crate::state::{RunTotals, StateError, Store};
+use crate::state::{RunTotals, SharedStore, StateError};
 use crate::transport::ftps::FtpsConnector;
 use crate::transport::local::LocalDir;
 use crate::transport::pool::{Pool, PoolSettings, Pools};
@@ -244,7 +244,7 @@ pub async fn run_job(
     config: &Config,
     job: &Job,
     pools: &Pools,
-    store: Arc<Mutex<Store>>,
+    store: SharedStore,
     trigger: &str,
     cancel: CancellationToken,
     observer: Arc<dyn Observer>,
@@ -265,7 +265,7 @@ pub async fn run_job_with(
     config: &Config,
     job: &Job,
     pools: &Pools,
-    store: Arc<Mutex<Store>>,
+    store: SharedStore,
     opts: RunOptions<'_>,
 ) -> Result<RunReport, JobError> {
     let RunOptions {
@@ -281,14 +281,11 @@ pub async fn run_job_with(
         job: job.name.clone(),
         error,
     };
-    let (run_id, records) = {
-        let s = store.lock().map_err(|_| JobError::Setup {
-            job: job.name.clone(),
-            message: "state store poisoned".into(),
-        })?;
-        let id = s.start_run(&job.name, trigger).map_err(state_err)?;
-        (id, s.records(&job.name).map_err(state_err)?)
-    };
+    let (name, trig) = (job.name.clone(), trigger.to_owned());
+    let (run_id, records) = store
+        .call(move |s| Ok((s.start_run(&name, &trig)?, s.records(&name)?)))
+        .await
+        .map_err(state_err)?;
     let span = tracing::info_span!("job_run", job = %job.name, run_id, trigger);
     let limits = config
         .endpoints
@@ -313,15 +310,13 @@ pub async fn run_job_with(
     let (planned, archive) = match planned {
         Ok(p) => p,
         Err(e) => {
-            let recorded = store.lock().map(|s| {
-                s.finish_run(
-                    run_id,
-                    "failed",
-                    &RunTotals::default(),
-                    Some(&e.to_string()),
-                )
-            });
-            if let Ok(Err(state)) = recorded {
+            let message = e.to_string();
+            let recorded = store
+                .call(move |s| {
+                    s.finish_run(run_id, "failed", &RunTotals::default(), Some(&message))
+                })
+                .await;
+            if let Err(state) = recorded {
                 tracing::error!(job = %job.name, error = %state, "cannot record the failed run");
             }
             return Err(e);
@@ -355,18 +350,17 @@ pub async fn run_job_with(
         .instrument(span.clone())
         .await;
     if !planned.plan.forget.is_empty() {
-        let forgotten = store
-            .lock()
-            .map_err(|_| "state store poisoned".to_owned())
-            .and_then(|s| {
-                s.forget(&job.name, &planned.plan.forget)
-                    .map_err(|e| e.to_string())
-            });
+        let (name, forget) = (job.name.clone(), planned.plan.forget.clone());
+        let forgotten = store.call(move |s| s.forget(&name, &forget)).await;
         if let Err(e) = forgotten {
             execution.failures.push(crate::execute::Failure {
                 path: crate::path::RelPath::root(),
                 action: crate::plan::ActionKind::DeleteLocalFile,
-                error: TransportError::new(ErrorKind::State, "forget vanished paths", e),
+                error: TransportError::new(
+                    ErrorKind::State,
+                    "forget vanished paths",
+                    e.to_string(),
+                ),
             });
         }
     }
@@ -378,16 +372,12 @@ pub async fn run_job_with(
         execution,
         duration: started.elapsed(),
     };
-    if let Ok(s) = store.lock() {
-        let message = report.execution.fatal.as_ref().map(|e| e.to_string());
-        s.finish_run(
-            run_id,
-            report.outcome(),
-            &report.totals(),
-            message.as_deref(),
-        )
+    let message = report.execution.fatal.as_ref().map(|e| e.to_string());
+    let (outcome, totals) = (report.outcome(), report.totals());
+    store
+        .call(move |s| s.finish_run(run_id, outcome, &totals, message.as_deref()))
+        .await
         .map_err(state_err)?;
-    }
     // The run's summary as one event with fields, for log pipelines (the CLI also prints it).
     let t = report.totals();
     span.in_scope(|| {

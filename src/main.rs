@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -370,7 +370,7 @@ async fn sync_jobs(config: &Config, names: &[String], wait: bool) -> u8 {
         }
     }
     let store = match open_store(config) {
-        Ok(s) => Arc::new(Mutex::new(s)),
+        Ok(s) => ferry::state::SharedStore::new(s),
         Err(code) => return code,
     };
     let cancel = cancellation_on_signals();

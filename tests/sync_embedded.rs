@@ -105,7 +105,7 @@ async fn push_then_pull_round_trip_keeps_every_byte() {
         );
     }
     // Every transferred file has its SHA-256 in state.
-    let records = setup.store.lock().unwrap().records("pull").unwrap();
+    let records = setup.store.blocking(|s| s.records("pull")).unwrap();
     assert_eq!(records.len(), 7);
     assert!(
         records
@@ -635,7 +635,7 @@ async fn plan_changes_nothing_and_gives_reasons() {
     );
     let job = setup.config.jobs.get("push").unwrap();
     let pool = ferry::job::pool_for(&setup.config, &setup.pools, job).unwrap();
-    let records = setup.store.lock().unwrap().records("push").unwrap();
+    let records = setup.store.blocking(|s| s.records("push")).unwrap();
     let planned = ferry::job::plan_job(
         job,
         &Default::default(),
@@ -794,17 +794,17 @@ async fn a_partial_transfer_left_by_a_crash_is_resumed_by_the_next_run() {
     let big = ferry::path::RelPath::parse("big.bin").unwrap();
     setup
         .store
-        .lock()
-        .unwrap()
-        .put_partial(
-            "push",
-            &big,
-            &PartialSource::Local {
-                id: scanned.id,
-                size: scanned.size,
-                mtime: scanned.mtime,
-            },
-        )
+        .blocking(|s| {
+            s.put_partial(
+                "push",
+                &big,
+                &PartialSource::Local {
+                    id: scanned.id,
+                    size: scanned.size,
+                    mtime: scanned.mtime,
+                },
+            )
+        })
         .unwrap();
     let report = setup.sync_ok("push").await;
     assert_eq!(report.execution.bytes, 2_000_000, "only the rest was sent");
@@ -837,16 +837,16 @@ async fn a_partial_transfer_left_by_a_crash_is_resumed_by_the_next_run() {
     let listed = planned.remote.get(&big).unwrap().clone();
     setup
         .store
-        .lock()
-        .unwrap()
-        .put_partial(
-            "pull",
-            &big,
-            &PartialSource::Remote {
-                size: listed.size,
-                mtime: listed.mtime,
-            },
-        )
+        .blocking(|s| {
+            s.put_partial(
+                "pull",
+                &big,
+                &PartialSource::Remote {
+                    size: listed.size,
+                    mtime: listed.mtime,
+                },
+            )
+        })
         .unwrap();
     let report = setup.sync_ok("pull").await;
     assert_eq!(

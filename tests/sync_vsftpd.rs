@@ -260,8 +260,8 @@ async fn multi_gigabyte_round_trip() {
         secs(&pulled),
         mb as f64 / secs(&pulled)
     );
-    let records = setup.store.lock().unwrap().records("pull").unwrap();
-    let pushed_records = setup.store.lock().unwrap().records("push").unwrap();
+    let records = setup.store.blocking(|s| s.records("pull")).unwrap();
+    let pushed_records = setup.store.blocking(|s| s.records("push")).unwrap();
     assert_eq!(
         records.values().next().unwrap().sha256,
         pushed_records.values().next().unwrap().sha256

@@ -11,11 +11,10 @@
 //! facade drops what no recorder takes).
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::state::Store;
+use crate::state::SharedStore;
 use crate::transport::pool::Pools;
 
 /// Serve metrics on `addr`.
@@ -42,18 +41,26 @@ pub fn run_finished(job: &str, outcome: &str, took: Duration, files: u64, bytes:
 }
 
 /// Sample the gauges that are states rather than events.
-pub fn sample(pools: &Pools, store: &Mutex<Store>, config: &Config) {
+pub async fn sample(pools: &Pools, store: &SharedStore, config: &Config) {
     for (endpoint, pool) in pools.all() {
         metrics::gauge!("ferry_open_connections", "endpoint" => endpoint)
             .set(pool.open_connections() as f64);
     }
-    let Ok(store) = store.lock() else {
-        return;
-    };
-    for job in config.jobs.values().filter(|j| j.watch) {
-        if let Ok(pending) = store.pending(&job.name) {
-            metrics::gauge!("ferry_outbox_files", "job" => job.name.clone())
-                .set(pending.len() as f64);
-        }
+    let watched: Vec<String> = config
+        .jobs
+        .values()
+        .filter(|j| j.watch)
+        .map(|j| j.name.clone())
+        .collect();
+    let depths = store
+        .call(move |s| {
+            Ok(watched
+                .into_iter()
+                .filter_map(|job| s.pending(&job).ok().map(|p| (job, p.len())))
+                .collect::<Vec<_>>())
+        })
+        .await;
+    for (job, depth) in depths.unwrap_or_default() {
+        metrics::gauge!("ferry_outbox_files", "job" => job).set(depth as f64);
     }
 }

@@ -32,8 +32,8 @@ pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -45,7 +45,7 @@ use crate::config::{Config, Direction, Job};
 use crate::execute::Silent;
 use crate::job::{self, JobError, RunOptions};
 use crate::path::RelPath;
-use crate::state::{StateError, Store};
+use crate::state::{SharedStore, StateError, Store};
 use crate::transport::pool::Pools;
 
 /// How often STATUS= and the sampled metrics (outbox depth, open connections) are refreshed.
@@ -62,7 +62,7 @@ pub enum AgentError {
 
 /// What every job's loops share.
 struct Shared {
-    store: Arc<Mutex<Store>>,
+    store: SharedStore,
     pools: Pools,
     /// Cancelled after the shutdown grace: aborts the runs still going.
     runs_cancel: CancellationToken,
@@ -89,7 +89,7 @@ pub async fn run(
     shutdown: CancellationToken,
     mut reloads: mpsc::Receiver<()>,
 ) -> Result<(), AgentError> {
-    let store = Arc::new(Mutex::new(Store::open(&config.state_dir)?));
+    let store = SharedStore::new(Store::open(&config.state_dir)?);
     if let Some(addr) = config.agent.metrics {
         metrics::install(addr).map_err(|message| AgentError::Metrics {
             addr: addr.to_string(),
@@ -144,7 +144,7 @@ pub async fn run(
                     notify::watchdog();
                 }
                 notify::status(&summary(&config, &jobs, &shared));
-                metrics::sample(&shared.pools, &shared.store, &config);
+                metrics::sample(&shared.pools, &shared.store, &config).await;
             }
         }
     }
@@ -257,11 +257,12 @@ fn start_job(shared: &Arc<Shared>, config: &Arc<Config>, job: &Job) -> Option<Jo
 
     if let Some(cron) = cron {
         if job.catch_up {
+            // At start-up or reload: a single indexed read, on this thread.
             let last = shared
                 .store
-                .lock()
+                .blocking(|s| s.last_run(&job.name))
                 .ok()
-                .and_then(|s| s.last_run(&job.name).ok().flatten())
+                .flatten()
                 .and_then(|r| DateTime::<Utc>::from_timestamp(r.started_at, 0));
             if schedule::missed(&cron, job.timezone, last, shared.clock.now()) {
                 tracing::info!(job = %job.name, "a scheduled run was missed while the agent was down: running it now");
@@ -336,11 +337,12 @@ async fn run_once(
     // A watch job pushes the finished files of its outbox, nothing else.
     let only: Option<BTreeSet<RelPath>> = if let Some(settling) = settling {
         let ready = settling.ready();
+        let name = job.name.clone();
         let pending = shared
             .store
-            .lock()
-            .map_err(|_| "state store poisoned".to_owned())
-            .and_then(|s| s.pending(&job.name).map_err(|e| e.to_string()));
+            .call(move |s| s.pending(&name))
+            .await
+            .map_err(|e| e.to_string());
         match pending {
             Ok(p) => {
                 let only: BTreeSet<RelPath> = p
@@ -387,9 +389,9 @@ async fn run_once(
             }
             metrics::run_finished(&job.name, report.outcome(), elapsed, t.transferred, t.bytes);
             if let (Some(only), Some(settling)) = (&only, settling) {
-                dequeue_done(shared, job, only, settling, &report);
+                dequeue_done(shared, job, only, settling, &report).await;
             }
-            metrics::sample(&shared.pools, &shared.store, config);
+            metrics::sample(&shared.pools, &shared.store, config).await;
             match &report.execution.fatal {
                 Some(e) if e.kind != crate::transport::ErrorKind::Cancelled => {
                     Ran::FailedWhole(e.to_string())
@@ -419,7 +421,7 @@ async fn run_once(
 
 /// Take out of the outbox what the run settled: verified on the server, or nothing to send
 /// (unchanged since its last upload, or gone). Failed and changed files stay for the next run.
-fn dequeue_done(
+async fn dequeue_done(
     shared: &Shared,
     job: &Job,
     only: &BTreeSet<RelPath>,
@@ -433,19 +435,29 @@ fn dequeue_done(
         .chain(report.execution.changed.iter())
         .map(|f| &f.path)
         .collect();
-    let Ok(store) = shared.store.lock() else {
-        return;
-    };
-    let mut done = Vec::new();
-    for path in only.iter().filter(|p| !kept.contains(p)) {
-        match store.dequeue(&job.name, path) {
-            Ok(()) => done.push(path),
-            Err(e) => {
-                tracing::error!(job = %job.name, path = %path, error = %e, "cannot take a file out of the outbox")
+    let settled: Vec<RelPath> = only.iter().filter(|p| !kept.contains(p)).cloned().collect();
+    let name = job.name.clone();
+    let dequeued = shared
+        .store
+        .call(move |store| {
+            let mut done = Vec::new();
+            for path in settled {
+                match store.dequeue(&name, &path) {
+                    Ok(()) => done.push(path),
+                    Err(e) => {
+                        tracing::error!(job = %name, path = %path, error = %e, "cannot take a file out of the outbox")
+                    }
+                }
             }
+            Ok(done)
+        })
+        .await;
+    match dequeued {
+        Ok(done) => settling.done(&done),
+        Err(e) => {
+            tracing::error!(job = %job.name, error = %e, "cannot take files out of the outbox")
         }
     }
-    settling.done(done);
     // A file that changed while it was sent waits to settle again.
     for f in &report.execution.changed {
         settling.wait(f.path.clone());

@@ -33,7 +33,7 @@ use crate::config::{Job, Limits};
 use crate::listing::EntryKind;
 use crate::local_fs::{Kind, LocalRoot, Meta};
 use crate::path::RelPath;
-use crate::state::Store;
+use crate::state::SharedStore;
 use crate::transport::local::LocalDir;
 
 /// What the watcher thread hands to the agent.
@@ -217,7 +217,7 @@ fn start_notify(
 pub fn start(
     job: Arc<Job>,
     limits: Limits,
-    store: Arc<Mutex<Store>>,
+    store: SharedStore,
     triggers: Triggers,
     stop: CancellationToken,
 ) -> Watcher {
@@ -254,7 +254,7 @@ pub fn start(
 async fn watch_loop(
     job: Arc<Job>,
     limits: Limits,
-    store: Arc<Mutex<Store>>,
+    store: SharedStore,
     triggers: Triggers,
     stop: CancellationToken,
     settling: Arc<Settling>,
@@ -275,8 +275,9 @@ async fn watch_loop(
         }
     };
     // What the outbox holds from before goes through the settle check again.
-    match store.lock().map(|s| s.pending(&job.name)) {
-        Ok(Ok(pending)) => {
+    let name = job.name.clone();
+    match store.call(move |s| s.pending(&name)).await {
+        Ok(pending) => {
             if !pending.is_empty() {
                 tracing::info!(job = %job.name, files = pending.len(), "the outbox holds files from before");
             }
@@ -284,8 +285,7 @@ async fn watch_loop(
                 settling.wait(path);
             }
         }
-        Ok(Err(e)) => tracing::error!(job = %job.name, error = %e, "cannot read the outbox"),
-        Err(_) => tracing::error!(job = %job.name, "state store poisoned"),
+        Err(e) => tracing::error!(job = %job.name, error = %e, "cannot read the outbox"),
     }
     let mut check = tokio::time::interval(check_every(job.settle));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -295,7 +295,7 @@ async fn watch_loop(
             _ = stop.cancelled() => return,
             seen = rx.recv(), if events => match seen {
                 Some(Seen::Rescan) => next_rescan = tokio::time::Instant::now(),
-                Some(Seen::Path(path)) => match queue_path(&job, &root, &store, &path) {
+                Some(Seen::Path(path)) => match queue_path(&job, &root, &store, &path).await {
                     Ok(Queued::File(rel)) => settling.wait(rel),
                     Ok(Queued::Nothing) => {}
                     // Files created right after their directory may have no event.
@@ -333,10 +333,10 @@ enum Queued {
 }
 
 /// Queue one path an event named, if it is a file the job takes.
-fn queue_path(
+async fn queue_path(
     job: &Job,
     root: &LocalRoot,
-    store: &Mutex<Store>,
+    store: &SharedStore,
     path: &Path,
 ) -> Result<Queued, String> {
     let Some(rel) = relative(&job.local, path) else {
@@ -348,7 +348,7 @@ fn queue_path(
     match root.stat(&rel) {
         Ok(Some(meta)) if meta.kind == Kind::Dir => Ok(Queued::Directory),
         Ok(Some(meta)) if meta.kind == Kind::File && job.filter.allows_file(rel.as_str()) => {
-            enqueue(job, store, &rel)?;
+            enqueue(job, store, &rel).await?;
             Ok(Queued::File(rel))
         }
         // Gone again, a link, excluded: nothing to send.
@@ -356,11 +356,12 @@ fn queue_path(
     }
 }
 
-fn enqueue(job: &Job, store: &Mutex<Store>, rel: &RelPath) -> Result<(), String> {
-    let store = store
-        .lock()
-        .map_err(|_| "state store poisoned".to_owned())?;
-    store.enqueue(&job.name, rel).map_err(|e| e.to_string())?;
+async fn enqueue(job: &Job, store: &SharedStore, rel: &RelPath) -> Result<(), String> {
+    let (name, path) = (job.name.clone(), rel.clone());
+    store
+        .call(move |s| s.enqueue(&name, &path))
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::debug!(job = %job.name, path = %rel, "queued");
     Ok(())
 }
@@ -380,25 +381,21 @@ pub async fn reconcile(
     job: &Job,
     root: &LocalRoot,
     limits: &Limits,
-    store: &Mutex<Store>,
+    store: &SharedStore,
 ) -> Result<Vec<RelPath>, String> {
     let mut side = LocalDir::on(root.clone());
     let listing = crate::scan::walk(&mut side, &job.filter, limits)
         .await
         .map_err(|e| e.to_string())?;
-    let (records, pending) = {
-        let store = store
-            .lock()
-            .map_err(|_| "state store poisoned".to_owned())?;
-        let records = store.records(&job.name).map_err(|e| e.to_string())?;
-        let pending: BTreeSet<RelPath> = store
-            .pending(&job.name)
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect();
-        (records, pending)
-    };
+    let name = job.name.clone();
+    let (records, pending) = store
+        .call(move |s| {
+            let pending: BTreeSet<RelPath> =
+                s.pending(&name)?.into_iter().map(|(p, _)| p).collect();
+            Ok((s.records(&name)?, pending))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
     let mut found = Vec::new();
     for (path, entry) in listing.files() {
         if entry.kind != EntryKind::File {
@@ -413,7 +410,7 @@ pub async fn reconcile(
         });
         if !same {
             if !pending.contains(path) {
-                enqueue(job, store, path)?;
+                enqueue(job, store, path).await?;
             }
             found.push(path.clone());
         }

@@ -85,7 +85,7 @@ pub(super) async fn download_file(
                     }
                     _ => {}
                 }
-                note_partial(ctx, path, &source, &op)?;
+                note_partial(ctx, path, &source, &op).await?;
                 let file = dir
                     .create_new(tmp_name, TEMP_MODE)
                     .map_err(|e| local_err(&op, e))?;
@@ -131,7 +131,7 @@ pub(super) async fn download_file(
                 // Kept, with its note in state: the next try (or the next run) goes on from it.
                 guard.armed = false;
             } else {
-                forget_partial(ctx, path);
+                forget_partial(ctx, path).await;
             }
             return Err(e);
         }
@@ -154,8 +154,8 @@ pub(super) async fn download_file(
         remote_size: entry.size,
         remote_mtime: entry.mtime,
     };
-    save_record(ctx, path, &record, &op)?;
-    forget_partial(ctx, path);
+    save_record(ctx, path, &record, &op).await?;
+    forget_partial(ctx, path).await;
     tracing::info!(job = %ctx.job, path = %path, bytes = offset + received, resumed_from = offset,
         sha256 = %sha, verified = %verification, "downloaded");
     Ok(FileOutcome {
@@ -188,15 +188,12 @@ async fn resumable(
         return Ok(None);
     }
     let op = format!("resume {path}");
-    let noted = {
-        let store = ctx
-            .store
-            .lock()
-            .map_err(|_| TransportError::new(ErrorKind::State, &op, "state store poisoned"))?;
-        store
-            .partial(&ctx.job, path, PartialKind::Download)
-            .map_err(|e| TransportError::new(ErrorKind::State, &op, e.to_string()))?
-    };
+    let (job, p) = (ctx.job.clone(), path.clone());
+    let noted = ctx
+        .store
+        .call(move |s| s.partial(&job, &p, PartialKind::Download))
+        .await
+        .map_err(|e| TransportError::new(ErrorKind::State, &op, e.to_string()))?;
     if noted.as_ref() != Some(source) {
         return Ok(None);
     }
@@ -221,32 +218,27 @@ async fn resumable(
 }
 
 /// Note in state that a download of `path` starts, so that a restarted ferry can resume it.
-fn note_partial(
+async fn note_partial(
     ctx: &Context,
     path: &RelPath,
     source: &PartialSource,
     op: &str,
 ) -> Result<(), TransportError> {
-    let store = ctx
-        .store
-        .lock()
-        .map_err(|_| TransportError::new(ErrorKind::State, op, "state store poisoned"))?;
-    store
-        .put_partial(&ctx.job, path, source)
+    let (job, p, source) = (ctx.job.clone(), path.clone(), source.clone());
+    ctx.store
+        .call(move |s| s.put_partial(&job, &p, &source))
+        .await
         .map_err(|e| TransportError::new(ErrorKind::State, op, e.to_string()))
 }
 
 /// The download of `path` is done or given up: its note goes (a failure to remove it only
 /// means a later run finds no temporary file to resume, and starts over).
-fn forget_partial(ctx: &Context, path: &RelPath) {
+async fn forget_partial(ctx: &Context, path: &RelPath) {
+    let (job, p) = (ctx.job.clone(), path.clone());
     let removed = ctx
         .store
-        .lock()
-        .map_err(|_| "state store poisoned".to_owned())
-        .and_then(|s| {
-            s.remove_partial(&ctx.job, path, PartialKind::Download)
-                .map_err(|e| e.to_string())
-        });
+        .call(move |s| s.remove_partial(&job, &p, PartialKind::Download))
+        .await;
     if let Err(e) = removed {
         tracing::warn!(job = %ctx.job, path = %path, error = %e, "cannot clear the partial download's note");
     }

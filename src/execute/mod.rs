@@ -26,7 +26,7 @@ mod sidecar;
 mod upload;
 mod workers;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +35,7 @@ use crate::listing::Listing;
 use crate::local_fs::{Kind, LocalRoot};
 use crate::path::RelPath;
 use crate::plan::{Action, ActionKind, Plan, SyncRecord};
-use crate::state::{PartialKind, Store};
+use crate::state::{PartialKind, SharedStore};
 use crate::transport::pool::{Lease, Pool};
 use crate::transport::{ErrorKind, HashAlgo, TransportError};
 
@@ -167,7 +167,7 @@ pub struct Context {
     pub pool: Pool,
     /// The job's remote directory: every session of this run is rooted there.
     pub remote_root: String,
-    pub store: Arc<Mutex<Store>>,
+    pub store: SharedStore,
     pub cancel: CancellationToken,
     pub observer: Arc<dyn Observer>,
 }
@@ -390,14 +390,8 @@ async fn remove_stale_temps(
         let Some(target) = target_of_temp(tmp) else {
             continue;
         };
-        let noted = ctx
-            .store
-            .lock()
-            .map_err(|_| "state store poisoned".to_owned())
-            .and_then(|s| {
-                s.partial(&ctx.job, &target, kind)
-                    .map_err(|e| e.to_string())
-            });
+        let (job, path) = (ctx.job.clone(), target.clone());
+        let noted = ctx.store.call(move |s| s.partial(&job, &path, kind)).await;
         match noted {
             Ok(Some(_)) => continue,
             Ok(None) => {}
@@ -434,18 +428,16 @@ fn state_err(op: &str, e: impl std::fmt::Display) -> TransportError {
     TransportError::new(ErrorKind::State, op, e.to_string())
 }
 
-fn save_record(
+async fn save_record(
     ctx: &Context,
     path: &RelPath,
     record: &SyncRecord,
     op: &str,
 ) -> Result<(), TransportError> {
-    let store = ctx
-        .store
-        .lock()
-        .map_err(|_| state_err(op, "state store poisoned"))?;
-    store
-        .put_record(&ctx.job, path, record)
+    let (job, path, record) = (ctx.job.clone(), path.clone(), record.clone());
+    ctx.store
+        .call(move |s| s.put_record(&job, &path, &record))
+        .await
         .map_err(|e| state_err(op, e))
 }
 
@@ -476,25 +468,48 @@ async fn refresh_remote_fingerprints(
             }
         };
         let op = format!("record {dir}");
-        let Ok(store) = ctx.store.lock() else {
-            out.failures.push(Failure {
-                path: dir.clone(),
-                action: ActionKind::Upload,
-                error: state_err(&op, "state store poisoned"),
-            });
-            return;
-        };
-        for raw in listing.entries {
-            let Ok(p) = dir.join(&raw.name) else { continue };
-            if paths.contains(&&p)
-                && let Err(e) =
-                    store.set_remote_fingerprint(&ctx.job, &p, raw.entry.size, raw.entry.mtime)
-            {
+        let fingerprints: Vec<_> = listing
+            .entries
+            .into_iter()
+            .filter_map(|raw| {
+                let p = dir.join(&raw.name).ok()?;
+                paths
+                    .contains(&&p)
+                    .then_some((p, raw.entry.size, raw.entry.mtime))
+            })
+            .collect();
+        let job = ctx.job.clone();
+        let failed = ctx
+            .store
+            .call(move |store| {
+                Ok(fingerprints
+                    .into_iter()
+                    .filter_map(|(p, size, mtime)| {
+                        store
+                            .set_remote_fingerprint(&job, &p, size, mtime)
+                            .err()
+                            .map(|e| (p, e.to_string()))
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await;
+        match failed {
+            Ok(failed) => {
+                for (p, e) in failed {
+                    out.failures.push(Failure {
+                        path: p,
+                        action: ActionKind::Upload,
+                        error: state_err(&op, e),
+                    });
+                }
+            }
+            Err(e) => {
                 out.failures.push(Failure {
-                    path: p.clone(),
+                    path: dir.clone(),
                     action: ActionKind::Upload,
                     error: state_err(&op, e),
                 });
+                return;
             }
         }
     }
@@ -542,15 +557,12 @@ async fn run_deletes(
             }
         }
     }
+    let job = ctx.job.clone();
     let forget = ctx
         .store
-        .lock()
-        .map_err(|_| state_err("forget deleted paths", "state store poisoned"))
-        .and_then(|store| {
-            store
-                .forget(&ctx.job, &forgotten)
-                .map_err(|e| state_err("forget deleted paths", e))
-        });
+        .call(move |store| store.forget(&job, &forgotten))
+        .await
+        .map_err(|e| state_err("forget deleted paths", e));
     if let Err(e) = forget {
         out.failures.push(Failure {
             path: RelPath::root(),

@@ -105,7 +105,7 @@ pub(super) async fn upload_file(
             if !e.is_retryable() {
                 // Not to be resumed: the partial goes, on the server and in state.
                 let _ = t.delete_file(&tmp).await;
-                forget_partial(ctx, path);
+                forget_partial(ctx, path).await;
             }
             return Err(e);
         }
@@ -116,7 +116,7 @@ pub(super) async fn upload_file(
     let after = local_fs::fstat(&file).map_err(|e| local_err(&op, e))?;
     if sent != opened.size || !after.same_content_as(&opened) {
         let _ = t.delete_file(&tmp).await;
-        forget_partial(ctx, path);
+        forget_partial(ctx, path).await;
         return Err(changed(
             &op,
             format!(
@@ -131,16 +131,16 @@ pub(super) async fn upload_file(
         Err(e) => {
             // A mismatch: never resume from that content.
             let _ = t.delete_file(&tmp).await;
-            forget_partial(ctx, path);
+            forget_partial(ctx, path).await;
             return Err(e);
         }
     };
     if let Err(e) = t.rename(&tmp, path).await {
         let _ = t.delete_file(&tmp).await;
-        forget_partial(ctx, path);
+        forget_partial(ctx, path).await;
         return Err(e);
     }
-    forget_partial(ctx, path);
+    forget_partial(ctx, path).await;
     let record = SyncRecord {
         local_size: opened.size,
         local_mtime: opened.mtime,
@@ -149,7 +149,7 @@ pub(super) async fn upload_file(
         // Filled in from a fresh listing after the transfers (see refresh_remote_fingerprints).
         remote_mtime: None,
     };
-    save_record(ctx, path, &record, &op)?;
+    save_record(ctx, path, &record, &op).await?;
     tracing::info!(job = %ctx.job, path = %path, bytes = sent, resumed_from = offset,
         sha256 = %sha, verified = %verification, "uploaded");
     if ctx.checksum_sidecar {
@@ -201,15 +201,12 @@ async fn resume_offset(
     op: &str,
 ) -> Result<u64, TransportError> {
     let state = |e: String| TransportError::new(ErrorKind::State, op, e);
-    let noted = {
-        let store = ctx
-            .store
-            .lock()
-            .map_err(|_| state("state store poisoned".into()))?;
-        store
-            .partial(&ctx.job, path, PartialKind::Upload)
-            .map_err(|e| state(e.to_string()))?
-    };
+    let (job, p) = (ctx.job.clone(), path.clone());
+    let noted = ctx
+        .store
+        .call(move |s| s.partial(&job, &p, PartialKind::Upload))
+        .await
+        .map_err(|e| state(e.to_string()))?;
     if t.capabilities().rest && noted.as_ref() == Some(source) {
         match t.size(tmp).await {
             Ok(Some(have)) if have > 0 && have <= size => return Ok(have),
@@ -217,26 +214,21 @@ async fn resume_offset(
             Ok(_) | Err(_) => {}
         }
     }
-    let store = ctx
-        .store
-        .lock()
-        .map_err(|_| state("state store poisoned".into()))?;
-    store
-        .put_partial(&ctx.job, path, source)
+    let (job, p, source) = (ctx.job.clone(), path.clone(), source.clone());
+    ctx.store
+        .call(move |s| s.put_partial(&job, &p, &source))
+        .await
         .map_err(|e| state(e.to_string()))?;
     Ok(0)
 }
 
 /// The upload of `path` is done or given up: its note goes.
-fn forget_partial(ctx: &Context, path: &RelPath) {
+async fn forget_partial(ctx: &Context, path: &RelPath) {
+    let (job, p) = (ctx.job.clone(), path.clone());
     let removed = ctx
         .store
-        .lock()
-        .map_err(|_| "state store poisoned".to_owned())
-        .and_then(|s| {
-            s.remove_partial(&ctx.job, path, PartialKind::Upload)
-                .map_err(|e| e.to_string())
-        });
+        .call(move |s| s.remove_partial(&job, &p, PartialKind::Upload))
+        .await;
     if let Err(e) = removed {
         tracing::warn!(job = %ctx.job, path = %path, error = %e, "cannot clear the partial upload's note");
     }

@@ -125,8 +125,11 @@ async fn abandon(action: &Action, ctx: &Context) {
         ActionKind::Upload => PartialKind::Upload,
         _ => PartialKind::Download,
     };
-    if let Ok(store) = ctx.store.lock()
-        && let Err(e) = store.remove_partial(&ctx.job, &action.path, kind)
+    let (job, path) = (ctx.job.clone(), action.path.clone());
+    if let Err(e) = ctx
+        .store
+        .call(move |s| s.remove_partial(&job, &path, kind))
+        .await
     {
         tracing::warn!(job = %ctx.job, path = %action.path, error = %e, "cannot clear a partial transfer's note");
     }

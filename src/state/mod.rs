@@ -22,6 +22,7 @@ mod schema;
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
@@ -50,6 +51,53 @@ pub enum StateError {
         "state database {path} has schema version {found}, newer than this ferry understands ({SCHEMA_VERSION})"
     )]
     TooNew { path: PathBuf, found: i64 },
+    /// A call on the store panicked, so the store may be half-way through something.
+    #[error("the state store is unusable: a call on it panicked")]
+    Poisoned,
+}
+
+/// The store as a run's tasks and the agent's loops share it. Every [`call`](Self::call) runs on
+/// tokio's blocking pool, never on an async worker thread: a commit waits for fsync, and a
+/// database another process holds waits for its lock (up to the busy timeout), which would
+/// otherwise stall every transfer scheduled on that thread.
+#[derive(Clone)]
+pub struct SharedStore(Arc<Mutex<Store>>);
+
+impl std::fmt::Debug for SharedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedStore")
+    }
+}
+
+impl SharedStore {
+    pub fn new(store: Store) -> Self {
+        SharedStore(Arc::new(Mutex::new(store)))
+    }
+
+    /// Run `f` on the store, on the blocking pool.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, StateError>
+    where
+        F: FnOnce(&Store) -> Result<R, StateError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let inner = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let store = inner.lock().map_err(|_| StateError::Poisoned)?;
+            f(&store)
+        })
+        .await
+        .map_err(|_| StateError::Poisoned)?
+    }
+
+    /// Run `f` on the store on this thread: for code that is not on an async worker (start-up,
+    /// `ferry status`, tests).
+    pub fn blocking<R>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<R, StateError>,
+    ) -> Result<R, StateError> {
+        let store = self.0.lock().map_err(|_| StateError::Poisoned)?;
+        f(&store)
+    }
 }
 
 /// An open state database.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry::config::{
@@ -13,7 +13,7 @@ use ferry::config::{
 };
 use ferry::execute::Silent;
 use ferry::job::{self, JobError, RunReport};
-use ferry::state::Store;
+use ferry::state::{SharedStore, Store};
 use ferry::transport::pool::Pools;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -71,7 +71,7 @@ pub fn job(name: &str, direction: Direction, local: &Path, remote: &str) -> Job 
 /// A job file in memory: one endpoint, some jobs, its own state directory.
 pub struct Setup {
     pub config: Config,
-    pub store: Arc<Mutex<Store>>,
+    pub store: SharedStore,
     /// The endpoint pools of this setup: sessions are kept between its runs, as in one
     /// `ferry sync --all` or in the agent.
     pub pools: Pools,
@@ -89,7 +89,7 @@ impl Setup {
             agent: Default::default(),
             warnings: Vec::new(),
         };
-        let store = Arc::new(Mutex::new(Store::open(state.path()).unwrap()));
+        let store = SharedStore::new(Store::open(state.path()).unwrap());
         Setup {
             config,
             store,
