@@ -188,6 +188,9 @@ pub async fn run(cancel: CancellationToken) -> Result<(), DemoError> {
         ]),
         agent: Default::default(),
         warnings: Vec::new(),
+        notes: Vec::new(),
+        unavailable: BTreeMap::new(),
+        unavailable_findings: Vec::new(),
     };
     let store = SharedStore::new(Store::open(&state).map_err(setup("open state database"))?);
     let pools = Pools::new();

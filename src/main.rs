@@ -173,11 +173,16 @@ fn config_path(cli: &Cli) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/etc/ferry/jobs.yaml"))
 }
 
+/// Load the job file, printing its warnings and notes. A file that is wrong is exit 2; jobs
+/// that cannot run here ([`Config::unavailable`]) are each command's business.
 fn load_config(cli: &Cli) -> Result<Config, u8> {
     match config::load(&config_path(cli)) {
         Ok(c) => {
             for w in &c.warnings {
                 eprintln!("warning: {w}");
+            }
+            for n in &c.notes {
+                eprintln!("note: {n}");
             }
             Ok(c)
         }
@@ -205,16 +210,14 @@ async fn run(cli: Cli) -> u8 {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            println!(
-                "{}: {} endpoint(s), {} job(s): valid",
-                config.source.display(),
-                config.endpoints.len(),
-                config.jobs.len()
-            );
+            let code = check_here(&config);
             if *connect {
-                return ferry::check::connect_all(&config, &mut std::io::stdout()).await as u8;
+                // The worse of the two: a server that cannot be reached (3) over jobs that
+                // cannot run here (2) over a remote root that cannot be read (1).
+                let connected = ferry::check::connect_all(&config, &mut std::io::stdout()).await;
+                return code.max(connected as u8);
             }
-            0
+            code
         }
         Command::Plan { job, json } => {
             let config = match load_config(&cli) {
@@ -271,6 +274,49 @@ async fn run(cli: Cli) -> u8 {
     }
 }
 
+/// `ferry check` without `--connect`: the file is valid (else it did not load); print what
+/// keeps jobs from running on this machine, if anything: then exit 2, else 0.
+fn check_here(config: &Config) -> u8 {
+    let head = format!(
+        "{}: {} endpoint(s), {} job(s)",
+        config.source.display(),
+        config.endpoints.len(),
+        config.jobs.len()
+    );
+    if config.unavailable_findings.is_empty() {
+        println!("{head}: valid");
+        return 0;
+    }
+    for line in &config.unavailable_findings {
+        eprintln!("{line}");
+    }
+    let names: Vec<&str> = config.unavailable.keys().map(String::as_str).collect();
+    let which = if names.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", names.join(", "))
+    };
+    println!(
+        "{head}: {} job(s) cannot run here{which}, {} problem(s) of this machine",
+        names.len(),
+        config.unavailable_findings.len()
+    );
+    2
+}
+
+/// Whether job `name` cannot run here ([`Config::unavailable`]); if so its findings are printed,
+/// then a line saying what the command `what` does about it (`consequence`: "skipped", ...).
+fn report_unavailable(config: &Config, name: &str, what: &str, consequence: &str) -> bool {
+    let Some(findings) = config.unavailable(name) else {
+        return false;
+    };
+    for line in findings {
+        eprintln!("{line}");
+    }
+    eprintln!("{what}: job `{name}` {consequence}: it cannot run here (see above)");
+    true
+}
+
 fn open_store(config: &Config) -> Result<Store, u8> {
     Store::open(&config.state_dir).map_err(|e| {
         eprintln!("ferry: {e}");
@@ -283,6 +329,9 @@ async fn plan_one(config: &Config, name: &str, json: bool) -> u8 {
         eprintln!("ferry plan: no job `{name}` in {}", config.source.display());
         return 2;
     };
+    if report_unavailable(config, name, "ferry plan", "not planned") {
+        return 2;
+    }
     let store = match open_store(config) {
         Ok(s) => s,
         Err(code) => return code,
@@ -376,11 +425,17 @@ async fn sync_jobs(config: &Config, names: &[String], wait: bool) -> u8 {
     let cancel = cancellation_on_signals();
     // One pool per endpoint for every job of this invocation: a job's sessions serve the next.
     let pools = Pools::new();
+    // The exit code is the worst of the jobs': 3 (could not connect) over 2 (a job skipped as
+    // it cannot run here, or a job that could not be set up) over 1 (some files failed).
     let mut worst = 0;
     for name in names {
         let Some(job) = config.jobs.get(name) else {
             continue;
         };
+        if report_unavailable(config, name, "ferry sync", "skipped") {
+            worst = worst.max(2);
+            continue;
+        }
         // Never beside another run of the same job (the agent's, or another sync's).
         let lock = if wait {
             ferry::agent::lock::lock(

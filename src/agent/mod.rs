@@ -193,8 +193,25 @@ fn fingerprint(config: &Config, job: &Job) -> String {
     format!("{job:?} {:?}", config.endpoints.get(&job.endpoint))
 }
 
+/// Start the jobs of `config` that are not running yet. A job that cannot run on this machine
+/// now (see [`Config::unavailable`]) is logged with why and not started, or stopped after its
+/// current run if it was running; the next reload that finds it fixed starts it.
 fn start_jobs(shared: &Arc<Shared>, config: &Arc<Config>, jobs: &mut BTreeMap<String, JobTask>) {
     for job in config.jobs.values() {
+        if let Some(findings) = config.unavailable(&job.name) {
+            // One line, findings in a field: one log record, in human and JSON logs alike.
+            let problems = findings.join("; ");
+            match jobs.remove(&job.name) {
+                Some(task) => {
+                    task.stop.cancel();
+                    tracing::error!(job = %job.name, %problems,
+                        "the job cannot run here now: it stops after its current run (fix it, then reload)");
+                }
+                None => tracing::error!(job = %job.name, %problems,
+                    "the job cannot run here, so it is not started (fix it, then reload)"),
+            }
+            continue;
+        }
         if jobs.contains_key(&job.name) {
             continue;
         }

@@ -7,8 +7,11 @@
 //! ```
 //!
 //! Callers use [`load`] (or [`parse_str`] in tests), print [`ConfigError`] as it is (one line
-//! per problem, ``file:line:column: job `x`: message``) and show [`Config::warnings`]. Secrets
-//! are read only when connecting, by [`read_password`]. Nothing here touches the network.
+//! per problem, ``file:line:column: job `x`: message``) and show [`Config::warnings`] and
+//! [`Config::notes`]. A job that cannot run on this machine now (a missing local directory, an
+//! unreadable password file) does not make the file invalid: [`Config::unavailable`] says why,
+//! and each command skips or reports that job. Secrets are read only when connecting, by
+//! [`read_password`]. Nothing here touches the network.
 
 pub mod model;
 mod raw;

@@ -20,6 +20,29 @@ pub struct Config {
     pub agent: AgentSettings,
     /// Non-fatal findings (a literal password, `tls: none`), each already naming its place.
     pub warnings: Vec<String>,
+    /// What cannot be checked from here and need not be wrong (a `password_env` this shell does
+    /// not set, a `password_credential` outside the systemd unit): shown, never fatal. The
+    /// secret is read when connecting, which is where such a job fails if it really is missing.
+    pub notes: Vec<String>,
+    /// Problems of this machine now rather than of the file, by job: a `local` or
+    /// `after_upload.move_to` directory that is missing or not a directory, a password file or
+    /// credential that cannot be read (an endpoint's finding is listed under each of its
+    /// jobs). Such a job cannot run here now; the others can. Lines are rendered like
+    /// [`ConfigError`](super::ConfigError)'s, ``jobs.yaml:11:12: job `x`: message``.
+    pub unavailable: BTreeMap<String, Vec<String>>,
+    /// Every such finding once, in file order, an endpoint's without jobs included: what
+    /// `ferry check` prints.
+    pub unavailable_findings: Vec<String>,
+}
+
+impl Config {
+    /// Why `job` cannot run on this machine now, when it cannot (see [`Config::unavailable`]).
+    pub fn unavailable(&self, job: &str) -> Option<&[String]> {
+        self.unavailable
+            .get(job)
+            .filter(|lines| !lines.is_empty())
+            .map(Vec::as_slice)
+    }
 }
 
 /// Settings of the agent (`ferry run`).
@@ -56,12 +79,17 @@ pub enum DataMode {
     Active,
 }
 
-/// Where the password comes from. The secret itself is read only when connecting.
+/// Where the password comes from. The secret itself is read only when connecting, by
+/// [`read_password`](super::read_password).
 #[derive(Clone, PartialEq, Eq)]
 pub enum PasswordSource {
     None,
+    /// The name of an environment variable.
     Env(String),
     File(PathBuf),
+    /// The name of a systemd credential (`LoadCredential=NAME:...`): the file
+    /// `$CREDENTIALS_DIRECTORY/NAME`, resolved when connecting, since only the service has it.
+    Credential(String),
     /// A literal password from the job file (warned about). Never printed.
     Literal(Secret),
 }
@@ -72,6 +100,7 @@ impl fmt::Debug for PasswordSource {
             PasswordSource::None => f.write_str("None"),
             PasswordSource::Env(v) => write!(f, "Env({v})"),
             PasswordSource::File(p) => write!(f, "File({})", p.display()),
+            PasswordSource::Credential(name) => write!(f, "Credential({name})"),
             PasswordSource::Literal(_) => f.write_str("Literal(<redacted>)"),
         }
     }

@@ -12,8 +12,22 @@
 //! What it does not do: it never reads a secret (only checks that its source is there:
 //! [`read_password`] reads it when connecting) and never touches the network.
 //!
-//! Error policy: a bad job file is [`ConfigError::Invalid`] with all its problems, which the CLI
-//! prints one per line and maps to exit code 2. No message ever contains a password.
+//! Error policy, in three kinds of finding:
+//! - A problem of the file (it does not parse, a key is wrong, a value is out of range, a
+//!   secret file is open to other users, a CA file holds no certificate) is fatal: the file is
+//!   [`ConfigError::Invalid`] with all its problems, which the CLI prints one per line and maps
+//!   to exit code 2. Nothing runs from a file that is wrong.
+//! - A problem of this machine now (a job's `local` or `after_upload.move_to` directory that
+//!   is missing, not a directory or not accessible; a `password_file` or credential that
+//!   cannot be read) makes only the jobs it concerns unavailable
+//!   ([`Config::unavailable`](super::Config::unavailable)): the file loads, those jobs are
+//!   reported and skipped, the others run. An endpoint's finding concerns each of its jobs.
+//! - What cannot be checked from here and is not wrong for that (a `password_env` the shell
+//!   does not set, a `password_credential` outside the systemd unit) is a note
+//!   ([`Config::notes`](super::Config::notes)): `ferry check` of a production file can run
+//!   from a shell. The secret is read when connecting; that is where such a job fails.
+//!
+//! No message ever contains a password.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -120,6 +134,8 @@ pub fn parse_str(
         env,
         problems: Vec::new(),
         warnings: Vec::new(),
+        notes: Vec::new(),
+        unavailable: Vec::new(),
         secrets: Vec::new(),
     };
     let parts = checker.check_document(text);
@@ -127,20 +143,55 @@ pub fn parse_str(
     for problem in &mut problems {
         problem.message = redact(&problem.message, &checker.secrets);
     }
+    let render = |problem: &Problem| {
+        format!(
+            "{}:{}",
+            path.display(),
+            Problem {
+                message: redact(&problem.message, &checker.secrets),
+                ..problem.clone()
+            }
+        )
+    };
     match parts {
-        Some((state_dir, endpoints, jobs, agent)) if problems.is_empty() => Ok(Config {
-            source: path.to_path_buf(),
-            state_dir,
-            endpoints,
-            jobs,
-            agent,
-            warnings: checker
-                .warnings
-                .iter()
-                .map(|w| format!("{}:{w}", path.display()))
-                .collect(),
-        }),
+        Some((state_dir, endpoints, jobs, agent)) if problems.is_empty() => {
+            let mut found = checker.unavailable;
+            found.sort_by_key(|(_, p)| (p.line, p.column));
+            let mut unavailable: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut unavailable_findings = Vec::new();
+            for (owner, problem) in &found {
+                let line = render(problem);
+                let concerned = jobs.values().filter(|job| match owner {
+                    Owner::Job(name) => &job.name == name,
+                    Owner::Endpoint(name) => &job.endpoint == name,
+                });
+                for job in concerned {
+                    unavailable
+                        .entry(job.name.clone())
+                        .or_default()
+                        .push(line.clone());
+                }
+                unavailable_findings.push(line);
+            }
+            Ok(Config {
+                source: path.to_path_buf(),
+                state_dir,
+                endpoints,
+                jobs,
+                agent,
+                warnings: checker.warnings.iter().map(render).collect(),
+                notes: checker.notes.iter().map(render).collect(),
+                unavailable,
+                unavailable_findings,
+            })
+        }
         _ => {
+            // A file refused is reported whole: what this machine lacks too, so that fixing the
+            // file does not only reveal the next problem.
+            problems.extend(checker.unavailable.into_iter().map(|(_, mut problem)| {
+                problem.message = redact(&problem.message, &checker.secrets);
+                problem
+            }));
             // Stable: problems at the same place keep the order they were found in.
             problems.sort_by_key(|p| (p.line, p.column));
             Err(ConfigError::Invalid {
@@ -152,16 +203,31 @@ pub fn parse_str(
 }
 
 /// Read the password now (for connecting): from the environment, a file (one trailing newline
-/// trimmed), a systemd credential (resolved to its file under `$CREDENTIALS_DIRECTORY` at
-/// validation) or the literal. The error names the endpoint and the source, never the secret.
+/// trimmed), a systemd credential (the file `$CREDENTIALS_DIRECTORY/NAME`, resolved now: only
+/// the service has that variable) or the literal. The error names the endpoint and the
+/// source, never the secret.
 pub fn read_password(endpoint: &Endpoint) -> Result<Option<Secret>, String> {
+    read_password_with(endpoint, &|name| std::env::var(name))
+}
+
+/// [`read_password`] with the environment looked up by `env` (tests pass their own).
+fn read_password_with(
+    endpoint: &Endpoint,
+    env: &dyn Fn(&str) -> Result<String, std::env::VarError>,
+) -> Result<Option<Secret>, String> {
     let name = &endpoint.name;
+    let read_file = |path: &Path, source: &str| {
+        let text = fs::read_to_string(path)
+            .map_err(|e| format!("endpoint `{name}`: cannot read {source}: {e}"))?;
+        check_private_file(path).map_err(|e| format!("endpoint `{name}`: {e}"))?;
+        Ok::<_, String>(Secret::new(trim_one_newline(text)))
+    };
     let (secret, source) = match &endpoint.password {
         PasswordSource::None => return Ok(None),
         PasswordSource::Literal(secret) => (secret.clone(), "the literal password".to_string()),
         PasswordSource::Env(var) => {
             let source = format!("environment variable `{var}` (password_env)");
-            match std::env::var(var) {
+            match env(var) {
                 Ok(value) => (Secret::new(value), source),
                 Err(std::env::VarError::NotPresent) => {
                     return Err(format!("endpoint `{name}`: {source} is not set"));
@@ -173,10 +239,19 @@ pub fn read_password(endpoint: &Endpoint) -> Result<Option<Secret>, String> {
         }
         PasswordSource::File(path) => {
             let source = format!("password file `{}`", path.display());
-            let text = fs::read_to_string(path)
-                .map_err(|e| format!("endpoint `{name}`: cannot read {source}: {e}"))?;
-            check_private_file(path).map_err(|e| format!("endpoint `{name}`: {e}"))?;
-            (Secret::new(trim_one_newline(text)), source)
+            (read_file(path, &source)?, source)
+        }
+        PasswordSource::Credential(credential) => {
+            let Some(dir) = env("CREDENTIALS_DIRECTORY").ok().filter(|d| !d.is_empty()) else {
+                return Err(format!(
+                    "endpoint `{name}`: password_credential `{credential}` needs \
+                     $CREDENTIALS_DIRECTORY, which systemd sets for a service with \
+                     LoadCredential={credential}:...; it is not set here"
+                ));
+            };
+            let path = Path::new(&dir).join(credential);
+            let source = format!("credential `{credential}` (`{}`)", path.display());
+            (read_file(&path, &source)?, source)
         }
     };
     // CR or LF would end the PASS command early and let the rest run as another command.
@@ -246,6 +321,8 @@ pub fn parse_schedule(expr: &str) -> Result<croner::Cron, croner::errors::CronEr
 
 /// One job or endpoint being checked: its name for messages and its node for positions.
 struct Place<'n> {
+    /// Whose findings of this machine (see [`Owner`]) are found here.
+    owner: Owner,
     context: String,
     name_mark: Mark,
     node: &'n Node,
@@ -284,12 +361,25 @@ type Parts = (
     AgentSettings,
 );
 
+/// What a finding of this machine (not of the file) makes unavailable: one job, or every job
+/// of one endpoint.
+enum Owner {
+    Job(String),
+    Endpoint(String),
+}
+
 struct Checker<'a> {
     base_dir: &'a Path,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// Problems of the file: any one of them and the file is refused.
     problems: Vec<Problem>,
     /// Rendered with the file name in front once the file is known to be valid.
     warnings: Vec<Problem>,
+    /// Likewise: what cannot be checked from here (see [`Config::notes`]).
+    notes: Vec<Problem>,
+    /// Problems of this machine now: they make their owner's jobs unavailable, not the file
+    /// invalid (see [`Config::unavailable`]).
+    unavailable: Vec<(Owner, Problem)>,
     /// Literal passwords of the file, to keep out of every message.
     secrets: Vec<String>,
 }
@@ -307,6 +397,22 @@ impl Checker<'_> {
     fn warn_at(&mut self, place: &Place<'_>, mark: Mark, message: impl Into<String>) {
         self.warnings
             .push(Problem::new(mark, Some(&place.context), message));
+    }
+
+    fn note_at(&mut self, place: &Place<'_>, mark: Mark, message: impl Into<String>) {
+        self.notes
+            .push(Problem::new(mark, Some(&place.context), message));
+    }
+
+    /// A problem of this machine now, not of the file: the value is kept and the place's jobs
+    /// become unavailable.
+    fn unavailable_at(&mut self, place: &Place<'_>, mark: Mark, message: impl Into<String>) {
+        let owner = match &place.owner {
+            Owner::Job(name) => Owner::Job(name.clone()),
+            Owner::Endpoint(name) => Owner::Endpoint(name.clone()),
+        };
+        let problem = Problem::new(mark, Some(&place.context), message);
+        self.unavailable.push((owner, problem));
     }
 
     fn report_serde_errors(&mut self, context: Option<&str>, errors: &[(Mark, String)]) {
@@ -545,6 +651,7 @@ impl Checker<'_> {
         self.report_serde_errors(Some(&context), &collected.errors);
         let raw = collected.value?;
         let place = Place {
+            owner: Owner::Endpoint(name.to_owned()),
             context,
             name_mark,
             node,
@@ -743,6 +850,7 @@ impl Checker<'_> {
             let path = self.resolve(file);
             let mark = place.value("password_file");
             return match check_readable_file(&path) {
+                // A file others can read is wrong wherever ferry runs: refused.
                 Ok(()) => match check_private_file(&path) {
                     Ok(()) => Some(PasswordSource::File(path)),
                     Err(message) => {
@@ -750,10 +858,12 @@ impl Checker<'_> {
                         None
                     }
                 },
+                // A file this machine (or this user) cannot read now: the endpoint's jobs
+                // cannot run here, the file is not wrong for that.
                 Err(e) => {
                     let message = format!("cannot read password_file `{}`: {e}", path.display());
-                    self.report_at(place, mark, message);
-                    None
+                    self.unavailable_at(place, mark, message);
+                    Some(PasswordSource::File(path))
                 }
             };
         }
@@ -786,24 +896,33 @@ impl Checker<'_> {
             self.report_at(place, mark, message);
             return None;
         }
+        // The service's environment may well differ from this shell's: a note, and the
+        // variable is read when connecting.
         if (self.env)(var).is_none() {
-            let message = format!("password_env: environment variable `{var}` is not set");
-            self.report_at(place, mark, message);
-            return None;
+            let message = format!(
+                "password_env: environment variable `{var}` is not set here; it is read when \
+                 connecting, so this endpoint's jobs need it where they run"
+            );
+            self.note_at(place, mark, message);
         }
         Some(PasswordSource::Env(var.to_owned()))
     }
 
-    /// A systemd credential (`LoadCredential=NAME:...`) is a file under `$CREDENTIALS_DIRECTORY`,
-    /// which systemd sets for the service. The model has no variant of its own for it, so it
-    /// becomes that file here; outside such a service it cannot be checked.
+    /// A systemd credential (`LoadCredential=NAME:...`) is the file
+    /// `$CREDENTIALS_DIRECTORY/NAME`, which systemd provides to the service only: outside it
+    /// the credential cannot be checked (a note); inside it, a credential that cannot be read
+    /// makes the endpoint's jobs unavailable. [`read_password`] resolves it when connecting.
     fn check_password_credential(
         &mut self,
         place: &Place<'_>,
         credential: &str,
     ) -> Option<PasswordSource> {
         let mark = place.value("password_credential");
-        if credential.is_empty() || credential.contains('/') || credential == ".." {
+        if credential.is_empty()
+            || credential.contains(['/', '\0'])
+            || credential == "."
+            || credential == ".."
+        {
             let message = format!(
                 "password_credential `{credential}` must be a credential name as in \
                  LoadCredential=NAME:..., not a path"
@@ -811,26 +930,25 @@ impl Checker<'_> {
             self.report_at(place, mark, message);
             return None;
         }
+        let source = PasswordSource::Credential(credential.to_owned());
         let Some(dir) = (self.env)("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) else {
             let message = format!(
-                "password_credential `{credential}` needs $CREDENTIALS_DIRECTORY, which systemd \
-                 sets for a service with LoadCredential=; it is not set"
+                "password_credential `{credential}`: $CREDENTIALS_DIRECTORY is not set here \
+                 (systemd sets it for a service with LoadCredential={credential}:...); the \
+                 credential is read when connecting"
             );
-            self.report_at(place, mark, message);
-            return None;
+            self.note_at(place, mark, message);
+            return Some(source);
         };
         let path = Path::new(&dir).join(credential);
-        match check_readable_file(&path) {
-            Ok(()) => Some(PasswordSource::File(path)),
-            Err(e) => {
-                let message = format!(
-                    "cannot read credential `{credential}` ({}): {e}",
-                    path.display()
-                );
-                self.report_at(place, mark, message);
-                None
-            }
+        if let Err(e) = check_readable_file(&path) {
+            let message = format!(
+                "cannot read credential `{credential}` ({}): {e}",
+                path.display()
+            );
+            self.unavailable_at(place, mark, message);
         }
+        Some(source)
     }
 
     fn check_literal_password(
@@ -1019,6 +1137,7 @@ impl Checker<'_> {
         self.report_serde_errors(Some(&context), &collected.errors);
         let raw = collected.value?;
         let place = Place {
+            owner: Owner::Job(name.to_owned()),
             context,
             name_mark,
             node,
@@ -1149,13 +1268,12 @@ impl Checker<'_> {
             return None;
         };
         let path = self.resolve(local);
-        match check_directory(&path, "local") {
-            Ok(()) => Some(path),
-            Err(message) => {
-                self.report_at(place, place.value("local"), message);
-                None
-            }
+        // Missing here now (an unmounted disk, a directory yet to be made) is not a fault of
+        // the file: this job is unavailable, the others are not.
+        if let Err(message) = check_directory(&path, "local") {
+            self.unavailable_at(place, place.value("local"), message);
         }
+        Some(path)
     }
 
     fn check_remote(&mut self, place: &Place<'_>, remote: Option<&str>) -> Option<String> {
@@ -1343,14 +1461,12 @@ impl Checker<'_> {
             Some(RawAfterUpload::Delete) => Some(AfterUpload::Delete),
             Some(RawAfterUpload::MoveTo(dir)) => {
                 let path = self.resolve(dir);
-                match check_directory(&path, "after_upload.move_to") {
-                    Ok(()) => Some(AfterUpload::MoveTo(path)),
-                    Err(message) => {
-                        let mark = place.nested_value("after_upload", "move_to");
-                        self.report_at(place, mark, message);
-                        None
-                    }
+                // As for `local`: a problem of this machine, the job is unavailable.
+                if let Err(message) = check_directory(&path, "after_upload.move_to") {
+                    let mark = place.nested_value("after_upload", "move_to");
+                    self.unavailable_at(place, mark, message);
                 }
+                Some(AfterUpload::MoveTo(path))
             }
         }
     }
@@ -1732,14 +1848,6 @@ endpoints:
                 ],
             ),
             (
-                "jobs:\n  nightly:\n    endpoint: acme\n    direction: pull\n    local: nowhere\n    remote: /out\n",
-                &["jobs.yaml:11:12: job `nightly`: local directory `$DIR/nowhere` does not exist"],
-            ),
-            (
-                "jobs:\n  nightly:\n    endpoint: acme\n    direction: pull\n    local: file.txt\n    remote: /out\n",
-                &["jobs.yaml:11:12: job `nightly`: local path `$DIR/file.txt` is not a directory"],
-            ),
-            (
                 "jobs:\n  nightly:\n    endpoint: acme\n    direction: pull\n    local: drops\n    remote: out\n",
                 &[
                     "jobs.yaml:12:13: job `nightly`: remote path `out` must be absolute (start with `/`)",
@@ -1784,12 +1892,6 @@ endpoints:
                 &[
                     "jobs.yaml:13:24: job `nightly`: retry.attempts must be at least 1 (1 means no retry)",
                     "jobs.yaml:13:36: job `nightly`: retry.initial (10s) is longer than retry.max (5s)",
-                ],
-            ),
-            (
-                "jobs:\n  nightly:\n    endpoint: acme\n    direction: push\n    local: outbox\n    remote: /in\n    after_upload: { move_to: archive }\n",
-                &[
-                    "jobs.yaml:13:30: job `nightly`: after_upload.move_to directory `$DIR/archive` does not exist",
                 ],
             ),
             (
@@ -1847,21 +1949,27 @@ endpoints:
                 ],
             ),
             (
-                "    host: h\n    user: u\n    password_env: NOT_SET\n",
+                "    host: h\n    user: u\n    password_env: \"A=B\"\n",
                 &[
-                    "jobs.yaml:6:19: endpoint `acme`: password_env: environment variable `NOT_SET` is not set",
+                    "jobs.yaml:6:19: endpoint `acme`: password_env `A=B` is not an environment variable name",
                 ],
             ),
             (
-                "    host: h\n    user: u\n    password_file: missing.txt\n",
+                "    host: h\n    user: u\n    password_credential: ../partner-ftp\n",
                 &[
-                    "jobs.yaml:6:20: endpoint `acme`: cannot read password_file `$DIR/missing.txt`: No such file or directory (os error 2)",
+                    "jobs.yaml:6:26: endpoint `acme`: password_credential `../partner-ftp` must be a credential name as in LoadCredential=NAME:..., not a path",
                 ],
             ),
             (
-                "    host: h\n    user: u\n    password_credential: partner-ftp\n",
+                "    host: h\n    user: u\n    password_credential: \"..\"\n",
                 &[
-                    "jobs.yaml:6:26: endpoint `acme`: password_credential `partner-ftp` needs $CREDENTIALS_DIRECTORY, which systemd sets for a service with LoadCredential=; it is not set",
+                    "jobs.yaml:6:26: endpoint `acme`: password_credential `..` must be a credential name as in LoadCredential=NAME:..., not a path",
+                ],
+            ),
+            (
+                "    host: h\n    user: u\n    password_credential: \"\"\n",
+                &[
+                    "jobs.yaml:6:26: endpoint `acme`: password_credential `` must be a credential name as in LoadCredential=NAME:..., not a path",
                 ],
             ),
             (
@@ -1921,6 +2029,194 @@ endpoints:
             let yaml = format!("version: 1\nendpoints:\n  acme:\n{endpoint}");
             assert_eq!(fixture.problems(&yaml), *expected, "for:\n{yaml}");
         }
+    }
+
+    /// A missing or wrong directory, an unreadable password file: problems of this machine,
+    /// not of the file. The file loads with the values kept; only the jobs concerned (an
+    /// endpoint's finding: each of its jobs) are unavailable, each finding placed as an error.
+    #[test]
+    fn problems_of_this_machine_make_only_their_jobs_unavailable() {
+        let fixture = Fixture::new();
+        let yaml = "\
+version: 1
+endpoints:
+  acme:
+    host: h
+    user: u
+    password_env: ACME_PASSWORD
+  partner:
+    host: h
+    user: u
+    password_file: missing.txt
+  lonely:
+    host: h
+    user: u
+    password_file: gone.txt
+jobs:
+  fine:
+    endpoint: acme
+    direction: pull
+    local: drops
+    remote: /a
+  nowhere:
+    endpoint: acme
+    direction: pull
+    local: nowhere
+    remote: /b
+  notdir:
+    endpoint: acme
+    direction: pull
+    local: file.txt
+    remote: /c
+  archive:
+    endpoint: acme
+    direction: push
+    local: outbox
+    remote: /d
+    after_upload: { move_to: archive }
+  via-partner:
+    endpoint: partner
+    direction: push
+    local: mirror
+    remote: /e
+  also-partner:
+    endpoint: partner
+    direction: push
+    local: nowhere-else
+    remote: /f
+";
+        let config = fixture.parse_ok(yaml);
+        let dir = fixture.dir.path().display().to_string();
+        let shown = |lines: &[String]| -> Vec<String> {
+            lines.iter().map(|l| l.replace(&dir, "$DIR")).collect()
+        };
+        let partner = "jobs.yaml:10:20: endpoint `partner`: cannot read password_file `$DIR/missing.txt`: No such file or directory (os error 2)";
+        assert_eq!(
+            shown(&config.unavailable_findings),
+            [
+                partner,
+                "jobs.yaml:14:20: endpoint `lonely`: cannot read password_file `$DIR/gone.txt`: No such file or directory (os error 2)",
+                "jobs.yaml:24:12: job `nowhere`: local directory `$DIR/nowhere` does not exist",
+                "jobs.yaml:29:12: job `notdir`: local path `$DIR/file.txt` is not a directory",
+                "jobs.yaml:36:30: job `archive`: after_upload.move_to directory `$DIR/archive` does not exist",
+                "jobs.yaml:45:12: job `also-partner`: local directory `$DIR/nowhere-else` does not exist",
+            ]
+        );
+        let by_job: BTreeMap<&str, Vec<String>> = config
+            .unavailable
+            .iter()
+            .map(|(job, lines)| (job.as_str(), shown(lines)))
+            .collect();
+        assert_eq!(
+            by_job,
+            BTreeMap::from([
+                (
+                    "also-partner",
+                    vec![
+                        partner.to_owned(),
+                        "jobs.yaml:45:12: job `also-partner`: local directory `$DIR/nowhere-else` does not exist".to_owned(),
+                    ]
+                ),
+                (
+                    "archive",
+                    vec!["jobs.yaml:36:30: job `archive`: after_upload.move_to directory `$DIR/archive` does not exist".to_owned()]
+                ),
+                (
+                    "notdir",
+                    vec!["jobs.yaml:29:12: job `notdir`: local path `$DIR/file.txt` is not a directory".to_owned()]
+                ),
+                (
+                    "nowhere",
+                    vec!["jobs.yaml:24:12: job `nowhere`: local directory `$DIR/nowhere` does not exist".to_owned()]
+                ),
+                ("via-partner", vec![partner.to_owned()]),
+            ])
+        );
+        assert_eq!(config.unavailable("fine"), None);
+        assert_eq!(config.unavailable("no-such-job"), None);
+        assert_eq!(config.unavailable("nowhere").map(<[String]>::len), Some(1));
+        // The values are kept: once the directory or the file is there, the job runs as written.
+        assert_eq!(config.jobs["nowhere"].local, fixture.path("nowhere"));
+        assert_eq!(
+            config.jobs["archive"].after_upload,
+            AfterUpload::MoveTo(fixture.path("archive"))
+        );
+        assert_eq!(
+            config.endpoints["partner"].password,
+            PasswordSource::File(fixture.path("missing.txt"))
+        );
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        assert!(config.notes.is_empty(), "{:?}", config.notes);
+    }
+
+    /// A password_env this shell does not set and a password_credential outside the systemd
+    /// unit cannot be checked here and are not wrong for that: notes. With
+    /// $CREDENTIALS_DIRECTORY set, a credential that is not there is a problem of this machine.
+    #[test]
+    fn secrets_this_shell_cannot_see_are_notes() {
+        let mut fixture = Fixture::new();
+        let yaml = "\
+version: 1
+endpoints:
+  acme:
+    host: h
+    user: u
+    password_env: NOT_SET
+  partner:
+    host: h
+    user: u
+    password_credential: partner-ftp
+  other:
+    host: h
+    user: u
+    password_credential: other-ftp
+jobs:
+  nightly:
+    endpoint: other
+    direction: pull
+    local: drops
+    remote: /a
+";
+        let config = fixture.parse_ok(yaml);
+        assert_eq!(
+            config.notes,
+            [
+                "jobs.yaml:6:19: endpoint `acme`: password_env: environment variable `NOT_SET` is not set here; it is read when connecting, so this endpoint's jobs need it where they run",
+                "jobs.yaml:10:26: endpoint `partner`: password_credential `partner-ftp`: $CREDENTIALS_DIRECTORY is not set here (systemd sets it for a service with LoadCredential=partner-ftp:...); the credential is read when connecting",
+                "jobs.yaml:14:26: endpoint `other`: password_credential `other-ftp`: $CREDENTIALS_DIRECTORY is not set here (systemd sets it for a service with LoadCredential=other-ftp:...); the credential is read when connecting",
+            ]
+        );
+        assert!(config.unavailable_findings.is_empty());
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        assert_eq!(
+            config.endpoints["acme"].password,
+            PasswordSource::Env("NOT_SET".into())
+        );
+        assert_eq!(
+            config.endpoints["partner"].password,
+            PasswordSource::Credential("partner-ftp".into())
+        );
+
+        // Inside the unit: the credential that is there is fine, the one that is not makes its
+        // endpoint's job unavailable.
+        let creds = fixture.path("creds").display().to_string();
+        fixture
+            .env
+            .insert("CREDENTIALS_DIRECTORY".into(), creds.clone());
+        let config = fixture.parse_ok(yaml);
+        assert_eq!(config.notes.len(), 1, "{:?}", config.notes);
+        let missing = format!(
+            "jobs.yaml:14:26: endpoint `other`: cannot read credential `other-ftp` ({creds}/other-ftp): No such file or directory (os error 2)"
+        );
+        assert_eq!(config.unavailable_findings, std::slice::from_ref(&missing));
+        assert_eq!(
+            config.unavailable,
+            BTreeMap::from([("nightly".to_owned(), vec![missing])])
+        );
+        assert_eq!(
+            config.endpoints["other"].password,
+            PasswordSource::Credential("other-ftp".into())
+        );
     }
 
     #[test]
@@ -2389,10 +2685,17 @@ jobs:
         assert_eq!(partner.port, 990);
         assert_eq!(
             partner.password,
-            PasswordSource::File(fixture.path("creds/partner-ftp"))
+            PasswordSource::Credential("partner-ftp".into())
         );
+        let env = |name: &str| {
+            fixture
+                .env
+                .get(name)
+                .cloned()
+                .ok_or(std::env::VarError::NotPresent)
+        };
         assert_eq!(
-            read_password(partner),
+            read_password_with(partner, &env),
             Ok(Some(Secret::new("from-credential")))
         );
         assert_eq!(
@@ -2471,5 +2774,40 @@ jobs:
             };
             assert_eq!(read_password(&endpoint), expected, "for {source:?}");
         }
+
+        // A credential is resolved when connecting, from the environment of that moment.
+        let creds = fixture.path("creds").display().to_string();
+        let in_unit = |name: &str| match name {
+            "CREDENTIALS_DIRECTORY" => Ok(creds.clone()),
+            _ => Err(std::env::VarError::NotPresent),
+        };
+        let in_shell = |_: &str| Err(std::env::VarError::NotPresent);
+        let credential = |name: &str| Endpoint {
+            password: PasswordSource::Credential(name.into()),
+            ..base.clone()
+        };
+        assert_eq!(
+            read_password_with(&credential("partner-ftp"), &in_unit),
+            Ok(Some(Secret::new("from-credential")))
+        );
+        assert_eq!(
+            read_password_with(&credential("other-ftp"), &in_unit),
+            Err(format!(
+                "endpoint `acme`: cannot read credential `other-ftp` (`{creds}/other-ftp`): No such file or directory (os error 2)"
+            ))
+        );
+        assert_eq!(
+            read_password_with(&credential("partner-ftp"), &in_shell),
+            Err("endpoint `acme`: password_credential `partner-ftp` needs $CREDENTIALS_DIRECTORY, which systemd sets for a service with LoadCredential=partner-ftp:...; it is not set here".into())
+        );
+        // Names of sources are shown, secrets never.
+        assert_eq!(
+            format!("{:?}", credential("partner-ftp").password),
+            "Credential(partner-ftp)"
+        );
+        assert_eq!(
+            format!("{:?}", PasswordSource::Literal(Secret::new("lit"))),
+            "Literal(<redacted>)"
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! the next scheduled run, and for watch jobs the outbox (how many files wait, since when).
 //!
 //! It reads the state database and the lock files only: it works while the agent runs, and
-//! when an endpoint is down.
+//! when an endpoint is down. A job that cannot run on this machine now (its local directory
+//! is missing, its password file cannot be read: [`Config::unavailable`]) is shown with why.
 
 use std::io::Write;
 
@@ -26,6 +27,9 @@ pub struct JobStatus {
     pub outbox: Option<u64>,
     /// Watch jobs: how long the oldest waiting file has waited, in seconds.
     pub oldest_pending_secs: Option<i64>,
+    /// Why the job cannot run on this machine now, one line per finding (as `ferry check`
+    /// prints them); empty when it can.
+    pub unavailable: Vec<String>,
 }
 
 /// The status of every job of `config`, at `now`.
@@ -58,6 +62,10 @@ pub fn collect(
                 .as_ref()
                 .and_then(|p| p.iter().map(|(_, at)| *at).min())
                 .map(|at| now.timestamp() - at),
+            unavailable: config
+                .unavailable(&job.name)
+                .map(<[String]>::to_vec)
+                .unwrap_or_default(),
         });
     }
     Ok(out)
@@ -96,6 +104,9 @@ pub fn print(statuses: &[JobStatus], out: &mut dyn Write) -> std::io::Result<()>
         }
         if let Some(ok) = &s.last_success {
             writeln!(out, "  last success {}", when(ok.started_at))?;
+        }
+        for finding in &s.unavailable {
+            writeln!(out, "  cannot run here: {finding}")?;
         }
         if let Some(holder) = &s.running {
             writeln!(out, "  running now: {holder}")?;

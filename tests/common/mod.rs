@@ -88,6 +88,9 @@ impl Setup {
             jobs: jobs.into_iter().map(|j| (j.name.clone(), j)).collect(),
             agent: Default::default(),
             warnings: Vec::new(),
+            notes: Vec::new(),
+            unavailable: BTreeMap::new(),
+            unavailable_findings: Vec::new(),
         };
         let store = SharedStore::new(Store::open(state.path()).unwrap());
         Setup {
