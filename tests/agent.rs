@@ -75,7 +75,11 @@ impl Agent {
             .arg(config)
             .env("FERRY_TEST_PASSWORD", password)
             .env_remove("FERRY_CONFIG")
-            .env_remove("FERRY_LOG")
+            // The default filter; AGENT_TEST_LOG=ferry=debug shows more when a test fails.
+            .env(
+                "FERRY_LOG",
+                std::env::var("AGENT_TEST_LOG").unwrap_or("ferry=info".into()),
+            )
             .env_remove("NOTIFY_SOCKET")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -166,7 +170,7 @@ fn status_json(config: &Path) -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["status", "--json", "--config"])
         .arg(config)
-        .env("FERRY_TEST_PASSWORD", PASSWORD)
+        .env_remove("FERRY_TEST_PASSWORD")
         .env_remove("FERRY_CONFIG")
         .output()
         .unwrap();
@@ -381,7 +385,7 @@ async fn sigterm_during_a_transfer_exits_zero_and_leaves_no_temporary_file() {
     );
     let log = agent.log();
     assert!(log.contains("cancelling"), "{log}");
-    assert!(temp_files(&remote).is_empty(), "{:?}", tree(&remote));
+    assert!(temp_files(&remote).is_empty(), "{:?}\n{log}", tree(&remote));
     assert!(!remote.join("big.img").exists());
     assert!(temp_files(&outbox).is_empty());
     server.shutdown().await;

@@ -1,7 +1,7 @@
 //! The two loops every job of the agent has: a timer that fires at the job's cron times, and a
 //! runner that turns triggers into runs, one at a time.
 //!
-//! - The timer asks [`schedule::next_fire`](super::schedule::next_fire) for the next instant,
+//! - The timer asks [`next_fire`](super::schedule::next_fire) for the next instant,
 //!   waits for it on tokio's clock (plus a random part of `jitter`), and triggers.
 //! - The runner takes one trigger at a time. A trigger that comes while a run is going on
 //!   becomes one follow-up run after it (triggers are coalesced: ten during a run still make

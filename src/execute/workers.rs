@@ -137,11 +137,29 @@ async fn abandon(action: &Action, ctx: &Context) {
         return;
     }
     let tmp = temp_name(&action.path);
+    // A few tries: the session that was cut may take the server a moment to let go of, and a
+    // fresh login can fail in that moment.
     let cleanup = async {
-        let mut lease = ctx.pool.get(&ctx.remote_root).await?;
-        lease.session().delete_file(&tmp).await?;
-        lease.release();
-        Ok::<_, TransportError>(())
+        let mut last = None;
+        for attempt in 0..3u32 {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)))
+                    .await;
+            }
+            let tried = async {
+                let mut lease = ctx.pool.get(&ctx.remote_root).await?;
+                lease.session().delete_file(&tmp).await?;
+                lease.release();
+                Ok::<_, TransportError>(())
+            };
+            match tried.await {
+                Ok(()) => return Ok(()),
+                // Nothing there to remove: done.
+                Err(e) if e.kind == ErrorKind::Permanent => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(cancelled))
     };
     match tokio::time::timeout(std::time::Duration::from_secs(5), cleanup).await {
         Ok(Ok(())) => {
