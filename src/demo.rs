@@ -2,7 +2,7 @@
 //!
 //! It starts the embedded FTPS server (libunftp, throwaway CA, TLS 1.3) on 127.0.0.1, makes a
 //! small sample tree (nested and empty directories, an empty file, names with spaces and UTF-8,
-//! a few MiB of random bytes), then runs a push job and a pull job through [`crate::job`], the
+//! a few MiB of random bytes), then runs a push job and a pull job through [`crate::run`], the
 //! same code as `ferry sync`, showing each plan, the progress and the summary. A second push
 //! shows that nothing changed means nothing transferred. Finally it compares the SHA-256 of
 //! every file that went out and came back, and removes everything it made.
@@ -22,8 +22,8 @@ use crate::config::{
     PasswordSource, RetryPolicy, Secret, TlsMode, TrustRoots, Verify,
 };
 use crate::embedded::{EmbeddedOptions, EmbeddedServer};
-use crate::job::{self, Planned};
 use crate::report::{self, ProgressObserver};
+use crate::run::{self, Planned};
 use crate::state::{SharedStore, Store};
 use crate::transport::pool::Pools;
 
@@ -32,7 +32,7 @@ pub enum DemoError {
     #[error("{0}")]
     Setup(String),
     #[error("{0}")]
-    Job(#[from] job::JobError),
+    Job(#[from] run::JobError),
     #[error("round trip mismatch: {0}")]
     Mismatch(String),
 }
@@ -226,7 +226,7 @@ pub async fn run(cancel: CancellationToken) -> Result<(), DemoError> {
     let logins: u64 = config
         .jobs
         .values()
-        .filter_map(|j| job::pool_for(&config, &pools, j).ok())
+        .filter_map(|j| run::pool_for(&config, &pools, j).ok())
         .map(|p| p.logins())
         .max()
         .unwrap_or(0);
@@ -251,7 +251,7 @@ async fn run_one(
         let _ = std::io::stdout().flush();
         p.set_plan(&planned.plan);
     };
-    let report = job::run_job(
+    let report = run::run_job(
         config,
         job,
         pools,

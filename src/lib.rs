@@ -23,7 +23,7 @@
 //! - [`execute`]: run a plan: temp name, verify, rename; bounded and retried.
 //! - [`state`]: the SQLite store of what is known in sync and of past runs.
 //! - [`report`]: progress, summaries and JSON output.
-//! - [`job`]: one job run end to end, shared by `sync`, `plan` and `demo`.
+//! - [`run`]: one job run end to end, shared by `sync`, `plan` and `demo`.
 //! - [`text`]: what is shown of outside text: control characters escaped, secrets redacted.
 //! - [`embedded`]: an in-process FTPS server on loopback for `ferry demo` and tests.
 
@@ -33,12 +33,12 @@ pub mod config;
 pub mod demo;
 pub mod embedded;
 pub mod execute;
-pub mod job;
 pub mod listing;
 pub mod local_fs;
 pub mod path;
 pub mod plan;
 pub mod report;
+pub mod run;
 pub mod scan;
 pub mod state;
 pub mod text;

@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use ferry::config::{self, Config};
-use ferry::job::{self, JobError};
 use ferry::report::{self, ProgressObserver};
+use ferry::run::{self, JobError};
 use ferry::state::Store;
 use ferry::transport::pool::Pools;
 
@@ -338,7 +338,7 @@ async fn plan_one(config: &Config, name: &str, json: bool) -> u8 {
     };
     let result = async {
         let pools = Pools::new();
-        let pool = job::pool_for(config, &pools, job)?;
+        let pool = run::pool_for(config, &pools, job)?;
         let records = store.records(&job.name).map_err(|error| JobError::State {
             job: job.name.clone(),
             error,
@@ -349,7 +349,7 @@ async fn plan_one(config: &Config, name: &str, json: bool) -> u8 {
             .map(|e| e.limits)
             .unwrap_or_default();
         let planned =
-            job::plan_job(job, &limits, &pool, &records, job::MissingRoot::PlanAsEmpty).await;
+            run::plan_job(job, &limits, &pool, &records, run::MissingRoot::PlanAsEmpty).await;
         pools.close_all().await;
         planned
     }
@@ -458,10 +458,10 @@ async fn sync_jobs(config: &Config, names: &[String], wait: bool) -> u8 {
         };
         let progress = Arc::new(ProgressObserver::new(std::io::stderr().is_terminal()));
         let p = progress.clone();
-        let on_plan = move |planned: &job::Planned| {
+        let on_plan = move |planned: &run::Planned| {
             p.set_plan(&planned.plan);
         };
-        let result = job::run_job(
+        let result = run::run_job(
             config,
             job,
             &pools,

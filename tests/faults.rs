@@ -93,7 +93,7 @@ impl Reader {
     }
 }
 
-fn explain(report: &ferry::job::RunReport) -> String {
+fn explain(report: &ferry::run::RunReport) -> String {
     let mut out = Vec::new();
     ferry::report::print_failures(report, &mut out).unwrap();
     format!(
@@ -359,7 +359,7 @@ async fn a_421_limit_below_the_pool_still_gets_every_file() {
     assert_eq!(report.exit_code(), 0, "{:?}", report.execution.failures);
     assert_eq!(tree(&v.root().join("data")), expected);
     let pool =
-        ferry::job::pool_for(&setup.config, &setup.pools, &setup.config.jobs["push"]).unwrap();
+        ferry::run::pool_for(&setup.config, &setup.pools, &setup.config.jobs["push"]).unwrap();
     assert!(
         pool.allowed() <= 2,
         "the pool shrank to what the server allows: {}",

@@ -31,7 +31,7 @@ fn mlsd_line(kind: &str, name: &str) -> String {
     format!("type={kind};size=7;modify=20261124093000; {name}")
 }
 
-async fn pull_from(server: &Hostile) -> (tempfile::TempDir, ferry::job::RunReport) {
+async fn pull_from(server: &Hostile) -> (tempfile::TempDir, ferry::run::RunReport) {
     let dir = tempfile::tempdir().unwrap();
     let inbox = dir.path().join("inbox");
     std::fs::create_dir_all(&inbox).unwrap();
@@ -54,7 +54,7 @@ async fn pull_from(server: &Hostile) -> (tempfile::TempDir, ferry::job::RunRepor
     (dir, report)
 }
 
-fn assert_contained(dir: &tempfile::TempDir, server: &Hostile, report: &ferry::job::RunReport) {
+fn assert_contained(dir: &tempfile::TempDir, server: &Hostile, report: &ferry::run::RunReport) {
     // Only the good file arrived, inside the root; nothing appeared beside the root.
     let inbox = dir.path().join("inbox");
     assert_eq!(
@@ -320,7 +320,7 @@ fn hostile_setup(server: &Hostile, jobs: Vec<ferry::config::Job>) -> Setup {
     )
 }
 
-async fn run_bounded(setup: &Setup, name: &str) -> ferry::job::RunReport {
+async fn run_bounded(setup: &Setup, name: &str) -> ferry::run::RunReport {
     tokio::time::timeout(Duration::from_secs(60), setup.run(name))
         .await
         .expect("the run must not hang")

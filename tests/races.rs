@@ -17,7 +17,7 @@ use common::{Setup, endpoint, job, tree};
 use ferry::config::Direction;
 use ferry::embedded::{EmbeddedOptions, EmbeddedServer};
 use ferry::execute::Silent;
-use ferry::job::{Planned, RunReport};
+use ferry::run::{Planned, RunReport};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
@@ -75,7 +75,7 @@ async fn run_with_hook(
     let job = setup.config.jobs.get(name).unwrap();
     tokio::time::timeout(
         Duration::from_secs(120),
-        ferry::job::run_job(
+        ferry::run::run_job(
             &setup.config,
             job,
             &setup.pools,

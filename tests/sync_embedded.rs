@@ -545,7 +545,7 @@ async fn wrong_password_is_an_authentication_failure() {
     let err = setup.run("pull").await.expect_err("bad password");
     assert_eq!(err.exit_code(), 3);
     match err {
-        ferry::job::JobError::Transport { error, .. } => {
+        ferry::run::JobError::Transport { error, .. } => {
             assert_eq!(error.kind, ErrorKind::Auth, "{error}")
         }
         other => panic!("unexpected {other}"),
@@ -634,14 +634,14 @@ async fn plan_changes_nothing_and_gives_reasons() {
         vec![job("push", Direction::Push, &outbox, "/data/not yet")],
     );
     let job = setup.config.jobs.get("push").unwrap();
-    let pool = ferry::job::pool_for(&setup.config, &setup.pools, job).unwrap();
+    let pool = ferry::run::pool_for(&setup.config, &setup.pools, job).unwrap();
     let records = setup.store.blocking(|s| s.records("push")).unwrap();
-    let planned = ferry::job::plan_job(
+    let planned = ferry::run::plan_job(
         job,
         &Default::default(),
         &pool,
         &records,
-        ferry::job::MissingRoot::PlanAsEmpty,
+        ferry::run::MissingRoot::PlanAsEmpty,
     )
     .await
     .unwrap();
@@ -823,13 +823,13 @@ async fn a_partial_transfer_left_by_a_crash_is_resumed_by_the_next_run() {
     );
     let planned = {
         let job = &setup.config.jobs["pull"];
-        let pool = ferry::job::pool_for(&setup.config, &setup.pools, job).unwrap();
-        ferry::job::plan_job(
+        let pool = ferry::run::pool_for(&setup.config, &setup.pools, job).unwrap();
+        ferry::run::plan_job(
             job,
             &Default::default(),
             &pool,
             &Default::default(),
-            ferry::job::MissingRoot::PlanAsEmpty,
+            ferry::run::MissingRoot::PlanAsEmpty,
         )
         .await
         .unwrap()

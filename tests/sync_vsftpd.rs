@@ -252,7 +252,7 @@ async fn multi_gigabyte_round_trip() {
     );
     let pushed = setup.sync_ok("push").await;
     let pulled = setup.sync_ok("pull").await;
-    let secs = |r: &ferry::job::RunReport| r.duration.as_secs_f64();
+    let secs = |r: &ferry::run::RunReport| r.duration.as_secs_f64();
     println!(
         "{mb} MiB: push {:.1}s ({:.0} MiB/s), pull {:.1}s ({:.0} MiB/s)",
         secs(&pushed),

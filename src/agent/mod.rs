@@ -4,7 +4,7 @@
 //! ```text
 //!  timer (cron, jitter) ──┐
 //!  watcher + reconcile ───┼─► triggers ─► runner (one run at a time, per-job lock, backoff)
-//!  catch-up, start ───────┘                 └─► job::run_job_with (the same run as `ferry sync`)
+//!  catch-up, start ───────┘                 └─► run::run_job_with (the same run as `ferry sync`)
 //! ```
 //!
 //! Each job has its own timer, runner and (for watch jobs) watcher; jobs run concurrently,
@@ -12,10 +12,10 @@
 //! kept between runs). A run takes the job's lock ([`lock`]), which a `ferry sync` of the same
 //! job takes too, so the two never run side by side.
 //!
-//! Service behaviour, field by field of [`run`]:
+//! Service behaviour, field by field of [`run()`]:
 //! - `shutdown` (the first SIGTERM or SIGINT): timers and watchers stop, no run starts; runs in
 //!   progress get `shutdown_grace` to finish, then are cancelled (their temporary files go,
-//!   local and remote); then [`run`] returns. A second signal is the binary's business (it
+//!   local and remote); then [`run()`] returns. A second signal is the binary's business (it
 //!   exits at once).
 //! - `reloads` (SIGHUP): the job file is read again. An invalid file is reported and the old
 //!   jobs keep running; removed jobs stop after their current run; new and changed jobs are
@@ -43,8 +43,8 @@ use tokio_util::sync::CancellationToken;
 use self::timer::{Clock, Ran, Trigger, Triggers};
 use crate::config::{Config, Direction, Job};
 use crate::execute::Silent;
-use crate::job::{self, JobError, RunOptions};
 use crate::path::RelPath;
+use crate::run::{self, JobError, RunOptions};
 use crate::state::{SharedStore, StateError, Store};
 use crate::transport::pool::Pools;
 
@@ -381,7 +381,7 @@ async fn run_once(
     };
     shared.running.fetch_add(1, Ordering::Relaxed);
     let started = std::time::Instant::now();
-    let result = job::run_job_with(
+    let result = run::run_job_with(
         config,
         job,
         &shared.pools,
@@ -443,7 +443,7 @@ async fn dequeue_done(
     job: &Job,
     only: &BTreeSet<RelPath>,
     settling: &watch::Settling,
-    report: &job::RunReport,
+    report: &run::RunReport,
 ) {
     let kept: BTreeSet<&RelPath> = report
         .execution

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::execute::{FileOutcome, Observer};
-use crate::job::{Planned, RunReport};
 use crate::plan::{Action, ActionKind};
+use crate::run::{Planned, RunReport};
 use crate::transport::TransportError;
 
 /// Bytes in a human unit (1024-based), e.g. `1.5 MiB`.

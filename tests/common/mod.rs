@@ -12,7 +12,7 @@ use ferry::config::{
     PasswordSource, RetryPolicy, Secret, TlsMode, TrustRoots, Verify,
 };
 use ferry::execute::Silent;
-use ferry::job::{self, JobError, RunReport};
+use ferry::run::{self, JobError, RunReport};
 use ferry::state::{SharedStore, Store};
 use ferry::transport::pool::Pools;
 use sha2::{Digest, Sha256};
@@ -111,7 +111,7 @@ impl Setup {
         cancel: CancellationToken,
     ) -> Result<RunReport, JobError> {
         let job = self.config.jobs.get(name).unwrap();
-        job::run_job(
+        run::run_job(
             &self.config,
             job,
             &self.pools,
