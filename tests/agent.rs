@@ -69,6 +69,10 @@ struct Agent {
 
 impl Agent {
     fn start(config: &Path, password: &str) -> Agent {
+        Agent::start_with(config, password, &[])
+    }
+
+    fn start_with(config: &Path, password: &str, env: &[(&str, &str)]) -> Agent {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
             .arg("run")
             .arg("--config")
@@ -81,6 +85,9 @@ impl Agent {
                 std::env::var("AGENT_TEST_LOG").unwrap_or("ferry=info".into()),
             )
             .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -645,5 +652,163 @@ async fn the_agent_serves_prometheus_metrics_of_its_runs() {
         "{}",
         agent.log()
     );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_status_watchdog_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let config = write_job_file(
+        dir.path(),
+        server.addr().port(),
+        server.ca_pem(),
+        "",
+        &scheduled_pull(&inbox),
+    );
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut agent = Agent::start_with(
+        &config,
+        PASSWORD,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            // WatchdogSec=2s: a ping at least every second.
+            ("WATCHDOG_USEC", "2000000"),
+        ],
+    );
+    let mut heard: Vec<String> = Vec::new();
+    let read = |heard: &mut Vec<String>, socket: &std::os::unix::net::UnixDatagram| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = socket.recv(&mut buf) {
+            heard.extend(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .map(str::to_owned),
+            );
+        }
+    };
+    let start = Instant::now();
+    while heard.iter().filter(|l| *l == "WATCHDOG=1").count() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "heard only {heard:?}; the agent said:\n{}",
+            agent.log()
+        );
+        read(&mut heard, &socket);
+    }
+    let ready = heard.iter().position(|l| l == "READY=1").expect("READY=1");
+    assert!(
+        heard[ready..]
+            .iter()
+            .any(|l| l.starts_with("STATUS=") && l.contains("1 of 1 jobs")),
+        "{heard:?}"
+    );
+    agent.signal("TERM");
+    assert_eq!(agent.exit_code(Duration::from_secs(10)).await, 0);
+    read(&mut heard, &socket);
+    assert!(heard.iter().any(|l| l == "STOPPING=1"), "{heard:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_runs_a_schedule_missed_while_the_agent_was_down_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    // A daily schedule that fires two seconds after a first run, while no agent runs.
+    let config = write_job_file(
+        dir.path(),
+        server.addr().port(),
+        server.ca_pem(),
+        "",
+        &scheduled_pull(&inbox),
+    );
+    let first = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["sync", "fetch", "--config"])
+        .arg(&config)
+        .env("FERRY_TEST_PASSWORD", PASSWORD)
+        .env_remove("FERRY_CONFIG")
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{first:?}");
+    let fire = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let daily = fire.format("%S %M %H * * *").to_string();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "schedule: \"*/2 * * * * *\"",
+        &format!("schedule: \"{daily}\"\n    catch_up: true"),
+    );
+    std::fs::write(&config, text).unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    drop_file(&dir.path().join("server/data/missed.txt"), b"missed");
+
+    let mut agent = Agent::start(&config, PASSWORD);
+    agent
+        .wait_for("a scheduled run was missed", Duration::from_secs(20))
+        .await;
+    eventually("the missed run pulls", Duration::from_secs(10), || {
+        inbox.join("missed.txt").exists()
+    })
+    .await;
+    agent
+        .wait_for("run finished", Duration::from_secs(10))
+        .await;
+    assert_eq!(status_json(&config)[0]["last_run"]["trigger"], "catch-up");
+    agent.signal("TERM");
+    assert_eq!(agent.exit_code(Duration::from_secs(10)).await, 0);
+    // Once: a restart right after finds nothing missed.
+    let mut again = Agent::start(&config, PASSWORD);
+    again.wait_for("scheduled", Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(again.count("was missed"), 0, "{}", again.log());
+    again.signal("TERM");
+    assert_eq!(again.exit_code(Duration::from_secs(10)).await, 0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    let config = write_job_file(
+        dir.path(),
+        server.addr().port(),
+        server.ca_pem(),
+        "",
+        &watch_push(&outbox, "/data"),
+    );
+    // A long grace: only the second signal can make it exit soon.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("shutdown_grace: 2s", "shutdown_grace: 5m");
+    std::fs::write(&config, text).unwrap();
+    let big = std::fs::File::create(outbox.join("big.img")).unwrap();
+    big.set_len(4 << 30).unwrap();
+    drop(big);
+    let mut agent = Agent::start(&config, PASSWORD);
+    let remote = dir.path().join("server/data");
+    eventually("the upload under way", Duration::from_secs(30), || {
+        temp_files(&remote).len() == 1
+    })
+    .await;
+    agent.signal("TERM");
+    agent.wait_for("stopping", Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "it did not wait for the grace"
+    );
+    let sent = Instant::now();
+    agent.signal("TERM");
+    assert_eq!(agent.exit_code(Duration::from_secs(5)).await, 130);
+    assert!(sent.elapsed() < Duration::from_secs(3));
     server.shutdown().await;
 }
