@@ -365,6 +365,9 @@ pub fn kind_of_reply(code: u32) -> ErrorKind {
         // 425 no data connection, 426 transfer aborted, 450/451 file busy or local error,
         // 452 insufficient storage (for now): a later try may succeed.
         400..=499 => ErrorKind::Transient,
+        // A positive reply where another was expected (a 150 read after the data connection
+        // was cut): the session is out of step, not the file refused. A new session may do.
+        100..=399 => ErrorKind::Transient,
         _ => ErrorKind::Permanent,
     }
 }
@@ -580,7 +583,10 @@ impl FtpsSession {
         }
         let wait = self.timeout.min(Duration::from_millis(500));
         match tokio::time::timeout(wait, self.ftp.read_response_in(&[])).await {
-            Ok(Err(reply @ FtpError::UnexpectedResponse(_))) => classify(op, reply),
+            // Only a refusal explains the failure; a 150 that came before the cut does not.
+            Ok(Err(FtpError::UnexpectedResponse(r))) if r.status.code() >= 400 => {
+                classify(op, FtpError::UnexpectedResponse(r))
+            }
             _ => e,
         }
     }
@@ -1040,6 +1046,27 @@ mod tests {
                 want,
                 "PASV {pasv}, use_pasv_address {use_it}"
             );
+        }
+    }
+
+    #[test]
+    fn reply_codes_are_classed_by_code() {
+        for (code, want) in [
+            (421, ErrorKind::Busy),
+            (425, ErrorKind::Transient),
+            (426, ErrorKind::Transient),
+            (450, ErrorKind::Transient),
+            (451, ErrorKind::Transient),
+            (452, ErrorKind::Transient),
+            (530, ErrorKind::Auth),
+            (550, ErrorKind::Permanent),
+            (553, ErrorKind::Permanent),
+            // A preliminary or completion reply out of place means a session out of step
+            // (seen: a 150 read after vsftpd cut the data connection), worth a new session.
+            (150, ErrorKind::Transient),
+            (226, ErrorKind::Transient),
+        ] {
+            assert_eq!(kind_of_reply(code), want, "reply {code}");
         }
     }
 
