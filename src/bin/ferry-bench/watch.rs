@@ -1,101 +1,31 @@
-//! `ferry-bench`: figures measured on this machine, on loopback, against servers the bench starts
-//! and stops itself. Speed and latency targets are checked here, never in timed unit tests.
-//!
-//! Scenarios:
-//! - `watch`: the agent's watch-folder latency. A stream of files is written into a watched
-//!   directory; for each, the time from its close to its appearance under its final name on the
-//!   server (the server's own rename event) is taken. Prints p50, p95 and max against the target
-//!   `settle + 1 s` at the 95th percentile, after checking every file's SHA-256 on the server.
+//! `watch`: the agent's watch-folder latency. A stream of files is written into a watched
+//! directory; for each, the time from its close to its appearance under its final name on the
+//! server (the server's own rename event) is taken. Prints p50, p95 and max against the target
+//! `settle + 1 s` at the 95th percentile, after checking every file's SHA-256 on the server.
 //!
 //! The agent runs in this process (the same `ferry::agent::run` as `ferry run`), against the
 //! embedded FTPS server, so the figures include TLS, the outbox in SQLite, the settle check and
-//! verification, on the same cores as the writer.
+//! verification, on the same cores as the writer. The other scenarios run `ferry` as a child.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
 use ferry::embedded::{EmbeddedOptions, EmbeddedServer, ServerEvent, TEST_PASSWORD};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Parser)]
-#[command(name = "ferry-bench", about = "ferry's benchmarks, on loopback")]
-struct Cli {
-    #[command(subcommand)]
-    scenario: Scenario,
-}
-
-#[derive(Subcommand)]
-enum Scenario {
-    /// Watch-folder latency: file closed -> visible under its final name on the server.
-    Watch {
-        /// How many files the stream writes.
-        #[arg(long, default_value_t = 1000)]
-        files: usize,
-        /// The watch job's `settle`.
-        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-        settle: Duration,
-        /// Pause between two files of the stream.
-        #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
-        every: Duration,
-        /// Size of each file, in bytes.
-        #[arg(long, default_value_t = 4096)]
-        size: usize,
-    },
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // The agent's own log lines, when asked for (FERRY_LOG=ferry=info), on stderr.
-    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ferry-bench: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        match cli.scenario {
-            Scenario::Watch {
-                files,
-                settle,
-                every,
-                size,
-            } => watch(files, settle, every, size).await,
-        }
-    });
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("ferry-bench: a target was missed");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("ferry-bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-type BenchResult<T> = Result<T, String>;
-
-fn io<T>(what: &str, r: std::io::Result<T>) -> BenchResult<T> {
-    r.map_err(|e| format!("{what}: {e}"))
-}
+use crate::{BenchResult, io};
 
 /// The stream of `files` files, `every` apart, into a watched directory; prints the latencies.
 /// `Ok(false)` when p95 is over `settle + 1 s`.
-async fn watch(files: usize, settle: Duration, every: Duration, size: usize) -> BenchResult<bool> {
+pub async fn watch(
+    files: usize,
+    settle: Duration,
+    every: Duration,
+    size: usize,
+) -> BenchResult<bool> {
     let dir = io("temporary directory", tempfile::tempdir())?;
     let root = dir.path();
     for d in ["server/data", "pki", "outbox", "state"] {
@@ -257,7 +187,7 @@ jobs:
     Ok(p95 <= target && uploads == files)
 }
 
-fn write_private(path: &Path, text: &str) -> BenchResult<()> {
+pub fn write_private(path: &Path, text: &str) -> BenchResult<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut f = io(
