@@ -293,7 +293,7 @@ fn list_remote(config: &std::path::Path, job: &str) -> BenchResult<()> {
             .map(|e| e.limits)
             .unwrap_or_default();
         let pools = ferry::transport::pool::Pools::new();
-        let pool = ferry::job::pool_for(&config, &pools, job).map_err(|e| e.to_string())?;
+        let pool = ferry::run::pool_for(&config, &pools, job).map_err(|e| e.to_string())?;
         let listing =
             ferry::scan::walk_pool(&pool, &job.remote, &job.filter, &limits, &job.retry).await;
         pools.close_all().await;
