@@ -18,7 +18,6 @@ use crate::plan::{self, Plan, Policy, Records};
 use crate::scan;
 use crate::state::{RunTotals, SharedStore, StateError};
 use crate::transport::ftps::FtpsConnector;
-use crate::transport::local::LocalDir;
 use crate::transport::pool::{Pool, PoolSettings, Pools};
 use crate::transport::{ErrorKind, TransportError};
 
@@ -120,11 +119,12 @@ pub async fn plan_job(
     };
     let local_root = LocalRoot::open(&job.local)
         .map_err(|e| transport_err(TransportError::local("open the local root", &e)))?;
-    let mut local_side = LocalDir::on(local_root.clone());
-    let local = scan::walk(&mut local_side, &job.filter, limits)
-        .await
-        .map_err(transport_err)?;
-    let mut remote = scan::walk_pool(pool, &job.remote, &job.filter, limits, &job.retry).await;
+    // Both sides at once: a no-op run costs the longer of the two, not their sum.
+    let (local, mut remote) = tokio::join!(
+        scan::walk_local(&local_root, &job.filter, limits),
+        scan::walk_pool(pool, &job.remote, &job.filter, limits, &job.retry)
+    );
+    let local = local.map_err(transport_err)?;
     if job.direction == Direction::Push
         && let Err(e) = &remote
         && e.kind == ErrorKind::Permanent

@@ -32,6 +32,61 @@ pub(super) fn make_local_dir(ctx: &Context, rel: &RelPath) -> Result<(), Transpo
     dir.make_dir(name).map_err(|e| local_err(&op, e))
 }
 
+/// Size of the writes of a download to its temporary file.
+const WRITE_CHUNK: usize = 1024 * 1024;
+
+/// Bytes between two writeback hints of a big download, and how far behind the bytes
+/// received a hint stays (what is still in ferry's buffers is not in the file yet).
+const WRITEBACK_STEP: u64 = 32 * 1024 * 1024;
+const WRITEBACK_LAG: u64 = 8 * 1024 * 1024;
+
+/// Starts the disk writes of a big download while it is still arriving. Without it the whole
+/// file sits in the page cache until the fsync before the rename, which then waits for all of
+/// it (about a second per GiB here). Every [`WRITEBACK_STEP`] received, the range written so
+/// far gets `POSIX_FADV_DONTNEED`: Linux starts writing it out (without waiting) and drops it
+/// from the cache once clean, so a big drop does not push everything else out of memory either.
+/// Only a hint: a failure changes nothing but the speed.
+struct Writeback {
+    file: Option<std::sync::Arc<std::fs::File>>,
+    received: std::sync::atomic::AtomicU64,
+    hinted: std::sync::atomic::AtomicU64,
+}
+
+impl Writeback {
+    fn new(file: &std::fs::File, offset: u64) -> Writeback {
+        Writeback {
+            file: file.try_clone().ok().map(std::sync::Arc::new),
+            received: offset.into(),
+            hinted: offset.into(),
+        }
+    }
+
+    fn moved(&self, n: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let received = self.received.fetch_add(n, Relaxed) + n;
+        let start = self.hinted.load(Relaxed);
+        let Some(end) = received.checked_sub(WRITEBACK_LAG) else {
+            return;
+        };
+        if end < start + WRITEBACK_STEP {
+            return;
+        }
+        let (Some(file), Ok(runtime)) = (&self.file, tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        self.hinted.store(end, Relaxed);
+        let file = file.clone();
+        runtime.spawn_blocking(move || {
+            let _ = rustix::fs::fadvise(
+                &*file,
+                start,
+                std::num::NonZeroU64::new(end - start),
+                rustix::fs::Advice::DontNeed,
+            );
+        });
+    }
+}
+
 /// Removes a temporary file when dropped, unless disarmed: a failed or cancelled download
 /// leaves nothing behind.
 struct TempFile<'a> {
@@ -79,16 +134,17 @@ pub(super) async fn download_file(
         match resumable(ctx, &dir, tmp_name, path, &source, can_resume, &algos).await? {
             Some(partial) => partial,
             None => {
-                match dir.remove_file(tmp_name) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(local_err(&op, e));
-                    }
-                    _ => {}
-                }
                 note_partial(ctx, path, &source, &op).await?;
-                let file = dir
-                    .create_new(tmp_name, TEMP_MODE)
-                    .map_err(|e| local_err(&op, e))?;
+                // A temporary file left by an earlier try that is not to be resumed goes
+                // first. Created first and removed only when it is there: an unlink of a
+                // missing name still locks the directory, against every other worker in it.
+                let file = match dir.create_new(tmp_name, TEMP_MODE) {
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => dir
+                        .remove_file(tmp_name)
+                        .and_then(|()| dir.create_new(tmp_name, TEMP_MODE)),
+                    other => other,
+                }
+                .map_err(|e| local_err(&op, e))?;
                 (file, Digests::of(algos.iter().copied()), 0)
             }
         };
@@ -100,9 +156,16 @@ pub(super) async fn download_file(
         name: tmp_name,
         armed: true,
     };
-    let mut writer = HashingWriter::continuing(tokio::fs::File::from_std(file), hasher, offset)
-        .with_limit(entry.size);
-    let progress = |n: u64| ctx.observer.bytes_moved(n);
+    // Large writes: the TLS stream hands over a record (16 KiB) at a time, and each write of
+    // a tokio File is a trip to a blocking thread. In 1 MiB pieces the disk writes overlap the
+    // network reads instead of taking turns with them.
+    let writeback = Writeback::new(&file, offset);
+    let file = tokio::io::BufWriter::with_capacity(WRITE_CHUNK, tokio::fs::File::from_std(file));
+    let mut writer = HashingWriter::continuing(file, hasher, offset).with_limit(entry.size);
+    let progress = |n: u64| {
+        ctx.observer.bytes_moved(n);
+        writeback.moved(n);
+    };
     let transferred = finish_download(
         t,
         path,
@@ -136,7 +199,7 @@ pub(super) async fn download_file(
             return Err(e);
         }
     };
-    let file = writer.into_inner().into_std().await;
+    let file = writer.into_inner().into_inner().into_std().await;
     if let Some(m) = entry.mtime {
         set_mtime(&file, m).map_err(|e| local_err(&op, e))?;
     }
@@ -250,7 +313,7 @@ async fn finish_download(
     path: &RelPath,
     offset: u64,
     listed_size: u64,
-    writer: &mut HashingWriter<tokio::fs::File>,
+    writer: &mut HashingWriter<tokio::io::BufWriter<tokio::fs::File>>,
     progress: &(dyn Fn(u64) + Send + Sync),
     verify: Verify,
 ) -> Result<(u64, String, Verification), TransportError> {
@@ -259,6 +322,7 @@ async fn finish_download(
     writer.flush().await.map_err(|e| local_err(&op, e))?;
     writer
         .inner
+        .get_mut()
         .sync_all()
         .await
         .map_err(|e| local_err(&format!("fsync {path}"), e))?;

@@ -18,6 +18,8 @@
 pub mod guard;
 pub mod reason;
 
+use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{Direction, Job, MaxDelete};
@@ -209,10 +211,33 @@ pub fn plan(local: &Listing, remote: &Listing, records: &Records, policy: &Polic
     let route = Route::of(policy.direction);
     let local_tree = close_tree(local);
     let remote_tree = close_tree(remote);
-    let paths: BTreeSet<&RelPath> = local_tree.keys().chain(remote_tree.keys()).collect();
 
     let mut draft = Draft::default();
-    for path in paths {
+    // Both trees in path order at once (a merge, not a set of every path: at 200,000 files
+    // the planner's memory is the listings' own, not a third copy of them).
+    let mut on_l = local_tree.iter().peekable();
+    let mut on_r = remote_tree.iter().peekable();
+    loop {
+        let order = match (on_l.peek(), on_r.peek()) {
+            (None, None) => break,
+            (Some((l, _)), Some((r, _))) => l.cmp(r),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+        };
+        let (path, on_local, on_remote): (&RelPath, _, _) = match order {
+            Ordering::Less => match on_l.next() {
+                Some((p, e)) => (p, Some(*e), None),
+                None => break,
+            },
+            Ordering::Greater => match on_r.next() {
+                Some((p, e)) => (p, None, Some(*e)),
+                None => break,
+            },
+            Ordering::Equal => match (on_l.next(), on_r.next()) {
+                (Some((p, l)), Some((_, r))) => (p, Some(*l), Some(*r)),
+                _ => break,
+            },
+        };
         if draft.is_shielded(path) {
             continue;
         }
@@ -220,8 +245,6 @@ pub fn plan(local: &Listing, remote: &Listing, records: &Records, policy: &Polic
             // Written by ferry with its file: neither mirrored, nor deleted, nor compared.
             continue;
         }
-        let on_local = local_tree.get(path).copied();
-        let on_remote = remote_tree.get(path).copied();
         let (source, dest) = match policy.direction {
             Direction::Push => (on_local, on_remote),
             Direction::Pull => (on_remote, on_local),
@@ -322,19 +345,30 @@ const IMPLIED_DIR: Entry = Entry {
 
 /// The listing's entries plus every ancestor directory it implies, so that a file whose parent
 /// the walker did not report still gets its parent made, and a conflict on that parent is seen.
-fn close_tree(listing: &Listing) -> BTreeMap<RelPath, &Entry> {
-    let mut tree: BTreeMap<RelPath, &Entry> = BTreeMap::new();
-    for (path, entry) in &listing.entries {
-        if path.is_root() {
+/// The listing's own paths are borrowed; only implied ancestors (rare) are made.
+fn close_tree(listing: &Listing) -> Tree<'_> {
+    // Collected from the sorted listing in one go: full nodes (see `scan::Walk`).
+    let mut tree: Tree<'_> = listing
+        .entries
+        .iter()
+        .filter(|(path, _)| !path.is_root())
+        .map(|(path, entry)| (Cow::Borrowed(path), entry))
+        .collect();
+    for path in listing.entries.keys() {
+        if path.depth() < 2 {
             continue;
         }
-        tree.insert(path.clone(), entry);
         for ancestor in path.ancestors() {
-            tree.entry(ancestor).or_insert(&IMPLIED_DIR);
+            if !tree.contains_key(&ancestor) {
+                tree.insert(Cow::Owned(ancestor), &IMPLIED_DIR);
+            }
         }
     }
     tree
 }
+
+/// One side's entries by path, ancestors included (see [`close_tree`]).
+type Tree<'a> = BTreeMap<Cow<'a, RelPath>, &'a Entry>;
 
 /// The plan being built, in separate lists so each can be ordered on its own.
 #[derive(Default)]
@@ -512,7 +546,12 @@ impl Draft {
         };
         Plan {
             actions,
-            skipped: self.skipped,
+            // Most of a no-op's memory after the listings: no room left unused.
+            skipped: {
+                let mut skipped = self.skipped;
+                skipped.shrink_to_fit();
+                skipped
+            },
             conflicts: self.conflicts,
             deletes_blocked,
             withheld,
@@ -538,7 +577,7 @@ pub fn sidecar_path(path: &RelPath) -> Option<RelPath> {
 }
 
 /// Whether `path` is `x.sha256` for a file `x` on the local side.
-fn sidecar_of_a_local_file(path: &RelPath, local: &BTreeMap<RelPath, &Entry>) -> bool {
+fn sidecar_of_a_local_file(path: &RelPath, local: &Tree<'_>) -> bool {
     let Some(stem) = path.file_name().strip_suffix(".sha256") else {
         return false;
     };

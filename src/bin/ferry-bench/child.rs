@@ -8,6 +8,10 @@
 //! The child is the leader of a new process group; on timeout the whole group (time, the tool
 //! and anything it forked) gets SIGKILL, by that group's id, and the step fails. Its stdout and
 //! stderr go to files in the step's directory, quoted in the error when it fails.
+//!
+//! With `FERRY_BENCH_PERF=DIR` set, each ferry run is recorded by `perf record -g` (see
+//! [`run`]); the environment is otherwise passed through (`FERRY_LOG=ferry=debug` with `--keep`
+//! leaves each run's log beside its output).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -71,11 +75,20 @@ pub fn run(step: &Step, logs: &Path, timeout: Duration) -> BenchResult<Cost> {
     let err = logs.join(format!("{}.stderr", step.label));
     let times = logs.join(format!("{}.time", step.label));
     let mut command = Command::new(GNU_TIME);
+    command.arg("-f").arg("%e %U %S %M").arg("-o").arg(&times);
+    // FERRY_BENCH_PERF=DIR: ferry's own runs are recorded by `perf record -g` into
+    // DIR/LABEL.data, to read with `perf report -i`. The figures of those runs include perf's
+    // cost: profile in one invocation, measure in another.
+    if let Some(dir) = std::env::var_os("FERRY_BENCH_PERF")
+        && step.program.file_name().is_some_and(|n| n == "ferry")
+    {
+        let data = Path::new(&dir).join(format!("{}.data", step.label));
+        command
+            .args(["perf", "record", "-F", "1999", "-g", "-q", "-o"])
+            .arg(data)
+            .arg("--");
+    }
     command
-        .arg("-f")
-        .arg("%e %U %S %M")
-        .arg("-o")
-        .arg(&times)
         .arg(&step.program)
         .args(&step.args)
         .stdin(Stdio::null())
