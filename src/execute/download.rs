@@ -14,8 +14,8 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    Context, Digests, FileOutcome, HashingWriter, Verification, compare_server_hash, local_err,
-    save_record, sidecar, temp_name,
+    Context, Digests, FileOutcome, HashingWriter, RESUME_FROM, Verification, compare_server_hash,
+    local_err, save_record, sidecar, temp_name,
 };
 use crate::config::Verify;
 use crate::listing::{Listing, Mtime};
@@ -121,7 +121,8 @@ pub(super) async fn download_file(
         size: entry.size,
         mtime: entry.mtime,
     };
-    let can_resume = t.capabilities().rest;
+    // A small file is not noted in state, and starts over after an interruption.
+    let can_resume = t.capabilities().rest && entry.size >= RESUME_FROM;
     let checksum_file = sidecar::find(remote, path);
     let algos: Vec<HashAlgo> = t
         .capabilities()
@@ -134,7 +135,9 @@ pub(super) async fn download_file(
         match resumable(ctx, &dir, tmp_name, path, &source, can_resume, &algos).await? {
             Some(partial) => partial,
             None => {
-                note_partial(ctx, path, &source, &op).await?;
+                if can_resume {
+                    note_partial(ctx, path, &source, &op).await?;
+                }
                 // A temporary file left by an earlier try that is not to be resumed goes
                 // first. Created first and removed only when it is there: an unlink of a
                 // missing name still locks the directory, against every other worker in it.
@@ -193,7 +196,7 @@ pub(super) async fn download_file(
             if e.is_retryable() && can_resume && partial {
                 // Kept, with its note in state: the next try (or the next run) goes on from it.
                 guard.armed = false;
-            } else {
+            } else if can_resume {
                 forget_partial(ctx, path).await;
             }
             return Err(e);
@@ -218,7 +221,9 @@ pub(super) async fn download_file(
         remote_mtime: entry.mtime,
     };
     save_record(ctx, path, &record, &op).await?;
-    forget_partial(ctx, path).await;
+    if can_resume {
+        forget_partial(ctx, path).await;
+    }
     tracing::info!(job = %ctx.job, path = %path, bytes = offset + received, resumed_from = offset,
         sha256 = %sha, verified = %verification, "downloaded");
     Ok(FileOutcome {

@@ -370,6 +370,12 @@ fn delete_local(ctx: &Context, action: &Action) -> Result<(), TransportError> {
     }
 }
 
+/// Transfers of files smaller than this are not noted in state and, after an interruption,
+/// start over: noting one costs two database writes (a third of a small upload's work on
+/// loopback), and resuming it would save less than one round trip. A temporary file such a
+/// transfer leaves is stale, removed after the next run's transfers.
+pub(crate) const RESUME_FROM: u64 = 1024 * 1024;
+
 /// Remove the destination's temporary files that no partial transfer in state will resume:
 /// left by a crash before the transfer was noted, by an older ferry, or given up since.
 async fn remove_stale_temps(

@@ -15,8 +15,8 @@
 use tokio::io::AsyncReadExt;
 
 use super::{
-    Context, Digests, FileOutcome, HashingReader, HashingWriter, Verification, compare_server_hash,
-    local_err, save_record, sidecar, temp_name,
+    Context, Digests, FileOutcome, HashingReader, HashingWriter, RESUME_FROM, Verification,
+    compare_server_hash, local_err, save_record, sidecar, temp_name,
 };
 use crate::config::{AfterUpload, Verify};
 use crate::listing::{Entry, Listing};
@@ -83,7 +83,12 @@ pub(super) async fn upload_file(
         size: opened.size,
         mtime: opened.mtime,
     };
-    let offset = resume_offset(t, ctx, path, &tmp, &source, opened.size, &op).await?;
+    let resumable = opened.size >= RESUME_FROM;
+    let offset = if resumable {
+        resume_offset(t, ctx, path, &tmp, &source, opened.size, &op).await?
+    } else {
+        0
+    };
     if offset > 0 {
         // The server holds the first `offset` bytes of this very file: hash them locally
         // without sending them, then send the rest.
@@ -105,7 +110,7 @@ pub(super) async fn upload_file(
             if !e.is_retryable() {
                 // Not to be resumed: the partial goes, on the server and in state.
                 let _ = t.delete_file(&tmp).await;
-                forget_partial(ctx, path).await;
+                forget_partial(ctx, path, resumable).await;
             }
             return Err(e);
         }
@@ -116,7 +121,7 @@ pub(super) async fn upload_file(
     let after = local_fs::fstat(&file).map_err(|e| local_err(&op, e))?;
     if sent != opened.size || !after.same_content_as(&opened) {
         let _ = t.delete_file(&tmp).await;
-        forget_partial(ctx, path).await;
+        forget_partial(ctx, path, resumable).await;
         return Err(changed(
             &op,
             format!(
@@ -131,16 +136,16 @@ pub(super) async fn upload_file(
         Err(e) => {
             // A mismatch: never resume from that content.
             let _ = t.delete_file(&tmp).await;
-            forget_partial(ctx, path).await;
+            forget_partial(ctx, path, resumable).await;
             return Err(e);
         }
     };
     if let Err(e) = t.rename(&tmp, path).await {
         let _ = t.delete_file(&tmp).await;
-        forget_partial(ctx, path).await;
+        forget_partial(ctx, path, resumable).await;
         return Err(e);
     }
-    forget_partial(ctx, path).await;
+    forget_partial(ctx, path, resumable).await;
     let record = SyncRecord {
         local_size: opened.size,
         local_mtime: opened.mtime,
@@ -222,8 +227,11 @@ async fn resume_offset(
     Ok(0)
 }
 
-/// The upload of `path` is done or given up: its note goes.
-async fn forget_partial(ctx: &Context, path: &RelPath) {
+/// The upload of `path` is done or given up: its note goes (a small file has none).
+async fn forget_partial(ctx: &Context, path: &RelPath, noted: bool) {
+    if !noted {
+        return;
+    }
     let (job, p) = (ctx.job.clone(), path.clone());
     let removed = ctx
         .store
