@@ -158,7 +158,7 @@ pub async fn walk(
 /// listing runs beside them.
 const LOCAL_WIDTH: usize = 4;
 
-/// Walk the local tree of `root`, [`LOCAL_WIDTH`] directories at a time; the same listing as
+/// Walk the local tree of `root`, four directories at a time; the same listing as
 /// [`walk`] over a [`LocalDir`](crate::transport::local::LocalDir) (stat only, nothing read).
 pub async fn walk_local(
     root: &crate::local_fs::LocalRoot,
