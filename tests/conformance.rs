@@ -1,5 +1,5 @@
 //! One conformance suite for every transport: the local directory, the embedded libunftp FTPS
-//! server, and vsftpd (when installed; required under CI=true). Each check states a piece of
+//! server, and vsftpd (required: missing, it fails unless FERRY_SKIP_VSFTPD=1 asks to skip). Each check states a piece of
 //! the `Transport` contract the engine relies on.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -467,6 +467,12 @@ async fn an_endless_directory_depth_stops_at_the_limit() {
             .contains("more than 64 directory levels deep (limits.max_depth)"),
         "{problems:?}"
     );
+    // Named: the directory where the walk stopped, 65 levels of `a` down.
+    let deepest = vec!["a"; 65].join("/");
+    assert!(
+        problems[0].message.starts_with(&format!("{deepest}: ")),
+        "the problem names the directory: {problems:?}"
+    );
     let lists = server
         .commands()
         .iter()
@@ -667,6 +673,7 @@ async fn a_directory_listing_more_entries_than_the_limit_is_refused() {
         .collect();
     let server = Hostile::with(lines, false, Behaviour::default()).await;
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("local-only.txt"), b"mine").unwrap();
     let mut ep = endpoint(
         server.addr(),
         server.ca_pem(),
@@ -674,7 +681,9 @@ async fn a_directory_listing_more_entries_than_the_limit_is_refused() {
         server.password(),
     );
     ep.limits.max_entries = 10;
-    let setup = Setup::new(ep, vec![job("pull", Direction::Pull, dir.path(), "/data")]);
+    let mut j = job("pull", Direction::Pull, dir.path(), "/data");
+    j.delete = true;
+    let setup = Setup::new(ep, vec![j]);
     let err = tokio::time::timeout(Duration::from_secs(60), setup.run("pull"))
         .await
         .expect("must not hang")
@@ -685,7 +694,9 @@ async fn a_directory_listing_more_entries_than_the_limit_is_refused() {
             && text.contains("more than 10 entries (limits.entries_per_dir)"),
         "{text}"
     );
-    assert!(tree(dir.path()).is_empty());
+    // Nothing written, and with `delete: true` nothing deleted either.
+    let left: Vec<String> = tree(dir.path()).into_iter().map(|(name, _)| name).collect();
+    assert_eq!(left, vec!["local-only.txt".to_owned()]);
 }
 
 /// A server that answers on the control connection instead of carrying the data (426 after

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::os::unix::fs::PermissionsExt;
+
 mod common;
 mod support;
 
@@ -530,11 +532,37 @@ async fn client_certificate_authentication() {
         .expect_err("no client certificate must be refused");
     assert_eq!(err.exit_code(), 3, "{err}");
 
+    // The key, copied owner-only: accepted. Opened to other users after the job file was
+    // checked, it is refused when the connection is made, naming the file.
+    let key = w.local("keys").join("client.key");
+    std::fs::copy(w.server.client_key_pem(), &key).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut ep = w.endpoint();
     ep.client_cert = Some(w.server.client_cert_pem().to_path_buf());
-    ep.client_key = Some(w.server.client_key_pem().to_path_buf());
-    let setup = Setup::new(ep, vec![job("pull", Direction::Pull, &inbox, "/data")]);
+    ep.client_key = Some(key.clone());
+    let setup = Setup::new(
+        ep.clone(),
+        vec![job("pull", Direction::Pull, &inbox, "/data")],
+    );
     assert_eq!(setup.sync_ok("pull").await.execution.transferred, 1);
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o604)).unwrap();
+    std::fs::write(w.server_root.join("data/y.txt"), b"y").unwrap();
+    // A new process (a new pool): its first connection reads the key.
+    let setup = Setup::new(ep, vec![job("pull", Direction::Pull, &inbox, "/data")]);
+    let err = setup
+        .run("pull")
+        .await
+        .expect_err("a client key open to other users must be refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("client_key") && text.contains("is open to other users (mode 0604)"),
+        "{text}"
+    );
+    assert!(
+        !inbox.join("y.txt").exists(),
+        "nothing moved with the refused key"
+    );
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! End-to-end sync against a real vsftpd 3.0.3 (LIST only, minute-precision times,
-//! `require_ssl_reuse=YES`, `strict_ssl_read_eof=YES`) over loopback. The tests skip when
-//! vsftpd is not installed, except under `CI=true`, where they must run.
+//! `require_ssl_reuse=YES`, `strict_ssl_read_eof=YES`) over loopback. vsftpd must be installed
+//! and the tests run as root: otherwise they fail, unless `FERRY_SKIP_VSFTPD=1` asks to skip.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,6 +1,6 @@
 //! Test servers and client helpers shared by ferry's integration tests.
 //!
-//! - [`vsftpd`]: a real vsftpd 3.0.3 per test (skips when not installed, unless `CI=true`).
+//! - [`vsftpd`]: a real vsftpd 3.0.3 per test (a test fails when it is not installed, unless `FERRY_SKIP_VSFTPD=1`).
 //! - [`hostile`]: a scripted FTPS server that lists hostile names or stalls.
 //! - [`proxy`]: a TCP proxy in front of a server on `127.0.0.2` that refuses, cuts or stalls
 //!   control and data connections (fault injection), forwarding TLS untouched.
