@@ -695,7 +695,7 @@ async fn a_directory_listing_more_entries_than_the_limit_is_refused() {
         "{text}"
     );
     // Nothing written, and with `delete: true` nothing deleted either.
-    let left: Vec<String> = tree(dir.path()).into_iter().map(|(name, _)| name).collect();
+    let left: Vec<String> = tree(dir.path()).into_keys().collect();
     assert_eq!(left, vec!["local-only.txt".to_owned()]);
 }
 
