@@ -222,3 +222,40 @@ async fn an_untrusted_certificate_is_exit_3_and_described() {
     );
     assert_eq!(code, 3, "{text}");
 }
+
+/// `check --connect` says how the certificate is trusted when a pin is set: alone, exactly that
+/// certificate (hostname and expiry not checked, like known_hosts); with a ca_file, both.
+#[tokio::test]
+async fn a_pinned_certificate_is_described_as_pinned() {
+    let w = start().await;
+    let local = w.local();
+    let mut ep = w.endpoint();
+    ep.trust = TrustRoots::System;
+    ep.pin_sha256 = Some(w.server.server_cert_sha256());
+    let setup = Setup::new(
+        ep.clone(),
+        vec![job("fetch", Direction::Pull, &local, "/data")],
+    );
+    let (code, text) = check(&setup.config).await;
+    assert!(
+        text.contains(
+            "  certificate: pinned by pin_sha256: exactly that certificate is accepted; \
+             hostname and expiry are not checked\n"
+        ),
+        "{text}"
+    );
+    assert_eq!(code, 0, "{text}");
+
+    ep.trust = TrustRoots::CaFile(w.server.ca_pem().to_path_buf());
+    let setup = Setup::new(ep, vec![job("fetch", Direction::Pull, &local, "/data")]);
+    let (code, text) = check(&setup.config).await;
+    assert!(
+        text.contains(&format!(
+            "  certificate: verified against ca_file {}, with hostname and expiry, and pinned by \
+             pin_sha256\n",
+            w.server.ca_pem().display()
+        )),
+        "{text}"
+    );
+    assert_eq!(code, 0, "{text}");
+}

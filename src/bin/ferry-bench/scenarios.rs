@@ -113,6 +113,9 @@ impl Bench {
 
     /// Run one step; print its cost as it comes.
     fn measure(&self, step: &Step) -> BenchResult<Cost> {
+        // What the previous step left dirty in the page cache is written out first (not
+        // timed): otherwise one tool's 2 GiB is flushed during the next one's run.
+        let _ = std::process::Command::new("sync").status();
         let cost = child::run(step, &self.logs(), self.timeout)?;
         eprintln!(
             "  {:<28} {:>8.2} s  cpu {:>6.2} s  rss {:>5.0} MiB",
