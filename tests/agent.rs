@@ -398,6 +398,76 @@ async fn sigterm_during_a_transfer_exits_zero_and_leaves_no_temporary_file() {
     server.shutdown().await;
 }
 
+/// A file changed while it is being sent is not taken out of the outbox with the run: the
+/// half-sent version is dropped, and its new version follows once it has settled again, even
+/// when it settled before the run that saw the change had ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changed_while_it_is_sent_stays_queued_and_its_new_version_follows() {
+    use std::os::unix::fs::FileExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    let config = write_job_file(
+        dir.path(),
+        server.addr().port(),
+        server.ca_pem(),
+        "",
+        &watch_push(&outbox, "/data"),
+    );
+    // Sparse: 256 MiB that take no disk here and far longer than `settle` to send.
+    const SIZE: u64 = 256 << 20;
+    let big = std::fs::File::create(outbox.join("report.bin")).unwrap();
+    big.set_len(SIZE).unwrap();
+    drop(big);
+    let mut agent = Agent::start(&config, PASSWORD);
+    let remote = dir.path().join("server/data");
+    eventually("the upload under way", Duration::from_secs(30), || {
+        temp_files(&remote).len() == 1
+    })
+    .await;
+    // Changed in place while it is read: same size, new first bytes.
+    let changed_at = Instant::now();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(outbox.join("report.bin"))
+        .unwrap()
+        .write_all_at(b"version two", 0)
+        .unwrap();
+    eventually("the first upload given up", Duration::from_secs(60), || {
+        agent.log().contains("changed while it was being uploaded")
+    })
+    .await;
+    let seen_after = changed_at.elapsed();
+    eventually(
+        "the new version on the server",
+        Duration::from_secs(60),
+        || {
+            std::fs::File::open(remote.join("report.bin")).is_ok_and(|f| {
+                let mut head = [0u8; 11];
+                f.metadata().unwrap().len() == SIZE
+                    && f.read_exact_at(&mut head, 0).is_ok()
+                    && &head == b"version two"
+            })
+        },
+    )
+    .await;
+    eprintln!("the change was seen by the upload {seen_after:?} after it was made");
+    eventually("the outbox empty", Duration::from_secs(10), || {
+        status_json(&config)[0]["outbox"] == 0
+    })
+    .await;
+    agent.signal("TERM");
+    assert_eq!(
+        agent.exit_code(Duration::from_secs(10)).await,
+        0,
+        "{}",
+        agent.log()
+    );
+    assert!(temp_files(&remote).is_empty(), "{:?}", tree(&remote));
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_a_broken_file_keeps_the_old_jobs_and_a_fixed_one_is_taken() {
     let dir = tempfile::tempdir().unwrap();

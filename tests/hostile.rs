@@ -744,3 +744,93 @@ async fn a_reply_on_the_control_connection_ends_the_data_wait_at_once() {
         assert!(tree(dir.path()).is_empty());
     }
 }
+
+/// A run that fails on a server's reply carrying terminal escapes records its reason in the run
+/// history with every control character escaped, as `ferry status` then shows it.
+#[tokio::test]
+async fn a_failed_runs_reason_is_stored_with_control_characters_escaped() {
+    let server = Hostile::with(
+        vec![list_line('-', "ok.txt")],
+        false,
+        Behaviour {
+            refuse_login: Some("530 No \x1b[2J\u{9b}31mentry \u{202e}today.".to_owned()),
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = hostile_setup(
+        &server,
+        vec![job("pull", Direction::Pull, dir.path(), "/data")],
+    );
+    let err = tokio::time::timeout(Duration::from_secs(60), setup.run("pull"))
+        .await
+        .expect("must not hang")
+        .expect_err("the login is refused");
+    let row = setup
+        .store
+        .call(|s| s.last_run("pull"))
+        .await
+        .unwrap()
+        .expect("the failed run is recorded");
+    assert_eq!(row.outcome.as_deref(), Some("failed"), "{row:?}");
+    let message = row.message.expect("a failed run records why");
+    let shown = err.to_string();
+    for raw in ['\x1b', '\u{9b}', '\u{202e}'] {
+        assert!(!message.contains(raw), "{raw:?} stored raw: {message:?}");
+        assert!(!shown.contains(raw), "{raw:?} shown raw: {shown:?}");
+    }
+    assert!(
+        message.contains("530 No \\x1b[2J\\u{9b}31mentry \\u{202e}today."),
+        "{message}"
+    );
+}
+
+/// A reply that never ends, on one line or in endless continuation lines, is cut off at the
+/// reply bound (256 KiB): the run fails with a short message, it does not read on or hang.
+#[tokio::test]
+async fn an_endless_reply_is_cut_off_at_the_reply_bound() {
+    for multiline in [false, true] {
+        let server = Hostile::with(
+            vec![list_line('-', "ok.txt")],
+            false,
+            Behaviour {
+                endless_reply_to: Some(("TYPE", multiline)),
+                ..Behaviour::default()
+            },
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("local-only.txt"), b"mine").unwrap();
+        let mut j = job("pull", Direction::Pull, dir.path(), "/data");
+        j.delete = true;
+        let setup = hostile_setup(&server, vec![j]);
+        let outcome = tokio::time::timeout(Duration::from_secs(60), setup.run("pull"))
+            .await
+            .expect("must not hang");
+        assert!(
+            server.commands().iter().any(|c| c.starts_with("TYPE")),
+            "multiline {multiline}: the endless reply was sent: {:?}",
+            server.commands()
+        );
+        let text = match outcome {
+            Err(e) => e.to_string(),
+            Ok(report) => {
+                assert_eq!(report.exit_code(), 1, "multiline {multiline}");
+                report
+                    .execution
+                    .fatal
+                    .as_ref()
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| format!("{:?}", report.execution.failures))
+            }
+        };
+        assert!(
+            text.contains("reply larger than 262144 bytes"),
+            "multiline {multiline}: {text}"
+        );
+        assert!(text.len() < 400, "a short message: {text}");
+        let left: Vec<String> = tree(dir.path()).into_keys().collect();
+        assert_eq!(left, vec!["local-only.txt".to_owned()], "nothing touched");
+    }
+}

@@ -60,6 +60,11 @@ pub struct Behaviour {
     /// RETR answers 150, then gives up on the data connection: in passive mode it accepts and
     /// drops it and replies 426; in active mode it never connects back and replies 425.
     pub abort_data_after_150: bool,
+    /// Every PASS is refused with this reply (a whole line, e.g. `530 ...`).
+    pub refuse_login: Option<String>,
+    /// The reply to this verb (e.g. `TYPE`) is one line of `x` that never ends (until the
+    /// client stops reading, or 64 MiB), and then, when `multiline`, more lines of it.
+    pub endless_reply_to: Option<(&'static str, bool)>,
 }
 
 #[derive(Debug, Clone)]
@@ -348,13 +353,20 @@ where
     if needs_login && !session.logged_in && is_known(verb) {
         return reply(control, "530 Please login with USER and PASS.").await;
     }
+    if let Some((endless, multiline)) = shared.behaviour.endless_reply_to
+        && endless == verb
+    {
+        return endless_reply(control, multiline).await;
+    }
     match verb {
         "USER" => {
             session.user = Some(arg.to_string());
             reply(control, "331 Please specify the password.").await
         }
         "PASS" => {
-            if session.user.as_deref() == Some(HOSTILE_USER) && arg == HOSTILE_PASSWORD {
+            if let Some(refusal) = &shared.behaviour.refuse_login {
+                reply(control, refusal).await
+            } else if session.user.as_deref() == Some(HOSTILE_USER) && arg == HOSTILE_PASSWORD {
                 session.logged_in = true;
                 reply(control, "230 Login successful.").await
             } else if shared.behaviour.echo_password {
@@ -652,6 +664,29 @@ fn split_command(line: &str) -> (String, String) {
         Some((verb, arg)) => (verb.to_ascii_uppercase(), arg.to_string()),
         None => (line.to_ascii_uppercase(), String::new()),
     }
+}
+
+/// A reply without end: 64 MiB of `x` on one line, or (`multiline`) in continuation lines of
+/// 1 KiB each, which a client bounded per line but not per reply would read for ever.
+async fn endless_reply<S>(stream: &mut S, multiline: bool) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    let chunk = if multiline {
+        let mut line = b"257-".to_vec();
+        line.resize(1022, b'x');
+        line.extend_from_slice(b"\r\n");
+        line
+    } else {
+        vec![b'x'; 1024]
+    };
+    if !multiline {
+        stream.write_all(b"257 ").await?;
+    }
+    for _ in 0..64 * 1024 {
+        stream.write_all(&chunk).await?;
+    }
+    stream.flush().await
 }
 
 async fn reply<S>(stream: &mut S, text: &str) -> std::io::Result<()>
