@@ -366,3 +366,54 @@ async fn a_421_limit_below_the_pool_still_gets_every_file() {
         pool.allowed()
     );
 }
+
+/// vsftpd hangs up on sessions idle for a second (`idle_session_timeout=1`): the next run over
+/// the same pool, as in the agent, costs reconnects, never an error. And a run logs in at most
+/// once per connection it uses: vsftpd's own log counts the logins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_closed_by_an_idle_server_cost_a_reconnect_not_an_error() {
+    let Some(v) = vsftpd(VsftpdOptions {
+        idle_session_timeout: Some(1),
+        ..VsftpdOptions::default()
+    }) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    write_mixed_tree(&outbox, 40);
+    let mut ep = endpoint(v.addr(), v.ca_pem(), v.user(), v.password());
+    ep.max_connections = 3;
+    std::fs::create_dir_all(v.root().join("data")).unwrap();
+    v.give_root_to_user();
+    let setup = Setup::new(ep, vec![job("push", Direction::Push, &outbox, "/data")]);
+    let logins = || v.log_text().matches("OK LOGIN: Client").count();
+    let first = setup.run("push").await.expect("runs");
+    assert_eq!(first.exit_code(), 0, "{}", explain(&first));
+    assert_eq!(tree(&v.root().join("data")), tree(&outbox));
+    let after_first = logins();
+    assert!(
+        (1..=3).contains(&after_first),
+        "one login per connection at most, 3 connections: {after_first} logins"
+    );
+    // Sessions idle for longer than the server allows, then more work over the same pool: at
+    // once (they look fresh to the pool and fail on first use), and after the pool's own
+    // NOOP check is due.
+    let check_after = ferry::transport::pool::PoolSettings::default().check_after;
+    for (round, idle) in [Duration::from_secs(3), check_after + Duration::from_secs(1)]
+        .into_iter()
+        .enumerate()
+    {
+        tokio::time::sleep(idle).await;
+        assert_eq!(v.session_count(), 0, "vsftpd closed the idle sessions");
+        std::fs::write(outbox.join(format!("later-{round}.txt")), b"new").unwrap();
+        let again = setup.run("push").await.expect("runs");
+        assert_eq!(again.exit_code(), 0, "round {round}: {}", explain(&again));
+        assert_eq!(again.execution.transferred, 1, "round {round}");
+        assert_eq!(tree(&v.root().join("data")), tree(&outbox));
+    }
+    let total = logins();
+    assert!(
+        total > after_first && total <= after_first + 6,
+        "reconnects after the idle time, one per connection used: {after_first} then {total}"
+    );
+}

@@ -67,6 +67,10 @@ struct Inner {
     last_shrink: Mutex<Option<Instant>>,
     /// Sessions open now, leased or idle.
     open: AtomicUsize,
+    /// When a session last failed: idle sessions parked before then are checked with NOOP
+    /// before reuse whatever their age, since a server that hung up on one (an idle timeout
+    /// shorter than `check_after`, a restart) has most likely hung up on its elders too.
+    distrust_before: Mutex<Option<Instant>>,
     /// Logins made since the pool was created.
     logins: AtomicU64,
 }
@@ -124,8 +128,12 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if self.session.take().is_some() {
-            // Not released: the connection may be mid-transfer; it is closed, not reused.
+            // Not released: the connection may be mid-transfer, or dead; it is closed, not
+            // reused, and the idle sessions older than it are checked before their next use.
             self.pool.open.fetch_sub(1, Ordering::Relaxed);
+            if let Ok(mut before) = self.pool.distrust_before.lock() {
+                *before = Some(Instant::now());
+            }
         }
     }
 }
@@ -148,6 +156,15 @@ impl Inner {
             *last = Some(Instant::now());
             tracing::info!(endpoint = %self.name, "connection budget grows back by one");
         }
+    }
+
+    /// Whether a session parked at `since` is older than the last failure.
+    fn distrusts(&self, since: Instant) -> bool {
+        self.distrust_before
+            .lock()
+            .ok()
+            .and_then(|before| *before)
+            .is_some_and(|before| since < before)
     }
 
     fn take_idle(&self) -> Option<Idle> {
@@ -174,6 +191,7 @@ impl Pool {
                 shrunk: AtomicUsize::new(0),
                 last_shrink: Mutex::new(None),
                 open: AtomicUsize::new(0),
+                distrust_before: Mutex::new(None),
                 logins: AtomicU64::new(0),
             }),
         }
@@ -209,8 +227,9 @@ impl Pool {
             })?;
             while let Some(Idle { mut session, since }) = inner.take_idle() {
                 let age = since.elapsed();
-                let alive = age < inner.settings.idle_timeout
-                    && (age < inner.settings.check_after || session.noop().await.is_ok());
+                let suspect = age >= inner.settings.check_after || inner.distrusts(since);
+                let alive =
+                    age < inner.settings.idle_timeout && (!suspect || session.noop().await.is_ok());
                 if alive {
                     session.set_root(root);
                     return Ok(Lease {
@@ -512,6 +531,38 @@ mod tests {
         pool.get("/").await.expect("lease").release();
         assert_eq!(pool.logins(), 3);
         assert_eq!(pool.open_connections(), 1);
+    }
+
+    /// A server with an idle timeout shorter than `check_after` hangs up on every parked
+    /// session: once one fails, the others are checked before use, so a retry gets a live one
+    /// instead of the next dead one.
+    #[tokio::test(start_paused = true)]
+    async fn after_a_session_fails_the_older_idle_ones_are_checked_before_reuse() {
+        let (pool, _) = pool(10, 3, false);
+        let leases = [
+            pool.get("/").await.expect("lease"),
+            pool.get("/").await.expect("lease"),
+            pool.get("/").await.expect("lease"),
+        ];
+        for lease in leases {
+            lease.release();
+        }
+        assert_eq!(pool.logins(), 3);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // The first reuse is unchecked (young) and fails on its first command: dropped.
+        drop(pool.get("/").await.expect("lease"));
+        assert_eq!(pool.logins(), 3, "a young idle session is reused unchecked");
+        // The next lease checks the two left (NOOP fails on both) and logs in anew.
+        pool.get("/").await.expect("lease").release();
+        assert_eq!(
+            pool.logins(),
+            4,
+            "the dead idle sessions were checked, not handed out"
+        );
+        assert_eq!(pool.open_connections(), 1);
+        // Parked after the failure: trusted again while young.
+        pool.get("/").await.expect("lease").release();
+        assert_eq!(pool.logins(), 4);
     }
 
     #[tokio::test(start_paused = true)]
