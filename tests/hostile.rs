@@ -834,3 +834,60 @@ async fn an_endless_reply_is_cut_off_at_the_reply_bound() {
         assert_eq!(left, vec!["local-only.txt".to_owned()], "nothing touched");
     }
 }
+
+/// The data connection is open but silent (no TLS handshake, no byte) and the server says why
+/// on the control connection, with each of the replies that can come there: the wait ends at
+/// once with that reply, not after the 30 s timeout, and the file is retried (transient).
+#[tokio::test]
+async fn a_reply_during_a_silent_data_connection_ends_the_wait_with_that_reply() {
+    for text in [
+        "425 Can't open data connection.",
+        "426 Connection closed; transfer aborted.",
+        "450 Requested file action not taken.",
+        "451 Requested action aborted: local error in processing.",
+    ] {
+        let server = Hostile::with(
+            vec![list_line('-', "f.bin")],
+            false,
+            Behaviour {
+                hold_data_then_reply: Some(text),
+                ..Behaviour::default()
+            },
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut ep = endpoint(
+            server.addr(),
+            server.ca_pem(),
+            server.user(),
+            server.password(),
+        );
+        ep.timeout = Duration::from_secs(30);
+        let mut j = job("pull", Direction::Pull, dir.path(), "/data");
+        j.retry.attempts = 2;
+        let setup = Setup::new(ep, vec![j]);
+        let started = std::time::Instant::now();
+        let report = run_bounded(&setup, "pull").await;
+        let elapsed = started.elapsed();
+        let failures = &report.execution.failures;
+        assert_eq!(failures.len(), 1, "{text}: {failures:?}");
+        let e = failures[0].error.to_string();
+        assert!(e.contains(text), "{text}: {e}");
+        assert_eq!(
+            failures[0].error.kind,
+            ferry::transport::ErrorKind::Transient,
+            "{text}"
+        );
+        let retrs = server
+            .commands()
+            .iter()
+            .filter(|c| c.starts_with("RETR"))
+            .count();
+        assert_eq!(retrs, 2, "{text}: retried once, as `attempts: 2` says");
+        assert!(
+            elapsed < Duration::from_secs(10),
+            "{text}: took {elapsed:?}"
+        );
+        assert!(tree(dir.path()).is_empty());
+    }
+}

@@ -1054,3 +1054,59 @@ async fn a_push_writes_checksum_files_beside_its_files() {
     );
     assert!(sidecar.exists());
 }
+
+/// A state write that fails (here SQLite refuses every record, through a trigger another
+/// connection installed) is an error of the run, never ignored: each file whose record could
+/// not be written is reported with the state database named, the run exits 1, and the next run,
+/// with the database writable again, records them without sending anything twice.
+#[tokio::test]
+async fn a_failed_state_write_is_an_error_of_the_run() {
+    let w = start(EmbeddedOptions::default()).await;
+    let outbox = w.local("outbox");
+    write_sample_tree(&outbox);
+    let files = tree(&outbox).values().filter(|v| *v != "dir").count();
+    let setup = Setup::new(
+        w.endpoint(),
+        vec![job("push", Direction::Push, &outbox, "/data")],
+    );
+    let db = rusqlite::Connection::open(setup.config.state_dir.join("ferry.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_insert BEFORE INSERT ON synced
+             BEGIN SELECT RAISE(ABORT, 'injected: the disk is failing'); END;
+         CREATE TRIGGER refuse_update BEFORE UPDATE ON synced
+             BEGIN SELECT RAISE(ABORT, 'injected: the disk is failing'); END;",
+    )
+    .unwrap();
+    let report = setup.run("push").await.expect("the run itself starts");
+    assert_eq!(
+        report.exit_code(),
+        1,
+        "a run whose state was not written is not ok"
+    );
+    let failures = &report.execution.failures;
+    assert_eq!(failures.len(), files, "{failures:?}");
+    for f in failures {
+        assert_eq!(f.error.kind, ErrorKind::State, "{f:?}");
+        assert!(
+            f.error.message.contains("injected: the disk is failing"),
+            "the cause is named: {f:?}"
+        );
+    }
+    let row = setup
+        .store
+        .call(|s| s.last_run("push"))
+        .await
+        .unwrap()
+        .unwrap();
+    // Recorded as a run with failed files (the run row itself could be written).
+    assert_eq!(row.outcome.as_deref(), Some("partial"), "{row:?}");
+    assert_eq!(row.totals.failed, files as u64, "{row:?}");
+    // Writable again: the next run records what is on the server, and sends nothing again.
+    db.execute_batch("DROP TRIGGER refuse_insert; DROP TRIGGER refuse_update;")
+        .unwrap();
+    let again = setup.sync_ok("push").await;
+    assert_eq!(again.execution.failures.len(), 0);
+    assert_eq!(tree(&w.server_root.join("data")), tree(&outbox));
+    let third = setup.sync_ok("push").await;
+    assert_eq!(third.execution.transferred, 0, "recorded by the second run");
+}

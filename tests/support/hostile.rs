@@ -65,6 +65,9 @@ pub struct Behaviour {
     /// The reply to this verb (e.g. `TYPE`) is one line of `x` that never ends (until the
     /// client stops reading, or 64 MiB), and then, when `multiline`, more lines of it.
     pub endless_reply_to: Option<(&'static str, bool)>,
+    /// RETR answers 150, accepts the passive data connection and holds it open without a TLS
+    /// handshake or a byte, then sends this reply (e.g. `451 ...`) on the control connection.
+    pub hold_data_then_reply: Option<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -333,6 +336,8 @@ struct Session {
     /// Where to connect for the next transfer, after PORT.
     active: Option<SocketAddr>,
     cwd: String,
+    /// Data connections held open on purpose (see `Behaviour::hold_data_then_reply`).
+    held: Vec<TcpStream>,
 }
 
 async fn answer<S>(
@@ -603,6 +608,14 @@ async fn send_file<S>(
 where
     S: AsyncWrite + Unpin,
 {
+    if let Some(text) = shared.behaviour.hold_data_then_reply
+        && let Some(listener) = session.passive.take()
+    {
+        reply(control, "150 Here comes the data.").await?;
+        let (stream, _) = listener.accept().await?;
+        session.held.push(stream);
+        return reply(control, text).await;
+    }
     if shared.behaviour.abort_data_after_150 {
         reply(control, "150 Here comes the data.").await?;
         if session.active.take().is_some() {

@@ -1,4 +1,5 @@
-//! Active-mode data connections, done by ferry rather than suppaftp.
+//! Data connections, done by ferry rather than suppaftp: active mode here, and the TLS
+//! handshake both modes share ([`secure`]); passive mode's replies are read in `passive.rs`.
 //!
 //! suppaftp's own active mode always sends PORT on IPv4 and binds any free port. Servers and
 //! firewalls that need active mode often want EPRT (RFC 2428) and a known local port range, so
@@ -33,6 +34,10 @@ pub struct Active {
     pub ports: Option<RangeInclusive<u16>>,
     /// Whether EPRT is still worth trying (cleared after the server refused it once).
     pub eprt: bool,
+}
+
+/// How data connections are secured, in either mode.
+pub struct DataTls {
     /// The control connection's TLS configuration (and so its session cache), or `None` in
     /// cleartext.
     pub tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
@@ -92,7 +97,7 @@ pub fn port_argument(addr: SocketAddr) -> Option<String> {
 
 /// Accept the server's connection (only from the control peer), then secure it.
 pub async fn accept_data(
-    active: &Active,
+    data_tls: &DataTls,
     listener: TcpListener,
     peer: IpAddr,
     timeout: Duration,
@@ -119,7 +124,18 @@ pub async fn accept_data(
             )
         })?
         .map_err(|e| TransportError::from_io(op, &e))?;
-    let Some((config, name)) = &active.tls else {
+    secure(data_tls, tcp, timeout, op).await
+}
+
+/// Run the TLS handshake on a data connection as the client, resuming the control
+/// connection's session (servers such as vsftpd require it); bare TCP in cleartext.
+pub async fn secure(
+    data_tls: &DataTls,
+    tcp: TcpStream,
+    timeout: Duration,
+    op: &str,
+) -> Result<Box<dyn DataIo>, TransportError> {
+    let Some((config, name)) = &data_tls.tls else {
         return Ok(Box::new(tcp));
     };
     let tls = tokio::time::timeout(
@@ -138,7 +154,7 @@ pub async fn accept_data(
         TransportError::new(kind, op, e.to_string())
     })?;
     let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-    if let Some(seen) = &active.observations
+    if let Some(seen) = &data_tls.observations
         && let Ok(mut seen) = seen.lock()
     {
         seen.data_handshakes += 1;

@@ -12,6 +12,7 @@
 
 pub mod active;
 pub mod parse;
+pub mod passive;
 pub mod tls;
 
 use std::future::Future;
@@ -22,9 +23,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rustls::RootCertStore;
 use rustls_pki_types::ServerName;
-use suppaftp::tokio::{AsyncRustlsFtpStream, AsyncRustlsStream};
+use suppaftp::tokio::AsyncRustlsFtpStream;
 use suppaftp::types::FileType;
-use suppaftp::{FtpError, Mode, Status};
+use suppaftp::{FtpError, Status};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -159,55 +160,24 @@ impl FtpsConnector {
             .await;
         }
         with_timeout(timeout, "TYPE I", ftp.transfer_type(FileType::Binary)).await?;
-        match ep.data_mode {
-            DataMode::Passive => {
-                ftp.set_mode(if features.epsv {
-                    Mode::ExtendedPassive
-                } else {
-                    Mode::Passive
-                });
-                let control_ip = addr.ip();
-                let use_pasv_address = ep.use_pasv_address;
-                ftp = ftp.passive_stream_builder(move |pasv: SocketAddr| {
-                    let target = data_address(pasv, control_ip, use_pasv_address);
-                    Box::pin(async move {
-                        let stream = tokio::time::timeout(timeout, TcpStream::connect(target))
-                            .await
-                            .map_err(|_| {
-                                FtpError::ConnectionError(std::io::Error::new(
-                                    std::io::ErrorKind::TimedOut,
-                                    format!("data connection to {target} timed out"),
-                                ))
-                            })?
-                            .map_err(FtpError::ConnectionError)?;
-                        // The TLS handshake and close_notify are small writes: without this,
-                        // Nagle and the peer's delayed ACK cost ~40 ms per data connection.
-                        let _ = stream.set_nodelay(true);
-                        Ok(stream)
-                    })
-                });
-            }
-            DataMode::Active => {}
-        }
+        let data_tls = active::DataTls {
+            tls: match tls_config {
+                Some(config) => {
+                    let name = ServerName::try_from(ep.host.clone()).map_err(|e| {
+                        TransportError::new(ErrorKind::Tls, "TLS setup", e.to_string())
+                    })?;
+                    Some((config, name))
+                }
+                None => None,
+            },
+            observations: seen.clone(),
+        };
         let active = match ep.data_mode {
             DataMode::Passive => None,
-            DataMode::Active => {
-                let tls = match tls_config {
-                    Some(config) => {
-                        let name = ServerName::try_from(ep.host.clone()).map_err(|e| {
-                            TransportError::new(ErrorKind::Tls, "TLS setup", e.to_string())
-                        })?;
-                        Some((config, name))
-                    }
-                    None => None,
-                };
-                Some(active::Active {
-                    ports: ep.active_ports.clone(),
-                    eprt: true,
-                    tls,
-                    observations: seen.clone(),
-                })
-            }
+            DataMode::Active => Some(active::Active {
+                ports: ep.active_ports.clone(),
+                eprt: true,
+            }),
         };
         let capabilities = Capabilities {
             mlsd: features.mlsd,
@@ -234,6 +204,8 @@ impl FtpsConnector {
             seen,
             epsv,
             active,
+            data_tls,
+            use_pasv_address: ep.use_pasv_address,
             limits: ep.limits,
         })
     }
@@ -414,8 +386,11 @@ pub struct FtpsSession {
     seen: Option<Arc<Mutex<TlsObservations>>>,
     /// EPSV is in use and may still turn out to be refused (then PASV takes over).
     epsv: bool,
-    /// Set in active mode: ferry opens those data connections itself.
+    /// Set in active mode; passive otherwise. ferry opens data connections itself in both.
     active: Option<active::Active>,
+    data_tls: active::DataTls,
+    /// Connect to the address a PASV reply names, not the control connection's.
+    use_pasv_address: bool,
     limits: Limits,
 }
 
@@ -471,7 +446,6 @@ impl FtpsSession {
         tracing::info!(error = %e, "EPSV refused; falling back to PASV");
         self.epsv = false;
         self.capabilities.epsv = false;
-        self.ftp.set_mode(Mode::Passive);
         true
     }
 
@@ -543,14 +517,7 @@ impl FtpsSession {
                 .await
         })
         .await?;
-        let Some(mode) = self.active.as_ref() else {
-            return Err(TransportError::new(
-                ErrorKind::Permanent,
-                command,
-                "not in active mode",
-            ));
-        };
-        let accept = active::accept_data(mode, listener, peer.ip(), timeout, command);
+        let accept = active::accept_data(&self.data_tls, listener, peer.ip(), timeout, command);
         // The server may answer on the control connection instead of connecting back (425
         // can't open data connection): that reply ends the wait at once.
         let control = self
@@ -591,8 +558,9 @@ impl FtpsSession {
         }
     }
 
-    /// Close an active-mode data connection (close_notify first) and read the completion reply.
-    async fn close_active(
+    /// Close a data connection (close_notify first; after an upload, wait for the server's
+    /// too, so our completion cannot overtake our own close) and read the completion reply.
+    async fn close_data(
         &mut self,
         mut data: Box<dyn active::DataIo>,
         upload: bool,
@@ -624,45 +592,128 @@ impl FtpsSession {
         .map(|_| ())
     }
 
-    /// Open a STOR data stream, with REST `offset` first when it is not 0.
-    async fn put_stream(
-        &mut self,
-        remote: &str,
-        offset: u64,
-    ) -> Result<suppaftp::tokio::TransferStream<AsyncRustlsStream>> {
-        let op = format!("STOR {remote}");
-        let opened = self
-            .run(&op, async |f| {
-                if offset > 0 {
-                    f.resume_transfer(offset as usize).await?;
+    /// Open a passive data connection for `command`: EPSV (PASV when EPSV is refused or not
+    /// offered), a connection to the control peer's address (the PASV reply's only with
+    /// `use_pasv_address`), REST `rest` when it is not 0, the command, then the TLS handshake,
+    /// raced against the control connection: a reply there (425, 426, 450, 451) ends the wait
+    /// at once and is the error.
+    async fn open_passive(&mut self, command: &str, rest: u64) -> Result<Box<dyn active::DataIo>> {
+        let timeout = self.timeout;
+        let peer = { self.ftp.get_ref().await.peer_addr() }
+            .map_err(|e| TransportError::from_io(command, &e))?;
+        let mut port = None;
+        if self.epsv {
+            match self
+                .run("EPSV", async |f| {
+                    f.custom_command("EPSV", &[Status::ExtendedPassiveMode])
+                        .await
+                })
+                .await
+            {
+                Ok(r) => {
+                    let text = reply_text(&r);
+                    port = Some(passive::epsv_port(&text).ok_or_else(|| {
+                        TransportError::new(
+                            ErrorKind::Transient,
+                            "EPSV",
+                            format!("no port in the reply: {text}"),
+                        )
+                    })?);
                 }
-                f.put_with_stream(remote).await
-            })
-            .await;
-        match opened {
-            Err(e) => Err(self.explain_data_failure(&op, e).await),
-            ok => ok,
+                Err(e) if self.fall_back_to_pasv(&e) => {}
+                Err(e) => return Err(e),
+            }
         }
+        let target = match port {
+            Some(port) => SocketAddr::new(peer.ip(), port),
+            None => {
+                let r = self
+                    .run("PASV", async |f| {
+                        f.custom_command("PASV", &[Status::PassiveMode]).await
+                    })
+                    .await?;
+                let text = reply_text(&r);
+                let named = passive::pasv_address(&text).ok_or_else(|| {
+                    TransportError::new(
+                        ErrorKind::Transient,
+                        "PASV",
+                        format!("no address in the reply: {text}"),
+                    )
+                })?;
+                data_address(named, peer.ip(), self.use_pasv_address)
+            }
+        };
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect(target))
+            .await
+            .map_err(|_| {
+                TransportError::new(
+                    ErrorKind::Transient,
+                    command,
+                    format!("data connection to {target} timed out"),
+                )
+            })?
+            .map_err(|e| TransportError::from_io(command, &e))?;
+        // The TLS handshake and close_notify are small writes: without this, Nagle and the
+        // peer's delayed ACK cost ~40 ms per data connection.
+        let _ = tcp.set_nodelay(true);
+        if rest > 0 {
+            // REST right before the transfer command (RFC 3659 5.3).
+            let line = format!("REST {rest}");
+            self.run(&line, async |f| {
+                f.custom_command(&line, &[Status::RequestFilePending]).await
+            })
+            .await?;
+        }
+        self.run(command, async |f| {
+            f.custom_command(command, &[Status::AboutToSend, Status::AlreadyOpen])
+                .await
+        })
+        .await?;
+        let secure = active::secure(&self.data_tls, tcp, timeout, command);
+        let control = self
+            .ftp
+            .read_response_in(&[Status::ClosingDataConnection, Status::RequestedFileActionOk]);
+        let data = tokio::select! {
+            // A handshake that is done wins: the server's completion reply can only follow it.
+            biased;
+            data = secure => data?,
+            reply = control => {
+                return Err(match reply {
+                    Err(e) => classify(command, e),
+                    Ok(r) => TransportError::new(
+                        ErrorKind::Transient,
+                        command,
+                        format!("{} before the data connection was secured", reply_text(&r)),
+                    ),
+                });
+            }
+        };
+        self.note_data_connection();
+        Ok(data)
     }
 
-    /// Open a RETR data stream, with REST `offset` first when it is not 0.
-    async fn retr_stream(
+    /// Open the data connection for `command` (`RETR x`, `STOR x`, `LIST`, `MLSD`) in the
+    /// session's mode; a failure is explained by the server's reply when it has one.
+    async fn open_data(
         &mut self,
-        remote: &str,
-        offset: u64,
-    ) -> Result<suppaftp::tokio::TransferStream<AsyncRustlsStream>> {
-        let op = format!("RETR {remote}");
-        let opened = self
-            .run(&op, async |f| {
-                if offset > 0 {
-                    f.resume_transfer(offset as usize).await?;
-                }
-                f.retr_as_stream(remote).await
-            })
-            .await;
+        command: &str,
+        op: &str,
+        rest: u64,
+    ) -> Result<Box<dyn active::DataIo>> {
+        let opened = if self.active.is_some() {
+            self.open_active(command, rest).await
+        } else {
+            self.open_passive(command, rest).await
+        };
         match opened {
-            Err(e) => Err(self.explain_data_failure(&op, e).await),
-            ok => ok,
+            Ok(data) => Ok(data),
+            Err(mut e) => {
+                // `LIST` names its directory.
+                if e.op == command {
+                    e.op = crate::text::clean(op, 400);
+                }
+                Err(self.explain_data_failure(op, e).await)
+            }
         }
     }
 
@@ -682,35 +733,9 @@ impl FtpsSession {
             max_entries: self.limits.max_entries,
             timeout: self.timeout,
         };
-        if self.active.is_some() {
-            let mut data = self.open_active(command, 0).await?;
-            let lines = read_listing(&mut data, &bounds, &op).await?;
-            self.close_active(data, false, &op).await?;
-            return Ok(lines);
-        }
-        let codes = [Status::AboutToSend, Status::AlreadyOpen];
-        let opened = match self
-            .run(&op, async |f| f.custom_data_command(command, &codes).await)
-            .await
-        {
-            Err(e) if self.fall_back_to_pasv(&e) => {
-                self.run(&op, async |f| f.custom_data_command(command, &codes).await)
-                    .await
-            }
-            other => other,
-        };
-        let mut stream = match opened {
-            Ok(opened) => opened.1,
-            Err(e) => return Err(self.explain_data_failure(&op, e).await),
-        };
-        self.note_data_connection();
-        // On an error the stream is dropped unfinished: suppaftp reads its reply before the
-        // next command, and the caller drops the session on errors anyway.
-        let lines = read_listing(&mut stream, &bounds, &op).await?;
-        tokio::time::timeout(self.timeout, stream.finish())
-            .await
-            .map_err(|_| timed_out(&op, self.timeout))?
-            .map_err(|e| classify(&op, e))?;
+        let mut data = self.open_data(command, &op, 0).await?;
+        let lines = read_listing(&mut data, &bounds, &op).await?;
+        self.close_data(data, false, &op).await?;
         Ok(lines)
     }
 }
@@ -840,23 +865,9 @@ impl Transport for FtpsSession {
         let remote = self.remote(path);
         let op = format!("STOR {remote}");
         let timeout = self.timeout;
-        if self.active.is_some() {
-            let mut data = self.open_active(&op, offset).await?;
-            let sent = copy_with_progress(src, &mut data, Some(timeout), &op, progress).await?;
-            self.close_active(data, true, &op).await?;
-            return Ok(sent);
-        }
-        let mut stream = match self.put_stream(&remote, offset).await {
-            Err(e) if self.fall_back_to_pasv(&e) => self.put_stream(&remote, offset).await?,
-            other => other?,
-        };
-        self.note_data_connection();
-        let sent = copy_with_progress(src, &mut stream, Some(timeout), &op, progress).await?;
-        // finish() sends close_notify, waits for the server's, then reads the 226.
-        tokio::time::timeout(timeout, stream.finish())
-            .await
-            .map_err(|_| timed_out(&op, timeout))?
-            .map_err(|e| classify(&op, e))?;
+        let mut data = self.open_data(&op, &op, offset).await?;
+        let sent = copy_with_progress(src, &mut data, Some(timeout), &op, progress).await?;
+        self.close_data(data, true, &op).await?;
         Ok(sent)
     }
 
@@ -879,22 +890,9 @@ impl Transport for FtpsSession {
         let remote = self.remote(path);
         let op = format!("RETR {remote}");
         let timeout = self.timeout;
-        if self.active.is_some() {
-            let mut data = self.open_active(&op, offset).await?;
-            let received = copy_with_progress(&mut data, dst, Some(timeout), &op, progress).await?;
-            self.close_active(data, false, &op).await?;
-            return Ok(received);
-        }
-        let mut stream = match self.retr_stream(&remote, offset).await {
-            Err(e) if self.fall_back_to_pasv(&e) => self.retr_stream(&remote, offset).await?,
-            other => other?,
-        };
-        self.note_data_connection();
-        let received = copy_with_progress(&mut stream, dst, Some(timeout), &op, progress).await?;
-        tokio::time::timeout(timeout, stream.finish())
-            .await
-            .map_err(|_| timed_out(&op, timeout))?
-            .map_err(|e| classify(&op, e))?;
+        let mut data = self.open_data(&op, &op, offset).await?;
+        let received = copy_with_progress(&mut data, dst, Some(timeout), &op, progress).await?;
+        self.close_data(data, false, &op).await?;
         Ok(received)
     }
 
