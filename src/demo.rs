@@ -121,6 +121,7 @@ fn demo_job(name: &str, direction: Direction, local: &Path) -> Job {
         catch_up: false,
         jitter: None,
         rescan: std::time::Duration::from_secs(600),
+        ready: crate::config::Ready::Immediate,
     }
 }
 

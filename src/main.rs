@@ -351,7 +351,20 @@ async fn plan_one(config: &Config, name: &str, json: bool) -> u8 {
         let planned =
             run::plan_job(job, &limits, &pool, &records, run::MissingRoot::PlanAsEmpty).await;
         pools.close_all().await;
-        planned
+        let mut planned = planned?;
+        if let ferry::config::Ready::Stable(stable_for) = job.ready
+            && job.direction == ferry::config::Direction::Pull
+        {
+            // What a sync would hold back now; `plan` records nothing.
+            let shared = ferry::state::SharedStore::new(store);
+            run::hold_unstable(job, &mut planned, stable_for, &shared, false)
+                .await
+                .map_err(|error| JobError::State {
+                    job: job.name.clone(),
+                    error,
+                })?;
+        }
+        Ok::<_, JobError>(planned)
     }
     .await;
     match result {

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::{AfterUpload, Config, Direction, Job, Limits, TlsMode};
+use crate::config::{AfterUpload, Config, Direction, Job, Limits, Ready, TlsMode};
 use crate::execute::{self, Context, Execution, Listings, Observer};
 use crate::listing::Listing;
 use crate::local_fs::LocalRoot;
 use crate::plan::{self, Plan, Policy, Records};
 use crate::scan;
-use crate::state::{RunTotals, SharedStore, StateError};
+use crate::state::{RunTotals, Seen, SharedStore, StateError};
 use crate::transport::ftps::FtpsConnector;
 use crate::transport::pool::{Pool, PoolSettings, Pools};
 use crate::transport::{ErrorKind, TransportError};
@@ -160,6 +160,50 @@ pub async fn plan_job(
         remote: Arc::new(remote),
         plan,
     })
+}
+
+/// A second look within the run is worth it when every waiting file is due within this.
+const RECHECK_WITHIN: Duration = Duration::from_secs(10);
+/// ... and the remote tree is at most this many entries (listing it again is cheap).
+const RECHECK_ENTRIES: usize = 10_000;
+
+/// How long to wait before a second look at the waiting files, when one is worth it.
+fn recheck_wait(planned: &Planned) -> Option<Duration> {
+    let longest = planned.plan.waiting.iter().map(|w| w.remaining).max()?;
+    (longest <= RECHECK_WITHIN && planned.remote.entries.len() <= RECHECK_ENTRIES)
+        .then(|| longest + Duration::from_millis(200))
+}
+
+/// `ready: stable`: take the plan's downloads of files not seen unchanged for `stable_for` out
+/// of the plan into `plan.waiting`. With `record` (a sync, not `ferry plan`), what was seen is
+/// stored, so that the next look can tell.
+pub async fn hold_unstable(
+    job: &Job,
+    planned: &mut Planned,
+    stable_for: Duration,
+    store: &SharedStore,
+    record: bool,
+) -> Result<(), StateError> {
+    let candidates: Vec<(crate::path::RelPath, Seen)> =
+        crate::plan::ready::downloads(&planned.plan)
+            .map(|p| {
+                let listed = planned.remote.get(p);
+                let seen = Seen {
+                    size: listed.map_or(0, |e| e.size),
+                    mtime: listed.and_then(|e| e.mtime),
+                };
+                (p.clone(), seen)
+            })
+            .collect();
+    let name = job.name.clone();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let stabilities = store
+        .call(move |s| s.observe(&name, &candidates, now_ms, stable_for, record))
+        .await?;
+    crate::plan::ready::hold(&mut planned.plan, &stabilities);
+    Ok(())
 }
 
 /// The outcome of one run.
@@ -323,6 +367,42 @@ pub async fn run_job_with(
         }
     };
     let mut planned = planned;
+    if let Ready::Stable(stable_for) = job.ready
+        && job.direction == Direction::Pull
+    {
+        hold_unstable(job, &mut planned, stable_for, &store, true)
+            .await
+            .map_err(state_err)?;
+        // Files that will be stable within a few seconds: look once more in this run rather
+        // than leave them to the next (when the tree is small enough to list again cheaply).
+        if let Some(wait) = recheck_wait(&planned) {
+            tracing::info!(job = %job.name, files = planned.plan.waiting.len(), wait = ?wait,
+                "files not stable yet; looking again");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => {}
+            }
+            if !cancel.is_cancelled() {
+                match plan_job(job, &limits, &pool, &records, MissingRoot::Create)
+                    .instrument(span.clone())
+                    .await
+                {
+                    Ok(mut again) => {
+                        hold_unstable(job, &mut again, stable_for, &store, true)
+                            .await
+                            .map_err(state_err)?;
+                        planned = again;
+                    }
+                    Err(e) => tracing::warn!(job = %job.name, error = %e,
+                        "the second look failed; the waiting files wait for the next run"),
+                }
+            }
+        }
+        for w in &planned.plan.waiting {
+            tracing::info!(job = %job.name, path = %w.path, size = w.size,
+                remaining = ?w.remaining, "waiting: may still be written");
+        }
+    }
     if let Some(only) = &only {
         planned.plan = planned.plan.restricted_to(only);
     }
@@ -384,7 +464,7 @@ pub async fn run_job_with(
         tracing::info!(job = %job.name, run_id, trigger, outcome = report.outcome(),
             transferred = t.transferred, verified = t.verified, bytes = t.bytes,
             skipped = t.skipped, failed = t.failed, deleted = t.deleted,
-            duration_ms = report.duration.as_millis() as u64, "run finished");
+            waiting = report.planned.plan.waiting.len(), duration_ms = report.duration.as_millis() as u64, "run finished");
     });
     Ok(report)
 }

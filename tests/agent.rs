@@ -219,6 +219,7 @@ fn scheduled_pull(inbox: &Path) -> String {
     local: {}
     remote: /data
     schedule: \"*/2 * * * * *\"
+    ready: immediate
 ",
         inbox.display()
     )
@@ -292,10 +293,27 @@ async fn a_watch_job_pushes_files_created_locally_verified() {
         server.addr().port(),
         server.ca_pem(),
         "",
-        &watch_push(&outbox, "/data"),
+        &format!(
+            "{}    exclude: [\"**/*.bak\"]\n",
+            watch_push(&outbox, "/data")
+        ),
     );
     let mut agent = Agent::start(&config, PASSWORD);
     agent.wait_for("watching", Duration::from_secs(20)).await;
+    // What editors, downloaders and office suites leave while they write, and what the job
+    // excludes itself: never sent.
+    let unfinished = [
+        "draft.tmp",
+        "movie.part",
+        "dump.partial",
+        ".~lock.report.odt#",
+        "~$report.docx",
+        ".notes.txt.swp",
+        "old.bak",
+    ];
+    for name in unfinished {
+        std::fs::write(outbox.join(name), b"not finished").unwrap();
+    }
     // A file written in pieces, a directory made after the watch started with files in it at
     // once (inotify has no watch on it yet when they land), and an editor's temporary file.
     {
@@ -310,7 +328,6 @@ async fn a_watch_job_pushes_files_created_locally_verified() {
     std::fs::create_dir_all(outbox.join("new/deeper")).unwrap();
     std::fs::write(outbox.join("new/deeper/a.txt"), b"alpha").unwrap();
     std::fs::write(outbox.join("new/b.txt"), b"beta").unwrap();
-    std::fs::write(outbox.join("draft.tmp"), b"not finished").unwrap();
     let remote = dir.path().join("server/data");
     eventually(
         "the three files on the server",
@@ -326,7 +343,9 @@ async fn a_watch_job_pushes_files_created_locally_verified() {
     )
     .await;
     let mut want = tree(&outbox);
-    want.remove("draft.tmp");
+    for name in unfinished {
+        want.remove(name);
+    }
     eventually("no transfer in progress", Duration::from_secs(10), || {
         tree(&remote) == want
     })
@@ -356,6 +375,17 @@ async fn a_watch_job_pushes_files_created_locally_verified() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_transfer_exits_zero_and_leaves_no_temporary_file() {
+    stop_during_a_transfer("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_during_a_transfer_exits_zero_and_leaves_no_temporary_file() {
+    stop_during_a_transfer("INT").await;
+}
+
+/// `signal` while a big upload is under way, with a grace shorter than the upload: exit 0, no
+/// temporary file on either side.
+async fn stop_during_a_transfer(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let server = server(dir.path()).await;
     let outbox = dir.path().join("outbox");
@@ -383,7 +413,7 @@ async fn sigterm_during_a_transfer_exits_zero_and_leaves_no_temporary_file() {
         temp_files(&remote).len() == 1
     })
     .await;
-    agent.signal("TERM");
+    agent.signal(signal);
     assert_eq!(
         agent.exit_code(Duration::from_secs(20)).await,
         0,
@@ -510,6 +540,7 @@ async fn sighup_with_a_broken_file_keeps_the_old_jobs_and_a_fixed_one_is_taken()
     local: {}
     remote: /data
     schedule: \"*/2 * * * * *\"
+    ready: immediate
 ",
         second.display()
     );
@@ -881,4 +912,320 @@ async fn a_second_signal_exits_at_once() {
     assert_eq!(agent.exit_code(Duration::from_secs(5)).await, 130);
     assert!(sent.elapsed() < Duration::from_secs(3));
     server.shutdown().await;
+}
+
+/// `ferry run` with a job file that does not load refuses to start, naming the file and line.
+#[tokio::test]
+async fn run_refuses_to_start_with_a_job_file_that_does_not_load() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, want) in [
+        (
+            "version: 1\njobs: [this is: not a job file\n",
+            "jobs.yaml:3:1: YAML syntax error",
+        ),
+        (
+            "version: 1\nendpoints: {}\njobs:\n  j:\n    endpoint: nowhere\n    direction: push\n    local: /tmp\n    remote: /x\n",
+            "jobs.yaml:5:",
+        ),
+    ] {
+        let config = dir.path().join("jobs.yaml");
+        std::fs::write(&config, text).unwrap();
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+                .arg("run")
+                .arg("--config")
+                .arg(&config)
+                .env_remove("FERRY_CONFIG")
+                .output(),
+        )
+        .await
+        .expect("it does not start")
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(want), "names the file and line: {stderr}");
+    }
+}
+
+/// SIGHUP with a job removed and another changed: the removed one runs no more, the changed one
+/// runs as it now says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_stops_a_removed_job_and_runs_a_changed_one_as_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let (a, b, b2) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("b2"),
+    );
+    for d in [&a, &b, &b2] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let pull = |name: &str, local: &Path| {
+        format!(
+            "  {name}:\n    endpoint: local\n    direction: pull\n    local: {}\n    remote: /data\n    schedule: \"*/1 * * * * *\"\n    ready: immediate\n",
+            local.display()
+        )
+    };
+    let port = server.addr().port();
+    let config = write_job_file(
+        dir.path(),
+        port,
+        server.ca_pem(),
+        "",
+        &format!("{}{}", pull("alpha", &a), pull("beta", &b)),
+    );
+    let mut agent = Agent::start(&config, PASSWORD);
+    drop_file(&dir.path().join("server/data/one.txt"), b"one");
+    eventually("both jobs pull", Duration::from_secs(20), || {
+        a.join("one.txt").exists() && b.join("one.txt").exists()
+    })
+    .await;
+    // alpha removed; beta now pulls into b2.
+    write_job_file(dir.path(), port, server.ca_pem(), "", &pull("beta", &b2));
+    agent.signal("HUP");
+    agent
+        .wait_for("job file reloaded", Duration::from_secs(10))
+        .await;
+    assert!(
+        agent.log().contains("removed or changed"),
+        "{}",
+        agent.log()
+    );
+    let runs = agent.count("run finished");
+    drop_file(&dir.path().join("server/data/two.txt"), b"two");
+    eventually(
+        "the changed job pulls where it now says",
+        Duration::from_secs(20),
+        || b2.join("two.txt").exists(),
+    )
+    .await;
+    // A few more runs of beta, and still nothing new for the removed job or the old place.
+    agent
+        .wait_for_n("run finished", runs + 4, Duration::from_secs(20))
+        .await;
+    assert!(!a.join("two.txt").exists(), "the removed job ran");
+    assert!(!b.join("two.txt").exists(), "the changed job ran as before");
+    let after = agent.log();
+    let reload = after.find("job file reloaded").unwrap();
+    assert!(
+        !after[reload..]
+            .lines()
+            .any(|l| l.contains("run finished") && l.contains("alpha")),
+        "the removed job finished a run after the reload:\n{after}"
+    );
+    agent.signal("TERM");
+    assert_eq!(agent.exit_code(Duration::from_secs(10)).await, 0);
+    server.shutdown().await;
+}
+
+/// A watch job with `after_upload: { move_to: DIR }`: each file is moved there once its upload
+/// is verified, keeping its path; nothing is left in the outbox or the watched tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_job_moves_each_file_away_only_after_it_is_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let outbox = dir.path().join("outbox");
+    let sent = dir.path().join("sent");
+    std::fs::create_dir_all(&outbox).unwrap();
+    std::fs::create_dir_all(&sent).unwrap();
+    let config = write_job_file(
+        dir.path(),
+        server.addr().port(),
+        server.ca_pem(),
+        "",
+        &format!(
+            "{}    after_upload: {{ move_to: {} }}\n",
+            watch_push(&outbox, "/data"),
+            sent.display()
+        ),
+    );
+    let mut agent = Agent::start(&config, PASSWORD);
+    agent.wait_for("watching", Duration::from_secs(20)).await;
+    drop_file(&outbox.join("x/report.csv"), b"id,total\n1,2\n");
+    drop_file(&outbox.join("top.csv"), b"top");
+    let remote = dir.path().join("server/data");
+    eventually("both moved away", Duration::from_secs(20), || {
+        sent.join("x/report.csv").exists() && sent.join("top.csv").exists()
+    })
+    .await;
+    // On the server, verified, before they were moved.
+    assert_eq!(
+        std::fs::read(remote.join("x/report.csv")).unwrap(),
+        b"id,total\n1,2\n"
+    );
+    assert_eq!(std::fs::read(remote.join("top.csv")).unwrap(), b"top");
+    assert!(!outbox.join("top.csv").exists() && !outbox.join("x/report.csv").exists());
+    eventually("both runs reported", Duration::from_secs(10), || {
+        agent.sum("verified") >= 2
+    })
+    .await;
+    assert_eq!(agent.sum("verified"), 2, "{}", agent.log());
+    eventually("the outbox empty", Duration::from_secs(10), || {
+        status_json(&config)[0]["outbox"] == 0
+    })
+    .await;
+    agent.signal("TERM");
+    assert_eq!(agent.exit_code(Duration::from_secs(10)).await, 0);
+    server.shutdown().await;
+}
+
+/// `ferry status --json` while the agent works: a job in the middle of a run says who runs it
+/// (the agent, by pid); a watch job whose server is down says how many files wait and for how
+/// long (below).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_a_running_job_and_who_runs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    let port = server.addr().port();
+    let config = write_job_file(
+        dir.path(),
+        port,
+        server.ca_pem(),
+        "",
+        &watch_push(&outbox, "/data"),
+    );
+    // Running: a sparse 4 GiB upload takes long enough to be seen.
+    let big = std::fs::File::create(outbox.join("big.img")).unwrap();
+    big.set_len(4 << 30).unwrap();
+    drop(big);
+    let mut agent = Agent::start(&config, PASSWORD);
+    let remote = dir.path().join("server/data");
+    eventually("the upload under way", Duration::from_secs(30), || {
+        temp_files(&remote).len() == 1
+    })
+    .await;
+    let status = status_json(&config);
+    let holder = status[0]["running"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        holder.contains(&agent.child.id().unwrap().to_string()),
+        "running now, by the agent's pid: {status}"
+    );
+    assert_eq!(status[0]["outbox"], 1, "{status}");
+    agent.signal("TERM");
+    assert_eq!(agent.exit_code(Duration::from_secs(20)).await, 0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_how_many_files_wait_and_for_how_long_while_the_server_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    // The server's address and CA, then the server goes away.
+    let server = server(dir.path()).await;
+    let config = write_job_file(
+        dir.path(),
+        server.addr().port(),
+        server.ca_pem(),
+        "",
+        &watch_push(&outbox, "/data"),
+    );
+    server.shutdown().await;
+    let mut agent = Agent::start(&config, PASSWORD);
+    agent.wait_for("watching", Duration::from_secs(20)).await;
+    drop_file(&outbox.join("a.csv"), b"a");
+    drop_file(&outbox.join("b.csv"), b"b");
+    eventually("both queued", Duration::from_secs(20), || {
+        status_json(&config)[0]["outbox"] == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = status_json(&config);
+    let age = status[0]["oldest_pending_secs"].as_i64().unwrap_or(-1);
+    assert!((2..60).contains(&age), "{status}");
+    assert!(status[0]["running"].is_null() || status[0]["running"].is_string());
+    let mut shown = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    let human = shown
+        .args(["status", "--config"])
+        .arg(&config)
+        .env_remove("FERRY_TEST_PASSWORD")
+        .env_remove("FERRY_CONFIG")
+        .output()
+        .unwrap();
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.contains("outbox: 2 pending, the oldest for"),
+        "{human}"
+    );
+    agent.signal("TERM");
+    assert_eq!(agent.exit_code(Duration::from_secs(20)).await, 0);
+}
+
+/// Jobs on one endpoint run at once, sharing its `max_connections`: three watch jobs with a
+/// big file each and a budget of two have two uploads under way at some moment, never three,
+/// and every file arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_jobs_run_at_once_within_the_endpoints_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let mut jobs = String::new();
+    const SIZE: u64 = 96 << 20;
+    for name in ["one", "two", "three"] {
+        let outbox = dir.path().join(name);
+        std::fs::create_dir_all(&outbox).unwrap();
+        std::fs::create_dir_all(dir.path().join("server/data").join(name)).unwrap();
+        let big = std::fs::File::create(outbox.join(format!("{name}.img"))).unwrap();
+        big.set_len(SIZE).unwrap();
+        drop(big);
+        jobs.push_str(&watch_push(&outbox, &format!("/data/{name}")).replacen(
+            "  send:",
+            &format!("  {name}:"),
+            1,
+        ));
+    }
+    let config = write_job_file(dir.path(), server.addr().port(), server.ca_pem(), "", &jobs);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "    timeout: 5s\n",
+        "    timeout: 5s\n    max_connections: 2\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut agent = Agent::start(&config, PASSWORD);
+    let remote = dir.path().join("server/data");
+    let arrived = |name: &str| {
+        std::fs::metadata(remote.join(name).join(format!("{name}.img")))
+            .is_ok_and(|m| m.len() == SIZE)
+    };
+    let started = Instant::now();
+    let (mut most_uploads, mut most_sessions) = (0, 0);
+    while !(arrived("one") && arrived("two") && arrived("three")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not all arrived: {:?}\n{}",
+            tree(&remote).keys().collect::<Vec<_>>(),
+            agent.log()
+        );
+        most_uploads = most_uploads.max(temp_files(&remote).len());
+        most_sessions = most_sessions.max(connections_to(server.addr().port()));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        most_uploads >= 2,
+        "two uploads under way at once: {most_uploads}"
+    );
+    assert!(
+        (1..=2).contains(&most_sessions),
+        "sessions open at once, at most: {most_sessions}"
+    );
+    agent.signal("TERM");
+    assert_eq!(agent.exit_code(Duration::from_secs(10)).await, 0);
+    server.shutdown().await;
+}
+
+/// Established TCP connections to `port` on 127.0.0.1 from this machine's side (the client
+/// ends of the control connections), from `/proc/net/tcp`.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2] == remote && f[3] == "01"
+        })
+        .count()
 }

@@ -443,6 +443,7 @@ async fn the_agent_starts_the_jobs_that_can_run_and_the_others_after_a_reload() 
     local: {}
     remote: /data
     schedule: \"* * * * * *\"
+    ready: immediate
 ",
             local.display()
         )

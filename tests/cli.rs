@@ -70,6 +70,7 @@ jobs:
     direction: pull
     local: {inbox}
     remote: /data
+    ready: immediate
 ",
         state = dir.join("state").display(),
         port = server.addr().port(),

@@ -61,6 +61,7 @@ jobs:
     local: {inbox}
     remote: /data
     retry: {{ attempts: 5, initial: 100ms, max: 1s }}
+    ready: immediate
 ",
         state = dir.join("state").display(),
         port = server.addr().port(),

@@ -1110,3 +1110,78 @@ async fn a_failed_state_write_is_an_error_of_the_run() {
     let third = setup.sync_ok("push").await;
     assert_eq!(third.execution.transferred, 0, "recorded by the second run");
 }
+
+/// A partner appends to a file on the server every 0.5 s while `ferry sync` runs every second
+/// with `ready: stable, stable_for: 3s`: the local drop directory never holds the file at a size
+/// other than its final one (a reader polls it), each run counts it as waiting (exit 0), and a
+/// sync once it has been still for 4 s brings it complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_never_takes_a_file_still_being_written_and_takes_it_once_still() {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    const STEP: usize = 64 * 1024;
+    const STEPS: u64 = 12;
+    let w = start(EmbeddedOptions::default()).await;
+    let inbox = w.local("inbox");
+    let mut j = job("pull", Direction::Pull, &inbox, "/data");
+    j.ready = ferry::config::Ready::Stable(Duration::from_secs(3));
+    let setup = Setup::new(w.endpoint(), vec![j]);
+    let remote = w.server_root.join("data/growing.bin");
+    let writer = tokio::spawn({
+        let remote = remote.clone();
+        async move {
+            for i in 0..STEPS {
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&remote)
+                    .unwrap();
+                f.write_all(&pseudo_random(STEP, i)).unwrap();
+                drop(f);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    });
+    let sizes = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+    let watching = Arc::new(AtomicBool::new(true));
+    let reader = std::thread::spawn({
+        let (sizes, watching, local) = (sizes.clone(), watching.clone(), inbox.join("growing.bin"));
+        move || {
+            while watching.load(Ordering::Relaxed) {
+                if let Ok(m) = std::fs::metadata(&local) {
+                    sizes.lock().unwrap().insert(m.len());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    let mut runs = 0;
+    while !writer.is_finished() {
+        let report = setup.run("pull").await.expect("runs");
+        assert_eq!(report.exit_code(), 0, "waiting is not failing");
+        assert_eq!(report.execution.transferred, 0, "taken while growing");
+        if remote.exists() {
+            assert_eq!(report.planned.plan.waiting.len(), 1);
+            runs += 1;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(runs >= 2, "only {runs} runs saw the file grow");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let report = setup.sync_ok("pull").await;
+    assert_eq!(report.execution.transferred, 1);
+    assert!(report.planned.plan.waiting.is_empty());
+    let final_size = STEP as u64 * STEPS;
+    assert_eq!(
+        std::fs::read(inbox.join("growing.bin")).unwrap(),
+        std::fs::read(&remote).unwrap()
+    );
+    watching.store(false, Ordering::Relaxed);
+    reader.join().unwrap();
+    assert_eq!(
+        sizes.lock().unwrap().iter().copied().collect::<Vec<_>>(),
+        vec![final_size],
+        "the reader saw the file at other sizes"
+    );
+}

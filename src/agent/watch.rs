@@ -434,6 +434,100 @@ fn quiet_threshold(settle: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{AfterUpload, Direction, Filter, MaxDelete, RetryPolicy, Verify};
+    use crate::state::Store;
+
+    fn watch_job(local: &Path, rescan: Duration) -> Job {
+        Job {
+            name: "send".to_owned(),
+            endpoint: "e".to_owned(),
+            direction: Direction::Push,
+            local: local.to_path_buf(),
+            remote: "/in".to_owned(),
+            schedule: None,
+            timezone: None,
+            filter: Filter::all(),
+            delete: false,
+            max_delete: MaxDelete::default(),
+            verify: Verify::Size,
+            retry: RetryPolicy::default(),
+            watch: true,
+            settle: Duration::from_secs(2),
+            after_upload: AfterUpload::Keep,
+            checksum_sidecar: false,
+            catch_up: false,
+            jitter: None,
+            rescan,
+            ready: crate::config::Ready::Immediate,
+        }
+    }
+
+    /// Wait (for real: the store works on blocking threads) until the outbox holds `want`.
+    async fn outbox_holds(store: &SharedStore, want: &[&str]) -> bool {
+        for _ in 0..200 {
+            let pending = store.call(|s| s.pending("send")).await.unwrap_or_default();
+            let mut names: Vec<String> =
+                pending.iter().map(|(p, _)| p.as_str().to_owned()).collect();
+            names.sort();
+            if names == want {
+                return true;
+            }
+            let _ =
+                tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10))).await;
+        }
+        false
+    }
+
+    /// The watcher is not trusted alone: files it never reported are queued by the start-up
+    /// scan, by the periodic rescan (and not before it is due), and at once after an overflow.
+    #[tokio::test(start_paused = true)]
+    async fn files_no_event_named_are_queued_at_start_every_rescan_and_after_an_overflow() {
+        let dir = tempfile::tempdir().expect("test setup");
+        let (local, state) = (dir.path().join("outbox"), dir.path().join("state"));
+        std::fs::create_dir_all(&local).expect("test setup");
+        std::fs::write(local.join("a.csv"), b"before the start").expect("test setup");
+        let store = SharedStore::new(Store::open(&state).expect("test setup"));
+        let rescan = Duration::from_secs(600);
+        let (triggers, _runs) = Triggers::channel();
+        let (events, rx) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let settling = Arc::new(Settling::default());
+        let task = tokio::spawn(watch_loop(
+            Arc::new(watch_job(&local, rescan)),
+            Limits::default(),
+            store.clone(),
+            triggers,
+            stop.clone(),
+            settling,
+            rx,
+        ));
+        assert!(outbox_holds(&store, &["a.csv"]).await, "the start-up scan");
+        // No event for b.csv: it waits for the periodic rescan.
+        std::fs::write(local.join("b.csv"), b"missed").expect("test setup");
+        tokio::time::sleep(rescan / 2).await;
+        let pending = store.call(|s| s.pending("send")).await.unwrap_or_default();
+        assert_eq!(pending.len(), 1, "no rescan before it is due: {pending:?}");
+        tokio::time::sleep(rescan / 2 + Duration::from_secs(1)).await;
+        assert!(
+            outbox_holds(&store, &["a.csv", "b.csv"]).await,
+            "the periodic rescan"
+        );
+        // Events were lost (an overflow): the tree is scanned at once, not at the next rescan.
+        std::fs::write(local.join("c.csv"), b"lost").expect("test setup");
+        let sent = tokio::time::Instant::now();
+        let _ = events.send(Seen::Rescan);
+        assert!(
+            outbox_holds(&store, &["a.csv", "b.csv", "c.csv"]).await,
+            "the rescan after an overflow"
+        );
+        assert!(
+            sent.elapsed() < rescan / 2,
+            "at once, not at the next periodic rescan: {:?}",
+            sent.elapsed()
+        );
+        stop.cancel();
+        let _ = task.await;
+    }
 
     #[test]
     fn event_paths_become_paths_under_the_root() {

@@ -341,4 +341,16 @@ pub struct Job {
     pub jitter: Option<Duration>,
     /// Watch jobs: how often a full scan backs the watcher up (default 10 min).
     pub rescan: Duration,
+    /// Pull jobs: when a remote file is finished enough to take (default: stable for 30 s).
+    pub ready: Ready,
+}
+
+/// When a pull job takes a remote file: a partner may still be writing one that is listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// As soon as it is listed (`ready: immediate`; push jobs always).
+    Immediate,
+    /// Once it showed the same size and time in listings at least this far apart
+    /// (`ready: stable`, `stable_for: 30s`).
+    Stable(Duration),
 }

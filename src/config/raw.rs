@@ -963,6 +963,18 @@ pub struct RawJob {
     /// Watch jobs: how often a full scan backs the watcher up.
     #[serde(default, with = "humantime_serde")]
     pub rescan: Option<Duration>,
+    /// Pull jobs: `stable` (the default) or `immediate`.
+    pub ready: Option<RawReady>,
+    /// Pull jobs with `ready: stable`: how long a file must stay unchanged.
+    #[serde(default, with = "humantime_serde")]
+    pub stable_for: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", expecting = "stable or immediate")]
+pub enum RawReady {
+    Stable,
+    Immediate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

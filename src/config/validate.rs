@@ -42,12 +42,12 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::model::{
     AfterUpload, AgentSettings, Config, DataMode, Direction, Endpoint, Filter, Job, Limits,
-    MaxDelete, PasswordSource, RetryPolicy, Secret, TlsMode, TlsVersion, TrustRoots, Verify,
+    MaxDelete, PasswordSource, Ready, RetryPolicy, Secret, TlsMode, TlsVersion, TrustRoots, Verify,
 };
 use super::raw::{
     Collected, Mark, Node, NodeValue, Problem, RawAfterUpload, RawDataMode, RawDirection,
-    RawEndpoint, RawFile, RawJob, RawLimits, RawMaxDelete, RawTlsMode, RawTlsVersion, RawVerify,
-    deserialize_collecting, parse_document,
+    RawEndpoint, RawFile, RawJob, RawLimits, RawMaxDelete, RawReady, RawTlsMode, RawTlsVersion,
+    RawVerify, deserialize_collecting, parse_document,
 };
 
 /// The only job file format this ferry reads.
@@ -55,6 +55,8 @@ const SUPPORTED_VERSION: u32 = 1;
 const DEFAULT_MAX_CONNECTIONS: usize = 2;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
+/// How long a pull job's remote file must stay unchanged before it is taken, by default.
+pub const DEFAULT_STABLE_FOR: Duration = Duration::from_secs(30);
 /// Files a watch job leaves alone as unfinished, besides its own `exclude`.
 pub const WATCH_TEMP_PATTERNS: &[&str] = &[
     "**/*.tmp",
@@ -1175,6 +1177,7 @@ impl Checker<'_> {
         }
         let delete = raw.delete.unwrap_or(false);
         let max_delete = self.check_max_delete(&place, raw.max_delete.as_ref());
+        let ready = self.check_ready(&place, &raw, direction);
         if delete
             && direction == Some(Direction::Push)
             && matches!(
@@ -1237,7 +1240,54 @@ impl Checker<'_> {
             catch_up: raw.catch_up.unwrap_or(false),
             jitter: raw.jitter.filter(|j| !j.is_zero()),
             rescan: raw.rescan.unwrap_or(DEFAULT_RESCAN),
+            ready: ready?,
         })
+    }
+
+    /// `ready` and `stable_for`: pull jobs take a remote file once it has stayed unchanged for
+    /// `stable_for` (30 s by default), unless `ready: immediate`.
+    fn check_ready(
+        &mut self,
+        place: &Place<'_>,
+        raw: &RawJob,
+        direction: Option<Direction>,
+    ) -> Option<Ready> {
+        if direction == Some(Direction::Push) {
+            for key in ["ready", "stable_for"] {
+                if place.node.get(key).is_some() {
+                    self.warn_at(
+                        place,
+                        place.key(key),
+                        format!("{key} only applies to pull jobs; ignored for this push job"),
+                    );
+                }
+            }
+            return Some(Ready::Immediate);
+        }
+        match raw.ready {
+            Some(RawReady::Immediate) => {
+                if raw.stable_for.is_some() {
+                    self.warn_at(
+                        place,
+                        place.key("stable_for"),
+                        "stable_for only applies with ready: stable; ignored",
+                    );
+                }
+                Some(Ready::Immediate)
+            }
+            None | Some(RawReady::Stable) => match raw.stable_for {
+                Some(d) if d.is_zero() => {
+                    self.report_at(
+                        place,
+                        place.value("stable_for"),
+                        "stable_for must be more than 0s (ready: immediate takes files as soon as they are listed)",
+                    );
+                    None
+                }
+                Some(d) => Some(Ready::Stable(d)),
+                None => Some(Ready::Stable(DEFAULT_STABLE_FOR)),
+            },
+        }
     }
 
     fn check_job_endpoint(
@@ -1787,6 +1837,48 @@ mod tests {
         set_mode(&fixture.path("group.txt"), 0o644);
         let err = read_password(&config.endpoints["acme"]).expect_err("refused");
         assert!(err.contains("is open to other users (mode 0644)"), "{err}");
+    }
+
+    #[test]
+    fn pull_jobs_wait_for_stable_files_by_default() {
+        let fixture = Fixture::new();
+        let job = |direction: &str, extra: &str| {
+            format!(
+                "{ENDPOINT}jobs:\n  j:\n    endpoint: acme\n    direction: {direction}\n    local: drops\n    remote: /out\n{extra}"
+            )
+        };
+        let ready = |yaml: String| fixture.parse_ok(&yaml).jobs["j"].ready;
+        assert_eq!(ready(job("pull", "")), Ready::Stable(DEFAULT_STABLE_FOR));
+        assert_eq!(
+            ready(job("pull", "    stable_for: 3s\n")),
+            Ready::Stable(Duration::from_secs(3))
+        );
+        assert_eq!(
+            ready(job("pull", "    ready: immediate\n")),
+            Ready::Immediate
+        );
+        assert_eq!(ready(job("push", "")), Ready::Immediate);
+        assert_eq!(
+            fixture.problems(&job("pull", "    stable_for: 0s\n")),
+            vec![
+                "jobs.yaml:13:17: job `j`: stable_for must be more than 0s (ready: immediate takes files as soon as they are listed)"
+            ]
+        );
+        assert_eq!(
+            fixture
+                .problems(&job("pull", "    ready: sometimes\n"))
+                .len(),
+            1
+        );
+        let warned = fixture
+            .parse_ok(&job("push", "    ready: stable\n"))
+            .warnings;
+        assert!(
+            warned
+                .iter()
+                .any(|w| w.contains("ready only applies to pull jobs")),
+            "{warned:?}"
+        );
     }
 
     impl Fixture {

@@ -16,6 +16,7 @@
 //! comparing it with a local time would say "changed" forever. See [`reason`] for the phrases.
 
 pub mod guard;
+pub mod ready;
 pub mod reason;
 
 use std::borrow::Cow;
@@ -158,6 +159,9 @@ pub struct Plan {
     /// Recorded paths that are now a file on neither side: the state module drops them.
     #[serde(serialize_with = "serialize_paths")]
     pub forget: Vec<RelPath>,
+    /// Pull downloads held back because the file may still be written (`ready: stable`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<ready::Waiting>,
 }
 
 impl Plan {
@@ -202,6 +206,7 @@ impl Plan {
             deletes_blocked: None,
             withheld: Vec::new(),
             forget: Vec::new(),
+            waiting: self.waiting.clone(),
         }
     }
 }
@@ -556,6 +561,7 @@ impl Draft {
             deletes_blocked,
             withheld,
             forget,
+            waiting: Vec::new(),
         }
     }
 }

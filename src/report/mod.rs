@@ -61,6 +61,15 @@ pub fn print_plan(job: &str, planned: &Planned, out: &mut dyn Write) -> std::io:
         };
         writeln!(out, "  {:<16} {}{size}: {}", verb(a.kind), a.path, a.reason)?;
     }
+    for w in &plan.waiting {
+        writeln!(
+            out,
+            "  waiting          {} ({}): may still be written; taken once unchanged for {}s more",
+            w.path,
+            human_bytes(w.size),
+            w.remaining.as_secs_f64().ceil()
+        )?;
+    }
     for c in &plan.conflicts {
         writeln!(out, "  conflict         {}: {}", c.path, c.message)?;
     }
@@ -116,6 +125,10 @@ pub fn summary_line(report: &RunReport) -> String {
         t.verified,
         t.deleted,
     );
+    let waiting = report.planned.plan.waiting.len();
+    if waiting > 0 {
+        line.push_str(&format!(", {waiting} waiting (may still be written)"));
+    }
     if let Some(e) = &report.execution.fatal {
         line.push_str(&format!("; stopped: {e}"));
     }

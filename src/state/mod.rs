@@ -19,6 +19,7 @@ mod partials;
 mod records;
 mod runs;
 mod schema;
+mod sightings;
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ use crate::listing::{Mtime, Precision};
 pub use partials::{PartialKind, PartialSource};
 pub use runs::{RunRow, RunTotals};
 pub use schema::SCHEMA_VERSION;
+pub use sightings::Seen;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

@@ -3,10 +3,10 @@
 use rusqlite::Connection;
 
 /// The schema this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Create every table and index that is missing, and record the schema version. An older
-/// database gains the tables added since (2: `partials`, 3: `outbox`); nothing else changes.
+/// database gains the tables added since (2: `partials`, 3: `outbox`, 4: `sightings`); nothing else changes.
 pub(super) fn create(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "BEGIN;
@@ -63,8 +63,18 @@ pub(super) fn create(conn: &Connection) -> rusqlite::Result<()> {
                  detected_at INTEGER NOT NULL,
                  PRIMARY KEY (job, path)
              );
-             INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', '3');
-             PRAGMA user_version = 3;
+             -- Version 4: remote files a pull job saw but has not taken yet (ready: stable).
+             CREATE TABLE IF NOT EXISTS sightings (
+                 job TEXT NOT NULL,
+                 path TEXT NOT NULL,
+                 size INTEGER NOT NULL,
+                 mtime_ns INTEGER,
+                 mtime_precision TEXT,
+                 first_seen_ms INTEGER NOT NULL,
+                 PRIMARY KEY (job, path)
+             );
+             INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', '4');
+             PRAGMA user_version = 4;
              COMMIT;",
     )
 }

@@ -65,6 +65,7 @@ pub fn job(name: &str, direction: Direction, local: &Path, remote: &str) -> Job 
         catch_up: false,
         jitter: None,
         rescan: std::time::Duration::from_secs(600),
+        ready: ferry::config::Ready::Immediate,
     }
 }
 
