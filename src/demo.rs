@@ -122,6 +122,7 @@ fn demo_job(name: &str, direction: Direction, local: &Path) -> Job {
         jitter: None,
         rescan: std::time::Duration::from_secs(600),
         ready: crate::config::Ready::Immediate,
+        hooks: crate::config::Hooks::default(),
     }
 }
 

@@ -37,6 +37,7 @@ pub mod config;
 pub mod demo;
 pub mod embedded;
 pub mod execute;
+pub mod hooks;
 pub mod listing;
 pub mod local_fs;
 pub mod path;

@@ -216,6 +216,8 @@ pub struct RunReport {
     pub planned: Planned,
     pub execution: Execution,
     pub duration: Duration,
+    /// The job's `on_success` / `on_failure` hook, when it has one for this outcome.
+    pub hook: Option<crate::hooks::HookOutcome>,
 }
 
 impl RunReport {
@@ -363,6 +365,15 @@ pub async fn run_job_with(
             if let Err(state) = recorded {
                 tracing::error!(job = %job.name, error = %state, "cannot record the failed run");
             }
+            let facts = crate::hooks::RunFacts {
+                run_id,
+                outcome: "failed",
+                transferred: &[],
+                secret_vars: &secret_vars(config),
+            };
+            crate::hooks::run_after(job, &config.state_dir, &facts)
+                .instrument(span.clone())
+                .await;
             return Err(e);
         }
     };
@@ -444,13 +455,14 @@ pub async fn run_job_with(
             });
         }
     }
-    let report = RunReport {
+    let mut report = RunReport {
         job: job.name.clone(),
         run_id,
         direction: job.direction,
         planned,
         execution,
         duration: started.elapsed(),
+        hook: None,
     };
     let message = report.execution.fatal.as_ref().map(|e| e.to_string());
     let (outcome, totals) = (report.outcome(), report.totals());
@@ -466,5 +478,26 @@ pub async fn run_job_with(
             skipped = t.skipped, failed = t.failed, deleted = t.deleted,
             waiting = report.planned.plan.waiting.len(), duration_ms = report.duration.as_millis() as u64, "run finished");
     });
+    let facts = crate::hooks::RunFacts {
+        run_id,
+        outcome: report.outcome(),
+        transferred: &report.execution.done,
+        secret_vars: &secret_vars(config),
+    };
+    report.hook = crate::hooks::run_after(job, &config.state_dir, &facts)
+        .instrument(span)
+        .await;
     Ok(report)
+}
+
+/// The environment variables the job file names as passwords: never handed to a hook.
+fn secret_vars(config: &Config) -> Vec<String> {
+    config
+        .endpoints
+        .values()
+        .filter_map(|e| match &e.password {
+            crate::config::PasswordSource::Env(name) => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
 }

@@ -294,3 +294,133 @@ fn the_demo_prints_no_library_debug_lines() {
     assert!(!demo.stderr.contains("DEBUG"), "{}", demo.stderr);
     assert!(!demo.stderr.contains("suppaftp"), "{}", demo.stderr);
 }
+
+/// A push job with `hooks` (YAML lines under the job) against the server at `port`.
+fn hook_job_file(dir: &Path, port: u16, ca: &Path, hooks: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("outbox")).unwrap();
+    let text = format!(
+        "version: 1
+state_dir: {dir}/state
+endpoints:
+  local:
+    host: 127.0.0.1
+    port: {port}
+    user: ferry
+    password_env: FERRY_TEST_PASSWORD
+    ca_file: {ca}
+    timeout: 5s
+jobs:
+  push:
+    endpoint: local
+    direction: push
+    local: {dir}/outbox
+    remote: /data
+    retry: {{ attempts: 1 }}
+{hooks}",
+        dir = dir.display(),
+        ca = ca.display(),
+    );
+    let path = dir.join("jobs.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `on_success` gets the job, the outcome, the direction and the file of transferred paths,
+/// and not the password's variable; a failing hook is reported and the run stays ok; a hook
+/// that hangs is killed after `hook_timeout`; `on_failure` runs after a run that failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_run_after_a_run_with_what_it_did_and_cannot_change_its_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).await;
+    let (port, ca) = (server.addr().port(), server.ca_pem().to_path_buf());
+    let out = dir.path().join("hook.out");
+    let sync = |config: PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            run(&["sync", "push", "--config", config.to_str().unwrap()], &[])
+        })
+    };
+    let hook = |argv: &[&str], extra: &str| {
+        let argv: Vec<String> = argv
+            .iter()
+            .map(|a| serde_json::to_string(a).unwrap())
+            .collect();
+        format!("    on_success: [{}]\n{extra}", argv.join(", "))
+    };
+    std::fs::create_dir_all(dir.path().join("outbox/sub")).unwrap();
+    std::fs::write(dir.path().join("outbox/a.txt"), b"a").unwrap();
+    std::fs::write(dir.path().join("outbox/sub/b.txt"), b"b").unwrap();
+    let script = format!(
+        "{{ echo \"$FERRY_JOB $FERRY_OUTCOME $FERRY_DIRECTION $FERRY_TRANSFERRED_COUNT run=$FERRY_RUN_ID secret=${{FERRY_TEST_PASSWORD:-none}}\"; sort \"$FERRY_TRANSFERRED\"; }} > {}",
+        out.display()
+    );
+    let config = hook_job_file(
+        dir.path(),
+        port,
+        &ca,
+        &hook(&["/bin/sh", "-c", &script], ""),
+    );
+    let first = sync(config).await.unwrap();
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "push ok push 2 run=1 secret=none\na.txt\nsub/b.txt\n"
+    );
+    assert!(!first.stderr.contains(SECRET));
+    assert!(
+        std::fs::read_dir(dir.path().join("state/hooks"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the list of transferred files is removed after the hook"
+    );
+
+    // A failing hook: reported, with its output; the run is still ok.
+    let config = hook_job_file(
+        dir.path(),
+        port,
+        &ca,
+        &hook(&["/bin/sh", "-c", "echo it broke >&2; exit 3"], ""),
+    );
+    let failing = sync(config).await.unwrap();
+    assert_eq!(failing.code, 0, "{}", failing.stderr);
+    let all = format!("{}{}", failing.stdout, failing.stderr);
+    assert!(
+        all.contains("ok in") && all.contains("on_success hook failed: exited with code 3"),
+        "{all}"
+    );
+    assert!(all.contains("it broke"), "{all}");
+
+    // A hook that hangs is killed after hook_timeout.
+    let config = hook_job_file(
+        dir.path(),
+        port,
+        &ca,
+        &hook(&["/bin/sleep", "30"], "    hook_timeout: 1s\n"),
+    );
+    let started = std::time::Instant::now();
+    let hanging = sync(config).await.unwrap();
+    assert_eq!(hanging.code, 0, "{}", hanging.stderr);
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let all = format!("{}{}", hanging.stdout, hanging.stderr);
+    assert!(all.contains("did not finish within 1s (killed)"), "{all}");
+
+    // on_failure after a run that failed: the server is gone.
+    server.shutdown().await;
+    let script = format!(
+        "echo \"$FERRY_OUTCOME $FERRY_TRANSFERRED_COUNT\" > {}",
+        out.display()
+    );
+    let argv: Vec<String> = ["/bin/sh", "-c", &script]
+        .iter()
+        .map(|a| serde_json::to_string(a).unwrap())
+        .collect();
+    let config = hook_job_file(
+        dir.path(),
+        port,
+        &ca,
+        &format!("    on_failure: [{}]\n", argv.join(", ")),
+    );
+    let failed = sync(config).await.unwrap();
+    assert_eq!(failed.code, 3, "{}", failed.stderr);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "failed 0\n");
+}

@@ -459,6 +459,7 @@ mod tests {
             jitter: None,
             rescan,
             ready: crate::config::Ready::Immediate,
+            hooks: crate::config::Hooks::default(),
         }
     }
 

@@ -343,6 +343,27 @@ pub struct Job {
     pub rescan: Duration,
     /// Pull jobs: when a remote file is finished enough to take (default: stable for 30 s).
     pub ready: Ready,
+    /// Commands run after each run.
+    pub hooks: Hooks,
+}
+
+/// `on_success` / `on_failure`: argv lists run after a run (see `hooks.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hooks {
+    pub on_success: Option<Vec<String>>,
+    pub on_failure: Option<Vec<String>>,
+    /// A hook still running after this is killed (default 60 s).
+    pub timeout: Duration,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            on_success: None,
+            on_failure: None,
+            timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// When a pull job takes a remote file: a partner may still be writing one that is listed.

@@ -968,6 +968,13 @@ pub struct RawJob {
     /// Pull jobs with `ready: stable`: how long a file must stay unchanged.
     #[serde(default, with = "humantime_serde")]
     pub stable_for: Option<Duration>,
+    /// A command (argv list, no shell) run after a run that ended `ok`.
+    pub on_success: Option<Vec<String>>,
+    /// A command run after a run that did not end `ok`.
+    pub on_failure: Option<Vec<String>>,
+    /// A hook still running after this is killed.
+    #[serde(default, with = "humantime_serde")]
+    pub hook_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -41,7 +41,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::model::{
-    AfterUpload, AgentSettings, Config, DataMode, Direction, Endpoint, Filter, Job, Limits,
+    AfterUpload, AgentSettings, Config, DataMode, Direction, Endpoint, Filter, Hooks, Job, Limits,
     MaxDelete, PasswordSource, Ready, RetryPolicy, Secret, TlsMode, TlsVersion, TrustRoots, Verify,
 };
 use super::raw::{
@@ -1178,6 +1178,7 @@ impl Checker<'_> {
         let delete = raw.delete.unwrap_or(false);
         let max_delete = self.check_max_delete(&place, raw.max_delete.as_ref());
         let ready = self.check_ready(&place, &raw, direction);
+        let hooks = self.check_hooks(&place, &raw);
         if delete
             && direction == Some(Direction::Push)
             && matches!(
@@ -1241,6 +1242,43 @@ impl Checker<'_> {
             jitter: raw.jitter.filter(|j| !j.is_zero()),
             rescan: raw.rescan.unwrap_or(DEFAULT_RESCAN),
             ready: ready?,
+            hooks: hooks?,
+        })
+    }
+
+    /// `on_success` / `on_failure`: each a non-empty argv list; `hook_timeout` above 0.
+    fn check_hooks(&mut self, place: &Place<'_>, raw: &RawJob) -> Option<Hooks> {
+        let mut ok = true;
+        for (key, argv) in [
+            ("on_success", &raw.on_success),
+            ("on_failure", &raw.on_failure),
+        ] {
+            if argv
+                .as_ref()
+                .is_some_and(|a| a.first().is_none_or(|p| p.trim().is_empty()))
+            {
+                self.report_at(
+                    place,
+                    place.value(key),
+                    format!(
+                        "{key} must name a command, as a list such as [/usr/local/bin/notify, --job, nightly]"
+                    ),
+                );
+                ok = false;
+            }
+        }
+        if raw.hook_timeout.is_some_and(|t| t.is_zero()) {
+            self.report_at(
+                place,
+                place.value("hook_timeout"),
+                "hook_timeout must be more than 0s",
+            );
+            ok = false;
+        }
+        ok.then(|| Hooks {
+            on_success: raw.on_success.clone(),
+            on_failure: raw.on_failure.clone(),
+            timeout: raw.hook_timeout.unwrap_or(Hooks::default().timeout),
         })
     }
 
@@ -1878,6 +1916,44 @@ mod tests {
                 .iter()
                 .any(|w| w.contains("ready only applies to pull jobs")),
             "{warned:?}"
+        );
+    }
+
+    #[test]
+    fn hooks_are_argv_lists_with_a_timeout() {
+        let fixture = Fixture::new();
+        let job = |extra: &str| {
+            format!(
+                "{ENDPOINT}jobs:\n  j:\n    endpoint: acme\n    direction: pull\n    local: drops\n    remote: /out\n{extra}"
+            )
+        };
+        let hooks = fixture
+            .parse_ok(&job(
+                "    on_success: [/usr/bin/notify, --job, j]\n    hook_timeout: 5s\n",
+            ))
+            .jobs["j"]
+            .hooks
+            .clone();
+        assert_eq!(
+            hooks.on_success,
+            Some(vec!["/usr/bin/notify".into(), "--job".into(), "j".into()])
+        );
+        assert_eq!(hooks.on_failure, None);
+        assert_eq!(hooks.timeout, Duration::from_secs(5));
+        assert_eq!(fixture.parse_ok(&job("")).jobs["j"].hooks, Hooks::default());
+        assert_eq!(
+            fixture.problems(&job("    on_failure: []\n    hook_timeout: 0s\n")),
+            vec![
+                "jobs.yaml:13:17: job `j`: on_failure must name a command, as a list such as [/usr/local/bin/notify, --job, nightly]",
+                "jobs.yaml:14:19: job `j`: hook_timeout must be more than 0s",
+            ]
+        );
+        // A string is not a list: no shell will split it.
+        assert_eq!(
+            fixture
+                .problems(&job("    on_success: /usr/bin/notify --job j\n"))
+                .len(),
+            1
         );
     }
 

@@ -133,6 +133,8 @@ pub struct Failure {
 #[derive(Debug, Clone, Default)]
 pub struct Execution {
     pub transferred: u64,
+    /// The files transferred and verified, in the order they finished.
+    pub done: Vec<RelPath>,
     pub bytes: u64,
     /// Files checked after their transfer (every transferred file is), and how.
     pub verified: u64,
@@ -233,6 +235,7 @@ pub async fn execute(plan: &Plan, listings: Listings, ctx: Arc<Context>) -> Exec
             match result {
                 Ok(done) => {
                     out.transferred += 1;
+                    out.done.push(action.path.clone());
                     out.bytes += done.bytes;
                     out.verified += 1;
                     *out.verified_by

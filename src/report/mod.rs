@@ -132,6 +132,9 @@ pub fn summary_line(report: &RunReport) -> String {
     if let Some(e) = &report.execution.fatal {
         line.push_str(&format!("; stopped: {e}"));
     }
+    if let Some(hook) = report.hook.as_ref().filter(|h| h.result.is_err()) {
+        line.push_str(&format!("; {hook}"));
+    }
     line
 }
 

@@ -66,6 +66,7 @@ pub fn job(name: &str, direction: Direction, local: &Path, remote: &str) -> Job 
         jitter: None,
         rescan: std::time::Duration::from_secs(600),
         ready: ferry::config::Ready::Immediate,
+        hooks: ferry::config::Hooks::default(),
     }
 }
 
