@@ -123,6 +123,7 @@ fn demo_job(name: &str, direction: Direction, local: &Path) -> Job {
         rescan: std::time::Duration::from_secs(600),
         ready: crate::config::Ready::Immediate,
         hooks: crate::config::Hooks::default(),
+        remote_after: crate::config::RemoteAfter::Keep,
     }
 }
 

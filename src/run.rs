@@ -426,6 +426,7 @@ pub async fn run_job_with(
         verify: job.verify,
         retry: job.retry,
         after_upload: job.after_upload.clone(),
+        remote_after: job.remote_after.clone(),
         checksum_sidecar: job.checksum_sidecar && job.direction == Direction::Push,
         pool,
         remote_root: job.remote.clone(),

@@ -1177,6 +1177,15 @@ async fn a_pull_never_takes_a_file_still_being_written_and_takes_it_once_still()
         std::fs::read(inbox.join("growing.bin")).unwrap(),
         std::fs::read(&remote).unwrap()
     );
+    // Let the reader see the final file too before it stops.
+    let seen_final = std::time::Instant::now();
+    while !sizes.lock().unwrap().contains(&final_size) {
+        assert!(
+            seen_final.elapsed() < Duration::from_secs(10),
+            "the reader never saw it"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     watching.store(false, Ordering::Relaxed);
     reader.join().unwrap();
     assert_eq!(
@@ -1184,4 +1193,62 @@ async fn a_pull_never_takes_a_file_still_being_written_and_takes_it_once_still()
         vec![final_size],
         "the reader saw the file at other sizes"
     );
+}
+
+/// `remote_after_download`: once the local copy is verified and in place, the partner's copy
+/// is deleted, or moved to the archive directory keeping its path; an older archived copy is
+/// never replaced.
+#[tokio::test]
+async fn the_partners_copy_is_deleted_or_archived_only_after_the_download() {
+    let w = start(EmbeddedOptions::default()).await;
+    let data = w.server_root.join("data");
+    let put = |rel: &str, body: &[u8]| {
+        let p = data.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    };
+    put("a.csv", b"alpha");
+    put("sub/b.csv", b"beta");
+    let (deleting_to, archiving_to) = (w.local("deleting"), w.local("archiving"));
+    let mut deleting = job("deleting", Direction::Pull, &deleting_to, "/data");
+    deleting.remote_after = ferry::config::RemoteAfter::Delete;
+    let setup = Setup::new(w.endpoint(), vec![deleting]);
+    let report = setup.sync_ok("deleting").await;
+    assert_eq!(report.execution.transferred, 2);
+    assert_eq!(
+        std::fs::read(deleting_to.join("sub/b.csv")).unwrap(),
+        b"beta"
+    );
+    assert!(!data.join("a.csv").exists() && !data.join("sub/b.csv").exists());
+    // Nothing comes back, nothing is deleted locally.
+    let again = setup.sync_ok("deleting").await;
+    assert_eq!(again.execution.transferred, 0);
+    assert!(deleting_to.join("a.csv").exists());
+
+    put("a.csv", b"alpha");
+    put("sub/b.csv", b"beta");
+    std::fs::create_dir_all(w.server_root.join("archive/sub")).unwrap();
+    std::fs::write(w.server_root.join("archive/sub/b.csv"), b"older").unwrap();
+    let mut archiving = job("archiving", Direction::Pull, &archiving_to, "/data");
+    archiving.remote_after = ferry::config::RemoteAfter::MoveTo("/archive".into());
+    let setup = Setup::new(w.endpoint(), vec![archiving]);
+    let report = setup.sync_ok("archiving").await;
+    assert_eq!(report.execution.transferred, 2);
+    let archive = tree(&w.server_root.join("archive"));
+    assert_eq!(
+        std::fs::read(w.server_root.join("archive/a.csv")).unwrap(),
+        b"alpha"
+    );
+    assert_eq!(
+        std::fs::read(w.server_root.join("archive/sub/b.csv")).unwrap(),
+        b"older",
+        "an older archived copy is never replaced"
+    );
+    let suffixed: Vec<&String> = archive
+        .keys()
+        .filter(|k| k.starts_with("sub/b.csv.") && k.ends_with('Z'))
+        .collect();
+    assert_eq!(suffixed.len(), 1, "{archive:?}");
+    assert!(!data.join("a.csv").exists() && !data.join("sub/b.csv").exists());
+    assert_eq!(std::fs::read(archiving_to.join("a.csv")).unwrap(), b"alpha");
 }

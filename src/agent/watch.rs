@@ -460,6 +460,7 @@ mod tests {
             rescan,
             ready: crate::config::Ready::Immediate,
             hooks: crate::config::Hooks::default(),
+            remote_after: crate::config::RemoteAfter::Keep,
         }
     }
 

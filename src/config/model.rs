@@ -345,6 +345,17 @@ pub struct Job {
     pub ready: Ready,
     /// Commands run after each run.
     pub hooks: Hooks,
+    /// Pull jobs: what happens to a remote file once its local copy is verified and in place.
+    pub remote_after: RemoteAfter,
+}
+
+/// `remote_after_download`: the partner's copy of a pulled file, once ferry's is in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteAfter {
+    Keep,
+    Delete,
+    /// Move it to this absolute remote directory, keeping its path below the job's root.
+    MoveTo(String),
 }
 
 /// `on_success` / `on_failure`: argv lists run after a run (see `hooks.rs`).

@@ -968,6 +968,8 @@ pub struct RawJob {
     /// Pull jobs with `ready: stable`: how long a file must stay unchanged.
     #[serde(default, with = "humantime_serde")]
     pub stable_for: Option<Duration>,
+    /// Pull jobs: what to do with the remote file once its local copy is verified and in place.
+    pub remote_after_download: Option<RawRemoteAfter>,
     /// A command (argv list, no shell) run after a run that ended `ok`.
     pub on_success: Option<Vec<String>>,
     /// A command run after a run that did not end `ok`.
@@ -1022,6 +1024,18 @@ pub struct RawRetry {
 pub enum RawMaxDelete {
     Count(u64),
     Text(String),
+}
+
+/// `remote_after_download: keep | delete | { move_to: /remote/dir }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    rename_all = "snake_case",
+    expecting = "keep, delete or a mapping { move_to: /remote/dir }"
+)]
+pub enum RawRemoteAfter {
+    Keep,
+    Delete,
+    MoveTo(String),
 }
 
 /// `after_upload: keep`, `after_upload: delete` or `after_upload: { move_to: DIR }`.

@@ -42,12 +42,13 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::model::{
     AfterUpload, AgentSettings, Config, DataMode, Direction, Endpoint, Filter, Hooks, Job, Limits,
-    MaxDelete, PasswordSource, Ready, RetryPolicy, Secret, TlsMode, TlsVersion, TrustRoots, Verify,
+    MaxDelete, PasswordSource, Ready, RemoteAfter, RetryPolicy, Secret, TlsMode, TlsVersion,
+    TrustRoots, Verify,
 };
 use super::raw::{
     Collected, Mark, Node, NodeValue, Problem, RawAfterUpload, RawDataMode, RawDirection,
-    RawEndpoint, RawFile, RawJob, RawLimits, RawMaxDelete, RawReady, RawTlsMode, RawTlsVersion,
-    RawVerify, deserialize_collecting, parse_document,
+    RawEndpoint, RawFile, RawJob, RawLimits, RawMaxDelete, RawReady, RawRemoteAfter, RawTlsMode,
+    RawTlsVersion, RawVerify, deserialize_collecting, parse_document,
 };
 
 /// The only job file format this ferry reads.
@@ -1179,6 +1180,8 @@ impl Checker<'_> {
         let max_delete = self.check_max_delete(&place, raw.max_delete.as_ref());
         let ready = self.check_ready(&place, &raw, direction);
         let hooks = self.check_hooks(&place, &raw);
+        let remote_after =
+            self.check_remote_after(&place, &raw, direction, delete, remote.as_deref());
         if delete
             && direction == Some(Direction::Push)
             && matches!(
@@ -1243,7 +1246,74 @@ impl Checker<'_> {
             rescan: raw.rescan.unwrap_or(DEFAULT_RESCAN),
             ready: ready?,
             hooks: hooks?,
+            remote_after: remote_after?,
         })
+    }
+
+    /// `remote_after_download`: pull jobs only; `move_to` an absolute remote directory outside
+    /// the job's root; never with `delete: true` (the next run would mirror the removal).
+    fn check_remote_after(
+        &mut self,
+        place: &Place<'_>,
+        raw: &RawJob,
+        direction: Option<Direction>,
+        delete: bool,
+        remote: Option<&str>,
+    ) -> Option<RemoteAfter> {
+        let Some(after) = &raw.remote_after_download else {
+            return Some(RemoteAfter::Keep);
+        };
+        if direction == Some(Direction::Push) {
+            self.warn_at(
+                place,
+                place.key("remote_after_download"),
+                "remote_after_download only applies to pull jobs; ignored for this push job",
+            );
+            return Some(RemoteAfter::Keep);
+        }
+        let after = match after {
+            RawRemoteAfter::Keep => RemoteAfter::Keep,
+            RawRemoteAfter::Delete => RemoteAfter::Delete,
+            RawRemoteAfter::MoveTo(dir) => {
+                let mark = place.nested_value("remote_after_download", "move_to");
+                let dir = dir.trim_end_matches('/');
+                if has_control_break(dir)
+                    || !dir.starts_with('/')
+                    || dir.split('/').any(|p| p == "..")
+                {
+                    self.report_at(
+                        place,
+                        mark,
+                        "remote_after_download.move_to must be an absolute remote directory without `..`",
+                    );
+                    return None;
+                }
+                let inside = remote.is_some_and(|r| {
+                    let r = r.trim_end_matches('/');
+                    r.is_empty() || dir == r || dir.starts_with(&format!("{r}/"))
+                });
+                if inside {
+                    self.report_at(
+                        place,
+                        mark,
+                        format!(
+                            "remote_after_download.move_to `{dir}` is inside the job's remote directory: the moved files would be pulled again"
+                        ),
+                    );
+                    return None;
+                }
+                RemoteAfter::MoveTo(dir.to_owned())
+            }
+        };
+        if delete && after != RemoteAfter::Keep {
+            self.report_at(
+                place,
+                place.key("remote_after_download"),
+                "remote_after_download removes pulled files on the server, and delete: true would then delete them locally; use one or the other",
+            );
+            return None;
+        }
+        Some(after)
     }
 
     /// `on_success` / `on_failure`: each a non-empty argv list; `hook_timeout` above 0.
@@ -1917,6 +1987,46 @@ mod tests {
                 .any(|w| w.contains("ready only applies to pull jobs")),
             "{warned:?}"
         );
+    }
+
+    #[test]
+    fn the_partners_copy_may_be_deleted_or_archived_outside_the_root() {
+        let fixture = Fixture::new();
+        let job = |extra: &str| {
+            format!(
+                "{ENDPOINT}jobs:\n  j:\n    endpoint: acme\n    direction: pull\n    local: drops\n    remote: /out\n{extra}"
+            )
+        };
+        let after = |extra: &str| fixture.parse_ok(&job(extra)).jobs["j"].remote_after.clone();
+        assert_eq!(after(""), RemoteAfter::Keep);
+        assert_eq!(
+            after("    remote_after_download: delete\n"),
+            RemoteAfter::Delete
+        );
+        assert_eq!(
+            after("    remote_after_download: { move_to: /archive/ }\n"),
+            RemoteAfter::MoveTo("/archive".into())
+        );
+        for (extra, want) in [
+            (
+                "    remote_after_download: { move_to: /out/done }\n",
+                "is inside the job's remote directory",
+            ),
+            (
+                "    remote_after_download: { move_to: archive }\n",
+                "must be an absolute remote directory",
+            ),
+            (
+                "    remote_after_download: delete\n    delete: true\n",
+                "use one or the other",
+            ),
+        ] {
+            let problems = fixture.problems(&job(extra));
+            assert!(
+                problems.len() == 1 && problems[0].contains(want),
+                "{extra}: {problems:?}"
+            );
+        }
     }
 
     #[test]

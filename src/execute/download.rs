@@ -226,11 +226,43 @@ pub(super) async fn download_file(
     }
     tracing::info!(job = %ctx.job, path = %path, bytes = offset + received, resumed_from = offset,
         sha256 = %sha, verified = %verification, "downloaded");
+    apply_remote_after(t, ctx, path).await?;
     Ok(FileOutcome {
         bytes: received,
         verification,
         sha256: Some(sha),
     })
+}
+
+/// `remote_after_download`, once the local copy is verified, in place and recorded: delete the
+/// partner's copy, or move it to the archive directory. A refusal fails the file (the local
+/// copy stays); it is not retried, since a second download would change nothing.
+async fn apply_remote_after(
+    t: &mut dyn Transport,
+    ctx: &Context,
+    path: &RelPath,
+) -> Result<(), TransportError> {
+    let done = match &ctx.remote_after {
+        crate::config::RemoteAfter::Keep => return Ok(()),
+        crate::config::RemoteAfter::Delete => {
+            t.delete_file(path).await.map(|()| "deleted".to_owned())
+        }
+        crate::config::RemoteAfter::MoveTo(dir) => t
+            .move_out(path, dir)
+            .await
+            .map(|to| format!("moved to {to}")),
+    };
+    match done {
+        Ok(what) => {
+            tracing::info!(job = %ctx.job, path = %path, "remote copy {what}");
+            Ok(())
+        }
+        Err(e) => Err(TransportError::new(
+            ErrorKind::Permanent,
+            format!("remote_after_download {path}"),
+            format!("{e}; the local copy is in place, the server's stays"),
+        )),
+    }
 }
 
 /// The partial download to go on from, when there is one that is still this transfer: the

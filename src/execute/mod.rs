@@ -165,6 +165,8 @@ pub struct Context {
     pub after_upload: AfterUpload,
     /// Write `x.sha256` beside each uploaded `x`.
     pub checksum_sidecar: bool,
+    /// Pull: what to do with the remote file once its local copy is verified and in place.
+    pub remote_after: crate::config::RemoteAfter,
     /// The endpoint's sessions, shared with every other job on it.
     pub pool: Pool,
     /// The job's remote directory: every session of this run is rooted there.

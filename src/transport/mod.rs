@@ -291,6 +291,18 @@ pub trait Transport: Send {
 
     async fn delete_file(&mut self, path: &RelPath) -> Result<()>;
 
+    /// Move a file out of the root, to the same relative path below the absolute directory
+    /// `dir` (made as needed). An existing file there is never replaced: the moved one gets a
+    /// time suffix. Returns where it went.
+    async fn move_out(&mut self, path: &RelPath, dir: &str) -> Result<String> {
+        let _ = dir;
+        Err(TransportError::new(
+            ErrorKind::Permanent,
+            format!("move {path}"),
+            "this transport cannot move files out of its root",
+        ))
+    }
+
     async fn remove_dir(&mut self, path: &RelPath) -> Result<()>;
 
     /// Root the session at another directory (a pooled session serves several jobs).

@@ -67,6 +67,7 @@ pub fn job(name: &str, direction: Direction, local: &Path, remote: &str) -> Job 
         rescan: std::time::Duration::from_secs(600),
         ready: ferry::config::Ready::Immediate,
         hooks: ferry::config::Hooks::default(),
+        remote_after: ferry::config::RemoteAfter::Keep,
     }
 }
 

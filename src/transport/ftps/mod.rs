@@ -939,6 +939,38 @@ impl Transport for FtpsSession {
         self.run(&op, async |f| f.rm(&remote).await).await
     }
 
+    async fn move_out(&mut self, path: &RelPath, dir: &str) -> Result<String> {
+        let from = self.remote(path);
+        let mut to = path.to_remote(dir);
+        // The directories it needs there; one that exists answers 550, which is fine.
+        let parent = to.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
+        let mut prefix = String::new();
+        for part in parent.split('/').filter(|p| !p.is_empty()) {
+            prefix.push('/');
+            prefix.push_str(part);
+            let op = format!("MKD {prefix}");
+            let made = prefix.clone();
+            match self.run(&op, async |f| f.mkdir(&made).await).await {
+                Ok(()) => {}
+                Err(e) if e.kind == ErrorKind::Permanent => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Never onto an older archived copy.
+        let probe = format!("SIZE {to}");
+        let target = to.clone();
+        if self
+            .run(&probe, async |f| f.size(&target).await)
+            .await
+            .is_ok()
+        {
+            to = format!("{to}.{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
+        }
+        let op = format!("RNFR {from} / RNTO {to}");
+        self.run(&op, async |f| f.rename(&from, &to).await).await?;
+        Ok(to)
+    }
+
     async fn remove_dir(&mut self, path: &RelPath) -> Result<()> {
         let remote = self.remote(path);
         let op = format!("RMD {remote}");
