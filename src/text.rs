@@ -159,6 +159,31 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactingStderr {
 mod tests {
     use super::*;
 
+    /// While a progress bar is drawn (a suspender is set), each log line is written through it,
+    /// so the bar is cleared first and drawn again after; without one, lines go straight out.
+    #[test]
+    fn log_lines_go_through_the_progress_bars_suspender_while_one_is_drawn() {
+        use std::io::Write as _;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tracing_subscriber::fmt::MakeWriter as _;
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        set_log_suspender(Some(Box::new(|write: &mut dyn FnMut()| {
+            CALLS.fetch_add(1, Ordering::SeqCst);
+            write();
+        })));
+        {
+            let mut line = RedactingStderr.make_writer();
+            let _ = line.write_all(b"ferry test: a log line while a bar is drawn\n");
+        }
+        set_log_suspender(None);
+        assert_eq!(CALLS.load(Ordering::SeqCst), 1);
+        {
+            let mut line = RedactingStderr.make_writer();
+            let _ = line.write_all(b"ferry test: a log line with no bar\n");
+        }
+        assert_eq!(CALLS.load(Ordering::SeqCst), 1, "no suspender, no detour");
+    }
+
     #[test]
     fn controls_are_escaped_and_the_rest_is_kept() {
         let cases = [
