@@ -364,6 +364,14 @@ async fn plan_one(config: &Config, name: &str, json: bool) -> u8 {
                     error,
                 })?;
         }
+        if let ferry::config::Ready::Marker(name) = &job.ready
+            && job.direction == ferry::config::Direction::Pull
+        {
+            // Shown where a sync takes them: after the rest.
+            let markers =
+                ferry::plan::ready::hold_for_marker(&mut planned.plan, &planned.remote, name);
+            planned.plan.actions.extend(markers);
+        }
         Ok::<_, JobError>(planned)
     }
     .await;

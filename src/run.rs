@@ -169,7 +169,13 @@ const RECHECK_ENTRIES: usize = 10_000;
 
 /// How long to wait before a second look at the waiting files, when one is worth it.
 fn recheck_wait(planned: &Planned) -> Option<Duration> {
-    let longest = planned.plan.waiting.iter().map(|w| w.remaining).max()?;
+    let longest = planned
+        .plan
+        .waiting
+        .iter()
+        .filter(|w| w.marker.is_none())
+        .map(|w| w.remaining)
+        .max()?;
     (longest <= RECHECK_WITHIN && planned.remote.entries.len() <= RECHECK_ENTRIES)
         .then(|| longest + Duration::from_millis(200))
 }
@@ -414,6 +420,19 @@ pub async fn run_job_with(
                 remaining = ?w.remaining, "waiting: may still be written");
         }
     }
+    // `ready: { marker: NAME }`: the markers come after the rest of their directory.
+    let markers = match &job.ready {
+        Ready::Marker(name) if job.direction == Direction::Pull => {
+            let markers =
+                crate::plan::ready::hold_for_marker(&mut planned.plan, &planned.remote, name);
+            for w in &planned.plan.waiting {
+                tracing::info!(job = %job.name, path = %w.path, marker = %name,
+                    "waiting: no marker in its directory yet");
+            }
+            markers
+        }
+        _ => Vec::new(),
+    };
     if let Some(only) = &only {
         planned.plan = planned.plan.restricted_to(only);
     }
@@ -438,9 +457,35 @@ pub async fn run_job_with(
         local: planned.local.clone(),
         remote: planned.remote.clone(),
     };
-    let mut execution = execute::execute(&planned.plan, listings, Arc::new(ctx))
+    let ctx = Arc::new(ctx);
+    let mut execution = execute::execute(&planned.plan, listings.clone(), ctx.clone())
         .instrument(span.clone())
         .await;
+    if !markers.is_empty() && execution.fatal.is_none() {
+        // A marker only once every file of its directory is in place: none failed, none waits.
+        let unfinished: std::collections::BTreeSet<crate::path::RelPath> = execution
+            .failures
+            .iter()
+            .map(|f| f.path.parent())
+            .chain(planned.plan.waiting.iter().map(|w| w.path.parent()))
+            .collect();
+        let (ready, held): (Vec<_>, Vec<_>) = markers
+            .into_iter()
+            .partition(|m| !unfinished.contains(&m.path.parent()));
+        for m in &held {
+            tracing::warn!(job = %job.name, path = %m.path,
+                "marker not taken: files of its directory failed or wait");
+        }
+        let last = Plan {
+            actions: ready,
+            ..Plan::default()
+        };
+        let more = execute::execute(&last, listings, ctx.clone())
+            .instrument(span.clone())
+            .await;
+        execution.absorb(more);
+        planned.plan.actions.extend(last.actions);
+    }
     if !planned.plan.forget.is_empty() {
         let (name, forget) = (job.name.clone(), planned.plan.forget.clone());
         let forgotten = store.call(move |s| s.forget(&name, &forget)).await;

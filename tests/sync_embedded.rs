@@ -1252,3 +1252,45 @@ async fn the_partners_copy_is_deleted_or_archived_only_after_the_download() {
     assert!(!data.join("a.csv").exists() && !data.join("sub/b.csv").exists());
     assert_eq!(std::fs::read(archiving_to.join("a.csv")).unwrap(), b"alpha");
 }
+
+/// `ready: { marker: _SUCCESS }`: a directory's files are taken only once the partner has put
+/// `_SUCCESS` in it, and the marker itself comes last, after every file of its directory.
+#[tokio::test]
+async fn a_pull_with_a_marker_takes_a_directory_only_once_marked_and_the_marker_last() {
+    let w = start(EmbeddedOptions::default()).await;
+    let data = w.server_root.join("data");
+    let put = |rel: &str, body: &[u8]| {
+        let p = data.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    };
+    put("day1/a.csv", b"a");
+    put("day1/b.csv", b"b");
+    put("day2/c.csv", b"c");
+    put("day2/_SUCCESS", b"");
+    let inbox = w.local("inbox");
+    let mut j = job("pull", Direction::Pull, &inbox, "/data");
+    j.ready = ferry::config::Ready::Marker("_SUCCESS".into());
+    let setup = Setup::new(w.endpoint(), vec![j]);
+    let first = setup.sync_ok("pull").await;
+    let done: Vec<&str> = first.execution.done.iter().map(|p| p.as_str()).collect();
+    assert_eq!(done, ["day2/c.csv", "day2/_SUCCESS"], "the marker last");
+    let waiting: Vec<&str> = first
+        .planned
+        .plan
+        .waiting
+        .iter()
+        .map(|w| w.path.as_str())
+        .collect();
+    assert_eq!(waiting, ["day1/a.csv", "day1/b.csv"]);
+    assert!(!inbox.join("day1/a.csv").exists());
+    assert!(ferry::report::summary_line(&first).contains("2 waiting"));
+
+    put("day1/_SUCCESS", b"");
+    let second = setup.sync_ok("pull").await;
+    let done: Vec<&str> = second.execution.done.iter().map(|p| p.as_str()).collect();
+    assert_eq!(done.len(), 3, "{done:?}");
+    assert_eq!(done[2], "day1/_SUCCESS", "the marker last: {done:?}");
+    assert!(second.planned.plan.waiting.is_empty());
+    assert_eq!(tree(&inbox), tree(&data));
+}

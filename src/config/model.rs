@@ -378,11 +378,14 @@ impl Default for Hooks {
 }
 
 /// When a pull job takes a remote file: a partner may still be writing one that is listed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ready {
     /// As soon as it is listed (`ready: immediate`; push jobs always).
     Immediate,
     /// Once it showed the same size and time in listings at least this far apart
     /// (`ready: stable`, `stable_for: 30s`).
     Stable(Duration),
+    /// A directory's files once this file is listed in it (`ready: { marker: _SUCCESS }`);
+    /// the marker itself is pulled last.
+    Marker(String),
 }

@@ -979,11 +979,28 @@ pub struct RawJob {
     pub hook_timeout: Option<Duration>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase", expecting = "stable or immediate")]
+/// `ready: stable`, `ready: immediate` or `ready: { marker: NAME }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "stable, immediate or a mapping { marker: NAME }"
+)]
 pub enum RawReady {
+    Word(RawReadyWord),
+    Marker(RawMarker),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawReadyWord {
     Stable,
     Immediate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMarker {
+    pub marker: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

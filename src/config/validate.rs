@@ -47,8 +47,8 @@ use super::model::{
 };
 use super::raw::{
     Collected, Mark, Node, NodeValue, Problem, RawAfterUpload, RawDataMode, RawDirection,
-    RawEndpoint, RawFile, RawJob, RawLimits, RawMaxDelete, RawReady, RawRemoteAfter, RawTlsMode,
-    RawTlsVersion, RawVerify, deserialize_collecting, parse_document,
+    RawEndpoint, RawFile, RawJob, RawLimits, RawMarker, RawMaxDelete, RawReady, RawReadyWord,
+    RawRemoteAfter, RawTlsMode, RawTlsVersion, RawVerify, deserialize_collecting, parse_document,
 };
 
 /// The only job file format this ferry reads.
@@ -1372,8 +1372,26 @@ impl Checker<'_> {
             }
             return Some(Ready::Immediate);
         }
-        match raw.ready {
-            Some(RawReady::Immediate) => {
+        match &raw.ready {
+            Some(RawReady::Marker(RawMarker { marker })) => {
+                if raw.stable_for.is_some() {
+                    self.warn_at(
+                        place,
+                        place.key("stable_for"),
+                        "stable_for only applies with ready: stable; ignored",
+                    );
+                }
+                if marker.contains('/') || crate::path::validate_name(marker).is_err() {
+                    self.report_at(
+                        place,
+                        place.nested_value("ready", "marker"),
+                        "ready.marker must be a file name such as _SUCCESS or READY (no `/`)",
+                    );
+                    return None;
+                }
+                Some(Ready::Marker(marker.clone()))
+            }
+            Some(RawReady::Word(RawReadyWord::Immediate)) => {
                 if raw.stable_for.is_some() {
                     self.warn_at(
                         place,
@@ -1383,7 +1401,7 @@ impl Checker<'_> {
                 }
                 Some(Ready::Immediate)
             }
-            None | Some(RawReady::Stable) => match raw.stable_for {
+            None | Some(RawReady::Word(RawReadyWord::Stable)) => match raw.stable_for {
                 Some(d) if d.is_zero() => {
                     self.report_at(
                         place,
@@ -1955,7 +1973,7 @@ mod tests {
                 "{ENDPOINT}jobs:\n  j:\n    endpoint: acme\n    direction: {direction}\n    local: drops\n    remote: /out\n{extra}"
             )
         };
-        let ready = |yaml: String| fixture.parse_ok(&yaml).jobs["j"].ready;
+        let ready = |yaml: String| fixture.parse_ok(&yaml).jobs["j"].ready.clone();
         assert_eq!(ready(job("pull", "")), Ready::Stable(DEFAULT_STABLE_FOR));
         assert_eq!(
             ready(job("pull", "    stable_for: 3s\n")),
@@ -1966,6 +1984,16 @@ mod tests {
             Ready::Immediate
         );
         assert_eq!(ready(job("push", "")), Ready::Immediate);
+        assert_eq!(
+            ready(job("pull", "    ready: { marker: _SUCCESS }\n")),
+            Ready::Marker("_SUCCESS".into())
+        );
+        assert_eq!(
+            fixture
+                .problems(&job("pull", "    ready: { marker: a/READY }\n"))
+                .len(),
+            1
+        );
         assert_eq!(
             fixture.problems(&job("pull", "    stable_for: 0s\n")),
             vec![

@@ -151,6 +151,26 @@ pub struct Execution {
     pub changed: Vec<Failure>,
 }
 
+impl Execution {
+    /// Add what a later execution of the same run did (the markers of `ready: { marker }`).
+    pub fn absorb(&mut self, more: Execution) {
+        self.transferred += more.transferred;
+        self.done.extend(more.done);
+        self.bytes += more.bytes;
+        self.verified += more.verified;
+        for (how, n) in more.verified_by {
+            *self.verified_by.entry(how).or_default() += n;
+        }
+        self.deleted += more.deleted;
+        self.dirs_made += more.dirs_made;
+        self.failures.extend(more.failures);
+        if self.fatal.is_none() {
+            self.fatal = more.fatal;
+        }
+        self.changed.extend(more.changed);
+    }
+}
+
 /// Everything an execution needs besides the plan.
 pub struct Context {
     pub job: String,

@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use super::{ActionKind, Plan};
+use super::{Action, ActionKind, Plan};
+use crate::listing::{EntryKind, Listing};
 use crate::path::RelPath;
 
 /// Whether a file seen now is ready, or how much longer it must stay as it is.
@@ -37,6 +38,9 @@ pub struct Waiting {
     /// How much longer the file must stay as it is, at the time of the plan.
     #[serde(rename = "remaining_secs", serialize_with = "secs")]
     pub remaining: Duration,
+    /// `ready: { marker: NAME }`: the marker its directory does not have yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marker: Option<String>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -66,6 +70,7 @@ pub fn hold(plan: &mut Plan, stabilities: &[Stability]) {
                     path: a.path.clone(),
                     size: a.size,
                     remaining: *remaining,
+                    marker: None,
                 });
                 false
             }
@@ -73,6 +78,41 @@ pub fn hold(plan: &mut Plan, stabilities: &[Stability]) {
         }
     });
     plan.waiting.extend(waiting);
+}
+
+/// `ready: { marker: NAME }`: a directory's files are taken only once `NAME` is listed in it
+/// (the others wait, into `plan.waiting`), and the markers themselves are taken out of the plan
+/// and returned, to be downloaded once the rest of their directory is in place.
+pub fn hold_for_marker(plan: &mut Plan, remote: &Listing, marker: &str) -> Vec<Action> {
+    let mut markers = Vec::new();
+    let mut waiting = Vec::new();
+    plan.actions.retain(|a| {
+        if a.kind != ActionKind::Download {
+            return true;
+        }
+        if a.path.file_name() == marker {
+            markers.push(a.clone());
+            return false;
+        }
+        let has_marker = a
+            .path
+            .parent()
+            .join(marker)
+            .ok()
+            .and_then(|m| remote.get(&m))
+            .is_some_and(|e| e.kind == EntryKind::File);
+        if !has_marker {
+            waiting.push(Waiting {
+                path: a.path.clone(),
+                size: a.size,
+                remaining: Duration::ZERO,
+                marker: Some(marker.to_owned()),
+            });
+        }
+        has_marker
+    });
+    plan.waiting.extend(waiting);
+    markers
 }
 
 #[cfg(test)]

@@ -62,13 +62,21 @@ pub fn print_plan(job: &str, planned: &Planned, out: &mut dyn Write) -> std::io:
         writeln!(out, "  {:<16} {}{size}: {}", verb(a.kind), a.path, a.reason)?;
     }
     for w in &plan.waiting {
-        writeln!(
-            out,
-            "  waiting          {} ({}): may still be written; taken once unchanged for {}s more",
-            w.path,
-            human_bytes(w.size),
-            w.remaining.as_secs_f64().ceil()
-        )?;
+        match &w.marker {
+            Some(marker) => writeln!(
+                out,
+                "  waiting          {} ({}): taken once `{marker}` is in its directory",
+                w.path,
+                human_bytes(w.size),
+            )?,
+            None => writeln!(
+                out,
+                "  waiting          {} ({}): may still be written; taken once unchanged for {}s more",
+                w.path,
+                human_bytes(w.size),
+                w.remaining.as_secs_f64().ceil()
+            )?,
+        }
     }
     for c in &plan.conflicts {
         writeln!(out, "  conflict         {}: {}", c.path, c.message)?;
@@ -127,7 +135,9 @@ pub fn summary_line(report: &RunReport) -> String {
     );
     let waiting = report.planned.plan.waiting.len();
     if waiting > 0 {
-        line.push_str(&format!(", {waiting} waiting (may still be written)"));
+        line.push_str(&format!(
+            ", {waiting} waiting (not finished on the server yet)"
+        ));
     }
     if let Some(e) = &report.execution.fatal {
         line.push_str(&format!("; stopped: {e}"));
