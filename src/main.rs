@@ -372,6 +372,11 @@ async fn plan_one(config: &Config, name: &str, json: bool) -> u8 {
                 ferry::plan::ready::hold_for_marker(&mut planned.plan, &planned.remote, name);
             planned.plan.actions.extend(markers);
         }
+        if job.ready == ferry::config::Ready::Sidecar
+            && job.direction == ferry::config::Direction::Pull
+        {
+            ferry::plan::ready::hold_for_sidecar(&mut planned.plan, &planned.remote);
+        }
         Ok::<_, JobError>(planned)
     }
     .await;

@@ -431,6 +431,14 @@ pub async fn run_job_with(
             }
             markers
         }
+        Ready::Sidecar if job.direction == Direction::Pull => {
+            crate::plan::ready::hold_for_sidecar(&mut planned.plan, &planned.remote);
+            for w in &planned.plan.waiting {
+                tracing::info!(job = %job.name, path = %w.path,
+                    "waiting: no checksum file beside it yet");
+            }
+            Vec::new()
+        }
         _ => Vec::new(),
     };
     if let Some(only) = &only {

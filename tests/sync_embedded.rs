@@ -1294,3 +1294,55 @@ async fn a_pull_with_a_marker_takes_a_directory_only_once_marked_and_the_marker_
     assert!(second.planned.plan.waiting.is_empty());
     assert_eq!(tree(&inbox), tree(&data));
 }
+
+/// `ready: sidecar`: a file is taken only once its `x.sha256` (or `x.md5`) is beside it on the
+/// server, and is checked against it: a file whose checksum file is wrong is not kept.
+#[tokio::test]
+async fn a_pull_with_ready_sidecar_takes_a_file_once_its_checksum_file_is_there() {
+    use sha2::{Digest, Sha256};
+    let w = start(EmbeddedOptions::default()).await;
+    let data = w.server_root.join("data");
+    std::fs::write(data.join("a.csv"), b"alpha").unwrap();
+    std::fs::write(data.join("b.csv"), b"beta").unwrap();
+    let inbox = w.local("inbox");
+    let mut j = job("pull", Direction::Pull, &inbox, "/data");
+    j.ready = ferry::config::Ready::Sidecar;
+    let setup = Setup::new(w.endpoint(), vec![j]);
+    let first = setup.sync_ok("pull").await;
+    assert_eq!(first.execution.transferred, 0);
+    assert_eq!(first.planned.plan.waiting.len(), 2);
+
+    let sum = |b: &[u8]| hex::encode(Sha256::digest(b));
+    std::fs::write(
+        data.join("a.csv.sha256"),
+        format!("{}  a.csv\n", sum(b"alpha")),
+    )
+    .unwrap();
+    let second = setup.sync_ok("pull").await;
+    let done: Vec<&str> = second.execution.done.iter().map(|p| p.as_str()).collect();
+    assert_eq!(done, ["a.csv", "a.csv.sha256"]);
+    assert_eq!(std::fs::read(inbox.join("a.csv")).unwrap(), b"alpha");
+    assert!(
+        !inbox.join("b.csv").exists(),
+        "b.csv still has no checksum file"
+    );
+
+    // A checksum file that does not match: the file is refused, not kept.
+    std::fs::write(
+        data.join("b.csv.md5"),
+        "00000000000000000000000000000000  b.csv\n",
+    )
+    .unwrap();
+    let third = setup.run("pull").await.expect("runs");
+    assert_eq!(third.exit_code(), 1);
+    assert!(
+        third
+            .execution
+            .failures
+            .iter()
+            .any(|f| f.path.as_str() == "b.csv"),
+        "{:?}",
+        third.execution.failures
+    );
+    assert!(!inbox.join("b.csv").exists());
+}

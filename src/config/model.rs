@@ -388,4 +388,7 @@ pub enum Ready {
     /// A directory's files once this file is listed in it (`ready: { marker: _SUCCESS }`);
     /// the marker itself is pulled last.
     Marker(String),
+    /// A file once its `x.sha256` or `x.md5` is beside it (`ready: sidecar`), and checked
+    /// against it.
+    Sidecar,
 }

@@ -983,7 +983,7 @@ pub struct RawJob {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(
     untagged,
-    expecting = "stable, immediate or a mapping { marker: NAME }"
+    expecting = "stable, immediate, sidecar or a mapping { marker: NAME }"
 )]
 pub enum RawReady {
     Word(RawReadyWord),
@@ -995,6 +995,7 @@ pub enum RawReady {
 pub enum RawReadyWord {
     Stable,
     Immediate,
+    Sidecar,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

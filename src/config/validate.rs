@@ -1391,6 +1391,16 @@ impl Checker<'_> {
                 }
                 Some(Ready::Marker(marker.clone()))
             }
+            Some(RawReady::Word(RawReadyWord::Sidecar)) => {
+                if raw.stable_for.is_some() {
+                    self.warn_at(
+                        place,
+                        place.key("stable_for"),
+                        "stable_for only applies with ready: stable; ignored",
+                    );
+                }
+                Some(Ready::Sidecar)
+            }
             Some(RawReady::Word(RawReadyWord::Immediate)) => {
                 if raw.stable_for.is_some() {
                     self.warn_at(
@@ -1984,6 +1994,7 @@ mod tests {
             Ready::Immediate
         );
         assert_eq!(ready(job("push", "")), Ready::Immediate);
+        assert_eq!(ready(job("pull", "    ready: sidecar\n")), Ready::Sidecar);
         assert_eq!(
             ready(job("pull", "    ready: { marker: _SUCCESS }\n")),
             Ready::Marker("_SUCCESS".into())

@@ -22,7 +22,7 @@
 mod download;
 mod hashing;
 mod retry;
-mod sidecar;
+pub(crate) mod sidecar;
 mod upload;
 mod workers;
 

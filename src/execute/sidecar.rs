@@ -26,7 +26,7 @@ pub(super) struct Sidecar {
 }
 
 /// Whether `name` is itself a checksum file (never checked against another).
-pub(super) fn is_checksum_file(name: &str) -> bool {
+pub(crate) fn is_checksum_file(name: &str) -> bool {
     name.ends_with(".sha256") || name.ends_with(".md5") || name == "SHA256SUMS" || name == "MD5SUMS"
 }
 

@@ -115,6 +115,34 @@ pub fn hold_for_marker(plan: &mut Plan, remote: &Listing, marker: &str) -> Vec<A
     markers
 }
 
+/// `ready: sidecar`: a file is taken only once the partner has put its `x.sha256` or `x.md5`
+/// beside it (the download is then checked against it); checksum files themselves are taken
+/// as they come. The others wait, into `plan.waiting`.
+pub fn hold_for_sidecar(plan: &mut Plan, remote: &Listing) {
+    let mut waiting = Vec::new();
+    plan.actions.retain(|a| {
+        let name = a.path.file_name();
+        if a.kind != ActionKind::Download || crate::execute::sidecar::is_checksum_file(name) {
+            return true;
+        }
+        let dir = a.path.parent();
+        let has_sidecar = [format!("{name}.sha256"), format!("{name}.md5")]
+            .iter()
+            .filter_map(|s| dir.join(s).ok())
+            .any(|s| remote.get(&s).is_some_and(|e| e.kind == EntryKind::File));
+        if !has_sidecar {
+            waiting.push(Waiting {
+                path: a.path.clone(),
+                size: a.size,
+                remaining: Duration::ZERO,
+                marker: Some(format!("{name}.sha256` or `{name}.md5")),
+            });
+        }
+        has_sidecar
+    });
+    plan.waiting.extend(waiting);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
