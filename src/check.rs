@@ -207,11 +207,13 @@ async fn check_root(session: &mut dyn Transport, job: &Job) -> (String, Outcome,
     let place = format!("job `{}` ({direction}): {}", job.name, job.remote);
     session.set_root(&job.remote);
     match session.list_dir(&RelPath::root()).await {
-        Ok(listing) => (
-            format!("{place}: ok, {}", count_entries(&listing)),
-            Outcome::Fine,
-            true,
-        ),
+        Ok(listing) => {
+            let mut line = format!("{place}: ok, {}", count_entries(&listing));
+            if let Some(clock) = list_clock(session, &listing).await {
+                line.push_str(&format!("; {clock}"));
+            }
+            (line, Outcome::Fine, true)
+        }
         // A 5xx on the root: it does not exist (or cannot be listed). A push creates it, as
         // `sync` does; a pull has nothing to read.
         Err(e) if e.kind == ErrorKind::Permanent && job.direction == Direction::Push => (
@@ -228,6 +230,43 @@ async fn check_root(session: &mut dyn Transport, job: &Job) -> (String, Outcome,
             )
         }
     }
+}
+
+/// For a server that lists with LIST (times to the minute, in whatever zone the server keeps),
+/// compare one file's listed time with its MDTM (UTC by RFC 3659; vsftpd's `use_localtime`
+/// shifts both): how far LIST times are from MDTM's. ferry keeps the listed values in state, so
+/// an offset never makes it send a file again; this says what a partner reading the listing
+/// sees.
+async fn list_clock(session: &mut dyn Transport, listing: &DirListing) -> Option<String> {
+    if session.capabilities().mlsd || !session.capabilities().mdtm {
+        return None;
+    }
+    let file = listing.entries.iter().find(|e| {
+        e.entry.kind == crate::listing::EntryKind::File
+            && e.entry
+                .mtime
+                .is_some_and(|m| m.precision == crate::listing::Precision::Minute)
+    })?;
+    let listed = file.entry.mtime?;
+    let path = RelPath::parse(&file.name).ok()?;
+    let exact = session.modified(&path).await.ok()??;
+    Some(describe_offset(
+        listed.nanos / 1_000_000_000 - exact.nanos / 1_000_000_000,
+    ))
+}
+
+/// `listed - exact` seconds, told to the quarter hour (LIST shows minutes only).
+pub fn describe_offset(seconds: i64) -> String {
+    let quarter = 15 * 60;
+    let rounded = (seconds as f64 / quarter as f64).round() as i64 * quarter;
+    if rounded == 0 {
+        return "LIST times agree with MDTM".to_owned();
+    }
+    let sign = if rounded < 0 { '-' } else { '+' };
+    let (h, m) = (rounded.abs() / 3600, rounded.abs() % 3600 / 60);
+    format!(
+        "LIST times are MDTM{sign}{h:02}:{m:02} (a server clock or zone; kept as listed, nothing is sent again for it)"
+    )
 }
 
 /// A failed listing is a root problem, unless the server refused TLS or the login.
@@ -293,6 +332,15 @@ mod tests {
                 "{names:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_list_clock_offset_is_told_to_the_quarter_hour() {
+        assert_eq!(describe_offset(0), "LIST times agree with MDTM");
+        assert_eq!(describe_offset(-40), "LIST times agree with MDTM");
+        assert!(describe_offset(3600 - 20).starts_with("LIST times are MDTM+01:00 (a server"));
+        assert!(describe_offset(-5 * 3600).starts_with("LIST times are MDTM-05:00"));
+        assert!(describe_offset(5 * 3600 + 1800).starts_with("LIST times are MDTM+05:30"));
     }
 
     #[test]

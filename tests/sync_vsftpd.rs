@@ -191,6 +191,8 @@ async fn check_connect_reports_session_reuse_and_features() {
         return;
     };
     std::fs::create_dir_all(v.root().join("data")).unwrap();
+    // A file, so that its LIST time (to the minute) can be held against its MDTM.
+    std::fs::write(v.root().join("data/today.csv"), b"1,2\n").unwrap();
     v.give_root_to_user();
     let dir = tempfile::tempdir().unwrap();
     let setup = Setup::new(
@@ -208,6 +210,8 @@ async fn check_connect_reports_session_reuse_and_features() {
         "MFMT: no",
         "SIZE: yes",
         "hash commands: none",
+        // vsftpd lists in UTC unless use_localtime=YES.
+        "job `pull` (pull): /data: ok, 1 entry; LIST times agree with MDTM",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }

@@ -316,6 +316,12 @@ pub trait Transport: Send {
     /// The size of a file as the server reports it, `None` when it cannot tell.
     async fn size(&mut self, path: &RelPath) -> Result<Option<u64>>;
 
+    /// The file's modification time by MDTM (UTC, to the second), when the server has it.
+    async fn modified(&mut self, path: &RelPath) -> Result<Option<crate::listing::Mtime>> {
+        let _ = path;
+        Ok(None)
+    }
+
     /// The server's digest of the file (lowercase hex) in [`Capabilities::hash_command`]'s
     /// algorithm; `None` when the server offers no hash command.
     async fn server_hash(&mut self, path: &RelPath) -> Result<Option<(HashAlgo, String)>>;

@@ -995,6 +995,19 @@ impl Transport for FtpsSession {
         Ok(Some(size as u64))
     }
 
+    async fn modified(&mut self, path: &RelPath) -> Result<Option<crate::listing::Mtime>> {
+        if !self.capabilities.mdtm {
+            return Ok(None);
+        }
+        let remote = self.remote(path);
+        let op = format!("MDTM {remote}");
+        let at = self.run(&op, async |f| f.mdtm(&remote).await).await?;
+        Ok(Some(crate::listing::Mtime::from_secs(
+            at.and_utc().timestamp(),
+            crate::listing::Precision::Second,
+        )))
+    }
+
     async fn server_hash(&mut self, path: &RelPath) -> Result<Option<(HashAlgo, String)>> {
         let Some(hash) = self.capabilities.hash_command.clone() else {
             return Ok(None);
