@@ -124,6 +124,7 @@ fn demo_job(name: &str, direction: Direction, local: &Path) -> Job {
         ready: crate::config::Ready::Immediate,
         hooks: crate::config::Hooks::default(),
         remote_after: crate::config::RemoteAfter::Keep,
+        publish: None,
     }
 }
 

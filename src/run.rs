@@ -454,6 +454,10 @@ pub async fn run_job_with(
         retry: job.retry,
         after_upload: job.after_upload.clone(),
         remote_after: job.remote_after.clone(),
+        publish: job
+            .publish
+            .clone()
+            .filter(|_| job.direction == Direction::Push),
         checksum_sidecar: job.checksum_sidecar && job.direction == Direction::Push,
         pool,
         remote_root: job.remote.clone(),

@@ -1346,3 +1346,132 @@ async fn a_pull_with_ready_sidecar_takes_a_file_once_its_checksum_file_is_there(
     );
     assert!(!inbox.join("b.csv").exists());
 }
+
+/// `publish: batch` with `marker: READY`: 60 files of 1 MiB, a consumer polling the server's
+/// disk every 20 ms. READY is never visible before all 60 are complete; on a second run with 10
+/// changed files, whenever READY is visible the 10 are all old or all new. With `manifest`, the
+/// manifest lists the batch with its SHA-256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_published_whole_and_its_marker_last() {
+    use std::os::unix::fs::MetadataExt as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    const N: usize = 60;
+    const SIZE: u64 = (1 << 20) + 1;
+    let w = start(EmbeddedOptions::default()).await;
+    let outbox = w.local("outbox");
+    let body = |i: usize, version: u8| {
+        let mut b = vec![version];
+        b.extend(pseudo_random(1 << 20, i as u64));
+        b
+    };
+    for i in 0..N {
+        std::fs::write(outbox.join(format!("f{i:02}.bin")), body(i, 1)).unwrap();
+    }
+    let mut j = job("push", Direction::Push, &outbox, "/data");
+    j.publish = Some(ferry::config::Publish {
+        marker: "READY".into(),
+        manifest: false,
+    });
+    let setup = Setup::new(w.endpoint(), vec![j]);
+    let remote = w.server_root.join("data");
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::<std::collections::BTreeSet<u8>>::new()));
+    let violations = Arc::new(Mutex::new(Vec::<String>::new()));
+    let consumer = std::thread::spawn({
+        let (stop, seen, violations, remote) = (
+            stop.clone(),
+            seen.clone(),
+            violations.clone(),
+            remote.clone(),
+        );
+        move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+                let Ok(before) = std::fs::metadata(remote.join("READY")) else {
+                    continue;
+                };
+                let complete = (0..N).all(|i| {
+                    std::fs::metadata(remote.join(format!("f{i:02}.bin")))
+                        .is_ok_and(|m| m.len() == SIZE)
+                });
+                let versions: std::collections::BTreeSet<u8> = (0..10)
+                    .filter_map(|i| std::fs::read(remote.join(format!("f{i:02}.bin"))).ok())
+                    .filter_map(|b| b.first().copied())
+                    .collect();
+                // Only a look during which the same READY stood counts.
+                let same = std::fs::metadata(remote.join("READY"))
+                    .is_ok_and(|after| after.ino() == before.ino());
+                if !same {
+                    continue;
+                }
+                if !complete {
+                    violations
+                        .lock()
+                        .unwrap()
+                        .push("READY beside an incomplete batch".into());
+                }
+                if versions.len() != 1 {
+                    violations
+                        .lock()
+                        .unwrap()
+                        .push(format!("READY beside old and new files: {versions:?}"));
+                }
+                seen.lock().unwrap().push(versions);
+            }
+        }
+    });
+    let first = setup.sync_ok("push").await;
+    assert_eq!(first.execution.transferred, N as u64);
+    let saw = |v: u8| seen.lock().unwrap().iter().any(|s| s.contains(&v));
+    let waited = std::time::Instant::now();
+    while !saw(1) {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "READY never seen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..10 {
+        std::fs::write(outbox.join(format!("f{i:02}.bin")), body(i, 2)).unwrap();
+    }
+    let second = setup.sync_ok("push").await;
+    assert_eq!(second.execution.transferred, 10);
+    let waited = std::time::Instant::now();
+    while !saw(2) {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the new READY never seen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    consumer.join().unwrap();
+    assert!(
+        violations.lock().unwrap().is_empty(),
+        "{:?}",
+        violations.lock().unwrap()
+    );
+    assert_eq!(std::fs::read(remote.join("READY")).unwrap(), b"");
+    // A third run with nothing changed leaves the marker alone.
+    let third = setup.sync_ok("push").await;
+    assert_eq!(third.execution.transferred, 0);
+    assert!(remote.join("READY").exists());
+
+    // The manifest variant: the batch's files with their SHA-256, written last.
+    let mut j = job("manifest", Direction::Push, &outbox, "/sums");
+    j.publish = Some(ferry::config::Publish {
+        marker: "SHA256SUMS".into(),
+        manifest: true,
+    });
+    let setup = Setup::new(w.endpoint(), vec![j]);
+    setup.sync_ok("manifest").await;
+    let manifest = std::fs::read_to_string(w.server_root.join("sums/SHA256SUMS")).unwrap();
+    let lines: Vec<&str> = manifest.lines().collect();
+    assert_eq!(lines.len(), N);
+    let want = format!(
+        "{}  f00.bin",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body(0, 2)))
+    );
+    assert!(lines.contains(&want.as_str()), "{manifest}");
+}

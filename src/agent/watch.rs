@@ -461,6 +461,7 @@ mod tests {
             ready: crate::config::Ready::Immediate,
             hooks: crate::config::Hooks::default(),
             remote_after: crate::config::RemoteAfter::Keep,
+            publish: None,
         }
     }
 

@@ -347,6 +347,19 @@ pub struct Job {
     pub hooks: Hooks,
     /// Pull jobs: what happens to a remote file once its local copy is verified and in place.
     pub remote_after: RemoteAfter,
+    /// Push jobs with `publish: batch`: how a batch is announced once all of it is in place.
+    pub publish: Option<Publish>,
+}
+
+/// `publish: batch`: every changed file of a run is uploaded and verified under its temporary
+/// name, then all are renamed into place, and only then the marker (or manifest) is written in
+/// the remote root; the previous batch's marker is removed before the first rename.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// The marker's name in the remote root (`READY`, or the manifest's `SHA256SUMS`).
+    pub marker: String,
+    /// The marker holds `SHA256  PATH` lines of the batch (a manifest) rather than nothing.
+    pub manifest: bool,
 }
 
 /// `remote_after_download`: the partner's copy of a pulled file, once ferry's is in place.

@@ -970,6 +970,12 @@ pub struct RawJob {
     pub stable_for: Option<Duration>,
     /// Pull jobs: what to do with the remote file once its local copy is verified and in place.
     pub remote_after_download: Option<RawRemoteAfter>,
+    /// Push jobs: `each` (the default) or `batch`.
+    pub publish: Option<RawPublish>,
+    /// With `publish: batch`: the file written in the remote root once a batch is in place.
+    pub marker: Option<String>,
+    /// With `publish: batch`: a SHA-256 manifest of the batch written as the marker.
+    pub manifest: Option<String>,
     /// A command (argv list, no shell) run after a run that ended `ok`.
     pub on_success: Option<Vec<String>>,
     /// A command run after a run that did not end `ok`.
@@ -1042,6 +1048,14 @@ pub struct RawRetry {
 pub enum RawMaxDelete {
     Count(u64),
     Text(String),
+}
+
+/// `publish: each | batch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", expecting = "each or batch")]
+pub enum RawPublish {
+    Each,
+    Batch,
 }
 
 /// `remote_after_download: keep | delete | { move_to: /remote/dir }`.

@@ -42,13 +42,14 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::model::{
     AfterUpload, AgentSettings, Config, DataMode, Direction, Endpoint, Filter, Hooks, Job, Limits,
-    MaxDelete, PasswordSource, Ready, RemoteAfter, RetryPolicy, Secret, TlsMode, TlsVersion,
-    TrustRoots, Verify,
+    MaxDelete, PasswordSource, Publish, Ready, RemoteAfter, RetryPolicy, Secret, TlsMode,
+    TlsVersion, TrustRoots, Verify,
 };
 use super::raw::{
     Collected, Mark, Node, NodeValue, Problem, RawAfterUpload, RawDataMode, RawDirection,
-    RawEndpoint, RawFile, RawJob, RawLimits, RawMarker, RawMaxDelete, RawReady, RawReadyWord,
-    RawRemoteAfter, RawTlsMode, RawTlsVersion, RawVerify, deserialize_collecting, parse_document,
+    RawEndpoint, RawFile, RawJob, RawLimits, RawMarker, RawMaxDelete, RawPublish, RawReady,
+    RawReadyWord, RawRemoteAfter, RawTlsMode, RawTlsVersion, RawVerify, deserialize_collecting,
+    parse_document,
 };
 
 /// The only job file format this ferry reads.
@@ -1182,6 +1183,7 @@ impl Checker<'_> {
         let hooks = self.check_hooks(&place, &raw);
         let remote_after =
             self.check_remote_after(&place, &raw, direction, delete, remote.as_deref());
+        let publish = self.check_publish(&place, &raw, direction);
         if delete
             && direction == Some(Direction::Push)
             && matches!(
@@ -1247,7 +1249,67 @@ impl Checker<'_> {
             ready: ready?,
             hooks: hooks?,
             remote_after: remote_after?,
+            publish: publish?,
         })
+    }
+
+    /// `publish: batch` with exactly one of `marker: NAME` or `manifest: NAME` (push jobs).
+    fn check_publish(
+        &mut self,
+        place: &Place<'_>,
+        raw: &RawJob,
+        direction: Option<Direction>,
+    ) -> Option<Option<Publish>> {
+        let batch = raw.publish == Some(RawPublish::Batch);
+        if direction == Some(Direction::Pull) {
+            for key in ["publish", "marker", "manifest"] {
+                if place.node.get(key).is_some() {
+                    self.warn_at(
+                        place,
+                        place.key(key),
+                        format!("{key} only applies to push jobs; ignored for this pull job"),
+                    );
+                }
+            }
+            return Some(None);
+        }
+        let (name, manifest, key) = match (&raw.marker, &raw.manifest) {
+            (Some(m), None) => (m, false, "marker"),
+            (None, Some(m)) => (m, true, "manifest"),
+            (None, None) if !batch => return Some(None),
+            (None, None) => {
+                self.report_at(
+                    place,
+                    place.key("publish"),
+                    "publish: batch needs `marker: NAME` (such as READY) or `manifest: NAME` (such as SHA256SUMS)",
+                );
+                return None;
+            }
+            (Some(_), Some(_)) => {
+                self.report_at(
+                    place,
+                    place.key("manifest"),
+                    "give either marker or manifest, not both",
+                );
+                return None;
+            }
+        };
+        if !batch {
+            self.report_at(place, place.key(key), format!("{key} needs publish: batch"));
+            return None;
+        }
+        if name.contains('/') || crate::path::validate_name(name).is_err() {
+            self.report_at(
+                place,
+                place.value(key),
+                format!("{key} must be a file name such as READY (no `/`)"),
+            );
+            return None;
+        }
+        Some(Some(Publish {
+            marker: name.clone(),
+            manifest,
+        }))
     }
 
     /// `remote_after_download`: pull jobs only; `move_to` an absolute remote directory outside
@@ -2058,6 +2120,53 @@ mod tests {
             (
                 "    remote_after_download: delete\n    delete: true\n",
                 "use one or the other",
+            ),
+        ] {
+            let problems = fixture.problems(&job(extra));
+            assert!(
+                problems.len() == 1 && problems[0].contains(want),
+                "{extra}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_batch_is_announced_by_a_marker_or_a_manifest() {
+        let fixture = Fixture::new();
+        let job = |extra: &str| {
+            format!(
+                "{ENDPOINT}jobs:\n  j:\n    endpoint: acme\n    direction: push\n    local: drops\n    remote: /out\n{extra}"
+            )
+        };
+        let publish = |extra: &str| fixture.parse_ok(&job(extra)).jobs["j"].publish.clone();
+        assert_eq!(publish(""), None);
+        assert_eq!(
+            publish("    publish: batch\n    marker: READY\n"),
+            Some(Publish {
+                marker: "READY".into(),
+                manifest: false
+            })
+        );
+        assert_eq!(
+            publish("    publish: batch\n    manifest: SHA256SUMS\n"),
+            Some(Publish {
+                marker: "SHA256SUMS".into(),
+                manifest: true
+            })
+        );
+        for (extra, want) in [
+            (
+                "    publish: batch\n",
+                "publish: batch needs `marker: NAME`",
+            ),
+            ("    marker: READY\n", "marker needs publish: batch"),
+            (
+                "    publish: batch\n    marker: READY\n    manifest: SUMS\n",
+                "either marker or manifest",
+            ),
+            (
+                "    publish: batch\n    marker: a/READY\n",
+                "must be a file name",
             ),
         ] {
             let problems = fixture.problems(&job(extra));

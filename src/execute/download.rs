@@ -231,6 +231,7 @@ pub(super) async fn download_file(
         bytes: received,
         verification,
         sha256: Some(sha),
+        staged: None,
     })
 }
 

@@ -21,6 +21,7 @@
 
 mod download;
 mod hashing;
+mod publish;
 mod retry;
 pub(crate) mod sidecar;
 mod upload;
@@ -86,6 +87,8 @@ pub struct FileOutcome {
     /// How the file was checked once transferred.
     pub verification: Verification,
     pub sha256: Option<String>,
+    /// `publish: batch`: verified under its temporary name, renamed with the rest of the batch.
+    pub staged: Option<upload::Staged>,
 }
 
 /// How a transferred file was checked, said plainly in the log and the summary.
@@ -187,6 +190,8 @@ pub struct Context {
     pub checksum_sidecar: bool,
     /// Pull: what to do with the remote file once its local copy is verified and in place.
     pub remote_after: crate::config::RemoteAfter,
+    /// Push with `publish: batch`: uploads wait under their temporary names for the batch.
+    pub publish: Option<crate::config::Publish>,
     /// The endpoint's sessions, shared with every other job on it.
     pub pool: Pool,
     /// The job's remote directory: every session of this run is rooted there.
@@ -253,8 +258,14 @@ pub async fn execute(plan: &Plan, listings: Listings, ctx: Arc<Context>) -> Exec
             l.release();
         }
         let results = workers::run_transfers(transfers, listings, ctx.clone()).await;
+        let mut staged = Vec::new();
         for (action, result) in results {
             match result {
+                Ok(mut done) if done.staged.is_some() => {
+                    if let Some(s) = done.staged.take() {
+                        staged.push((action, done, s));
+                    }
+                }
                 Ok(done) => {
                     out.transferred += 1;
                     out.done.push(action.path.clone());
@@ -288,6 +299,11 @@ pub async fn execute(plan: &Plan, listings: Listings, ctx: Arc<Context>) -> Exec
                     error: e,
                 }),
             }
+        }
+        if let Some(publish) = &ctx.publish
+            && !staged.is_empty()
+        {
+            publish::publish_batch(publish, staged, &ctx, &mut lease, &mut out).await;
         }
         if ctx.direction == Direction::Push && out.fatal.is_none() {
             refresh_remote_fingerprints(plan, &ctx, &mut lease, &mut out).await;

@@ -140,25 +140,71 @@ pub(super) async fn upload_file(
             return Err(e);
         }
     };
-    if let Err(e) = t.rename(&tmp, path).await {
-        let _ = t.delete_file(&tmp).await;
+    let staged = Staged {
+        tmp,
+        record: SyncRecord {
+            local_size: opened.size,
+            local_mtime: opened.mtime,
+            sha256: Some(sha.clone()),
+            remote_size: sent,
+            // Filled in from a fresh listing after the transfers (see refresh_remote_fingerprints).
+            remote_mtime: None,
+        },
+        opened,
+    };
+    if ctx.publish.is_some() {
+        // A batch: renamed into place with the rest of it, once all of it is verified.
+        forget_partial(ctx, path, resumable).await;
+        tracing::info!(job = %ctx.job, path = %path, bytes = sent, sha256 = %sha,
+            verified = %verification, "uploaded under its temporary name, for the batch");
+        return Ok(FileOutcome {
+            bytes: sent - offset,
+            verification,
+            sha256: Some(sha),
+            staged: Some(staged),
+        });
+    }
+    if let Err(e) = t.rename(&staged.tmp, path).await {
+        let _ = t.delete_file(&staged.tmp).await;
         forget_partial(ctx, path, resumable).await;
         return Err(e);
     }
     forget_partial(ctx, path, resumable).await;
-    let record = SyncRecord {
-        local_size: opened.size,
-        local_mtime: opened.mtime,
-        sha256: Some(sha.clone()),
-        remote_size: sent,
-        // Filled in from a fresh listing after the transfers (see refresh_remote_fingerprints).
-        remote_mtime: None,
-    };
-    save_record(ctx, path, &record, &op).await?;
     tracing::info!(job = %ctx.job, path = %path, bytes = sent, resumed_from = offset,
         sha256 = %sha, verified = %verification, "uploaded");
-    if ctx.checksum_sidecar {
-        write_checksum_file(t, path, &sha).await.map_err(|e| {
+    in_place(t, ctx, path, &staged).await?;
+    Ok(FileOutcome {
+        // What this try moved (the rest of a resumed upload).
+        bytes: sent - offset,
+        verification,
+        sha256: Some(sha),
+        staged: None,
+    })
+}
+
+/// An upload verified under its temporary name, not yet renamed into place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    pub tmp: RelPath,
+    pub record: SyncRecord,
+    /// The local file as it was opened (for `after_upload`).
+    pub opened: Meta,
+}
+
+/// Once a file is under its final name on the server: record it, write its checksum file
+/// when asked, and apply `after_upload`.
+pub(super) async fn in_place(
+    t: &mut dyn Transport,
+    ctx: &Context,
+    path: &RelPath,
+    staged: &Staged,
+) -> Result<(), TransportError> {
+    let op = format!("upload {path}");
+    save_record(ctx, path, &staged.record, &op).await?;
+    if ctx.checksum_sidecar
+        && let Some(sha) = &staged.record.sha256
+    {
+        write_checksum_file(t, path, sha).await.map_err(|e| {
             // Not retried: the file itself is in place and recorded; the next run sees the
             // checksum file missing and sends both again.
             TransportError::new(
@@ -168,13 +214,8 @@ pub(super) async fn upload_file(
             )
         })?;
     }
-    apply_after_upload(ctx, &dir, name, &opened, path)?;
-    Ok(FileOutcome {
-        // What this try moved (the rest of a resumed upload).
-        bytes: sent - offset,
-        verification,
-        sha256: Some(sha),
-    })
+    let (dir, name) = ctx.local.parent(path).map_err(|e| local_err(&op, e))?;
+    apply_after_upload(ctx, &dir, name, &staged.opened, path)
 }
 
 /// Write `x.sha256` beside the uploaded `x`, through a temporary name like any upload.

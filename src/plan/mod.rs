@@ -54,6 +54,9 @@ pub struct Policy {
     pub max_delete: MaxDelete,
     /// Push: ferry writes `x.sha256` beside each `x`; those are ferry's, not files to mirror.
     pub checksum_sidecar: bool,
+    /// Push with `publish: batch`: the marker (or manifest) ferry writes in the remote root,
+    /// neither mirrored nor deleted.
+    pub publish_marker: Option<String>,
 }
 
 impl Policy {
@@ -63,6 +66,11 @@ impl Policy {
             delete: job.delete,
             max_delete: job.max_delete,
             checksum_sidecar: job.checksum_sidecar && job.direction == Direction::Push,
+            publish_marker: job
+                .publish
+                .as_ref()
+                .filter(|_| job.direction == Direction::Push)
+                .map(|p| p.marker.clone()),
         }
     }
 }
@@ -244,6 +252,14 @@ pub fn plan(local: &Listing, remote: &Listing, records: &Records, policy: &Polic
             },
         };
         if draft.is_shielded(path) {
+            continue;
+        }
+        if policy
+            .publish_marker
+            .as_deref()
+            .is_some_and(|m| path.as_str() == m)
+        {
+            // The batch marker is ferry's, in the remote root.
             continue;
         }
         if policy.checksum_sidecar && sidecar_of_a_local_file(path, &local_tree) {

@@ -87,6 +87,7 @@ fn policy() -> impl Strategy<Value = Policy> {
             delete,
             max_delete,
             checksum_sidecar: false,
+            publish_marker: None,
         })
 }
 

@@ -54,6 +54,7 @@ fn policy(direction: Direction, delete: bool) -> Policy {
         // No cap here; guard.rs and the property tests cover max_delete.
         max_delete: MaxDelete::Count(u64::MAX),
         checksum_sidecar: false,
+        publish_marker: None,
     }
 }
 

@@ -68,6 +68,7 @@ pub fn job(name: &str, direction: Direction, local: &Path, remote: &str) -> Job 
         ready: ferry::config::Ready::Immediate,
         hooks: ferry::config::Hooks::default(),
         remote_after: ferry::config::RemoteAfter::Keep,
+        publish: None,
     }
 }
 
