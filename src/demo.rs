@@ -125,6 +125,7 @@ fn demo_job(name: &str, direction: Direction, local: &Path) -> Job {
         hooks: crate::config::Hooks::default(),
         remote_after: crate::config::RemoteAfter::Keep,
         publish: None,
+        backup_dir: None,
     }
 }
 

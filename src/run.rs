@@ -354,12 +354,21 @@ pub async fn run_job_with(
             }
             _ => None,
         };
+        let backup = match &job.backup_dir {
+            Some(dir) if job.direction == Direction::Pull => {
+                Some(LocalRoot::open(dir).map_err(|e| JobError::Transport {
+                    job: job.name.clone(),
+                    error: TransportError::local("open the backup_dir directory", &e),
+                })?)
+            }
+            _ => None,
+        };
         let planned = plan_job(job, &limits, &pool, &records, MissingRoot::Create).await?;
-        Ok::<_, JobError>((planned, archive))
+        Ok::<_, JobError>((planned, archive, backup))
     }
     .instrument(span.clone())
     .await;
-    let (planned, archive) = match planned {
+    let (planned, archive, backup) = match planned {
         Ok(p) => p,
         Err(e) => {
             let message = e.to_string();
@@ -450,6 +459,7 @@ pub async fn run_job_with(
         direction: job.direction,
         local: planned.local_root.clone(),
         archive,
+        backup,
         verify: job.verify,
         retry: job.retry,
         after_upload: job.after_upload.clone(),

@@ -49,6 +49,9 @@ fn every_directory_of_the_example_is_writable_and_every_credential_loaded() {
         if let Some(dir) = job["after_upload"]["move_to"].as_str() {
             dirs.push(dir.to_owned());
         }
+        if let Some(dir) = job["backup_dir"].as_str() {
+            dirs.push(dir.to_owned());
+        }
     }
     assert!(dirs.len() >= 4, "{dirs:?}");
     for dir in &dirs {

@@ -1475,3 +1475,50 @@ async fn a_batch_is_published_whole_and_its_marker_last() {
     );
     assert!(lines.contains(&want.as_str()), "{manifest}");
 }
+
+/// `backup_dir` (pull): the local copy a new download replaces, and the one a mirror deletes,
+/// are moved into the backup directory at their relative place with a UTC time suffix.
+#[tokio::test]
+async fn a_pull_with_backup_dir_keeps_replaced_and_deleted_local_copies() {
+    let w = start(EmbeddedOptions::default()).await;
+    let data = w.server_root.join("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(data.join("sub/a.csv"), b"version one").unwrap();
+    std::fs::write(data.join("gone.csv"), b"short-lived").unwrap();
+    let (inbox, kept) = (w.local("inbox"), w.local("kept"));
+    let mut j = job("pull", Direction::Pull, &inbox, "/data");
+    j.backup_dir = Some(kept.clone());
+    j.delete = true;
+    j.max_delete = ferry::config::MaxDelete::Count(10);
+    let setup = Setup::new(w.endpoint(), vec![j]);
+    setup.sync_ok("pull").await;
+    assert!(tree(&kept).is_empty(), "nothing replaced yet");
+
+    std::fs::write(data.join("sub/a.csv"), b"version two!").unwrap();
+    std::fs::remove_file(data.join("gone.csv")).unwrap();
+    let report = setup.sync_ok("pull").await;
+    assert_eq!(report.execution.transferred, 1);
+    assert_eq!(report.execution.deleted, 1);
+    assert_eq!(
+        std::fs::read(inbox.join("sub/a.csv")).unwrap(),
+        b"version two!"
+    );
+    assert!(!inbox.join("gone.csv").exists());
+    let kept_files: Vec<(String, Vec<u8>)> = tree(&kept)
+        .into_iter()
+        .filter(|(_, v)| v != "dir")
+        .map(|(k, _)| {
+            let body = std::fs::read(kept.join(&k)).unwrap();
+            (k, body)
+        })
+        .collect();
+    assert_eq!(kept_files.len(), 2, "{kept_files:?}");
+    let find = |prefix: &str| {
+        kept_files
+            .iter()
+            .find(|(k, _)| k.starts_with(prefix) && k.ends_with('Z'))
+            .map(|(_, b)| b.clone())
+    };
+    assert_eq!(find("sub/a.csv.").as_deref(), Some(&b"version one"[..]));
+    assert_eq!(find("gone.csv.").as_deref(), Some(&b"short-lived"[..]));
+}

@@ -462,6 +462,7 @@ mod tests {
             hooks: crate::config::Hooks::default(),
             remote_after: crate::config::RemoteAfter::Keep,
             publish: None,
+            backup_dir: None,
         }
     }
 

@@ -349,6 +349,8 @@ pub struct Job {
     pub remote_after: RemoteAfter,
     /// Push jobs with `publish: batch`: how a batch is announced once all of it is in place.
     pub publish: Option<Publish>,
+    /// Pull jobs: where a local copy goes instead of being overwritten or deleted.
+    pub backup_dir: Option<PathBuf>,
 }
 
 /// `publish: batch`: every changed file of a run is uploaded and verified under its temporary

@@ -970,6 +970,8 @@ pub struct RawJob {
     pub stable_for: Option<Duration>,
     /// Pull jobs: what to do with the remote file once its local copy is verified and in place.
     pub remote_after_download: Option<RawRemoteAfter>,
+    /// Pull jobs: keep replaced and deleted local copies here, with a time suffix.
+    pub backup_dir: Option<PathBuf>,
     /// Push jobs: `each` (the default) or `batch`.
     pub publish: Option<RawPublish>,
     /// With `publish: batch`: the file written in the remote root once a batch is in place.

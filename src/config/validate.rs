@@ -1184,6 +1184,7 @@ impl Checker<'_> {
         let remote_after =
             self.check_remote_after(&place, &raw, direction, delete, remote.as_deref());
         let publish = self.check_publish(&place, &raw, direction);
+        let backup_dir = self.check_backup_dir(&place, &raw, direction, local.as_deref());
         if delete
             && direction == Some(Direction::Push)
             && matches!(
@@ -1250,7 +1251,45 @@ impl Checker<'_> {
             hooks: hooks?,
             remote_after: remote_after?,
             publish: publish?,
+            backup_dir: backup_dir?,
         })
+    }
+
+    /// `backup_dir` (pull jobs): an existing local directory outside `local`.
+    fn check_backup_dir(
+        &mut self,
+        place: &Place<'_>,
+        raw: &RawJob,
+        direction: Option<Direction>,
+        local: Option<&Path>,
+    ) -> Option<Option<PathBuf>> {
+        let Some(dir) = &raw.backup_dir else {
+            return Some(None);
+        };
+        if direction == Some(Direction::Push) {
+            self.report_at(
+                place,
+                place.key("backup_dir"),
+                "backup_dir is built for pull jobs only so far (it keeps replaced and deleted local copies); a push job cannot keep the server's old copies yet",
+            );
+            return None;
+        }
+        let path = self.resolve(dir);
+        if local.is_some_and(|l| path.starts_with(l)) {
+            self.report_at(
+                place,
+                place.value("backup_dir"),
+                format!(
+                    "backup_dir `{}` is inside local: the kept copies would be synced",
+                    path.display()
+                ),
+            );
+            return None;
+        }
+        if let Err(message) = check_directory(&path, "backup_dir") {
+            self.unavailable_at(place, place.value("backup_dir"), message);
+        }
+        Some(Some(path))
     }
 
     /// `publish: batch` with exactly one of `marker: NAME` or `manifest: NAME` (push jobs).
@@ -2175,6 +2214,37 @@ mod tests {
                 "{extra}: {problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn backup_dir_is_a_local_directory_of_a_pull_job_outside_local() {
+        let fixture = Fixture::new();
+        fs::create_dir(fixture.path("kept")).expect("mkdir");
+        fs::create_dir(fixture.path("drops/inner")).expect("mkdir");
+        let job = |direction: &str, extra: &str| {
+            format!(
+                "{ENDPOINT}jobs:\n  j:\n    endpoint: acme\n    direction: {direction}\n    local: drops\n    remote: /out\n{extra}"
+            )
+        };
+        let config = fixture.parse_ok(&job("pull", "    backup_dir: kept\n"));
+        assert_eq!(config.jobs["j"].backup_dir, Some(fixture.path("kept")));
+        for (direction, extra, want) in [
+            ("pull", "    backup_dir: drops/inner\n", "is inside local"),
+            (
+                "push",
+                "    backup_dir: kept\n",
+                "built for pull jobs only so far",
+            ),
+        ] {
+            let problems = fixture.problems(&job(direction, extra));
+            assert!(
+                problems.len() == 1 && problems[0].contains(want),
+                "{extra}: {problems:?}"
+            );
+        }
+        // A missing one makes the job unavailable on this machine, as a missing local does.
+        let config = fixture.parse_ok(&job("pull", "    backup_dir: nowhere\n"));
+        assert!(config.unavailable("j").is_some());
     }
 
     #[test]

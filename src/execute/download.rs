@@ -208,6 +208,15 @@ pub(super) async fn download_file(
     }
     dir.finish_mode(&file, name)
         .map_err(|e| local_err(&op, e))?;
+    if let Some(backup) = &ctx.backup
+        && dir
+            .stat(name)
+            .map_err(|e| local_err(&op, e))?
+            .is_some_and(|m| m.kind == crate::local_fs::Kind::File)
+    {
+        // The copy this download replaces is kept.
+        super::upload::back_up(backup, &dir, name, path).map_err(|e| local_err(&op, e))?;
+    }
     dir.rename(tmp_name, &dir, name)
         .map_err(|e| local_err(&op, e))?;
     guard.armed = false;

@@ -182,6 +182,8 @@ pub struct Context {
     pub local: LocalRoot,
     /// The `after_upload: move_to` directory, opened once per run.
     pub archive: Option<LocalRoot>,
+    /// Pull with `backup_dir`: where replaced and deleted local copies go, opened once per run.
+    pub backup: Option<LocalRoot>,
     pub verify: Verify,
     pub retry: RetryPolicy,
     /// What to do with a local file once it is uploaded and verified.
@@ -396,9 +398,12 @@ fn delete_local(ctx: &Context, action: &Action) -> Result<(), TransportError> {
         return dir.remove_dir(name).map_err(|e| local_err(&op, e));
     }
     match dir.stat(name).map_err(|e| local_err(&op, e))? {
-        Some(meta) if meta.kind == Kind::File => {
-            dir.remove_file(name).map_err(|e| local_err(&op, e))
-        }
+        Some(meta) if meta.kind == Kind::File => match &ctx.backup {
+            Some(backup) => {
+                upload::back_up(backup, &dir, name, &action.path).map_err(|e| local_err(&op, e))
+            }
+            None => dir.remove_file(name).map_err(|e| local_err(&op, e)),
+        },
         Some(_) => Err(TransportError::new(
             ErrorKind::Local,
             op,

@@ -309,24 +309,29 @@ fn apply_after_upload(
     }
     match archive {
         None => dir.remove_file(name).map_err(|e| local_err(&op, e)),
-        Some(archive) => move_to_archive(archive, dir, name, path).map_err(|e| local_err(&op, e)),
+        Some(archive) => {
+            move_to_archive(archive, dir, name, path, name).map_err(|e| local_err(&op, e))
+        }
     }
 }
 
 /// Move `name` to the same relative place under the archive, as `NAME`, else `NAME.1`,
 /// `NAME.2`, ...: archiving never overwrites. Across filesystems: copy, fsync, then remove.
-fn move_to_archive(
+/// Move `dir/name` (the file at `path`) into `archive` at the same relative place, as `as_name`
+/// (or `as_name.1`, `.2`, ... when taken): never over an archived copy.
+pub(super) fn move_to_archive(
     archive: &LocalRoot,
     dir: &DirHandle,
     name: &str,
     path: &RelPath,
+    as_name: &str,
 ) -> std::io::Result<()> {
     let dest = archive.make_dirs(&path.parent())?;
     for n in 0u32..10_000 {
         let candidate = if n == 0 {
-            name.to_owned()
+            as_name.to_owned()
         } else {
-            format!("{name}.{n}")
+            format!("{as_name}.{n}")
         };
         match dir.rename_no_replace(name, &dest, &candidate) {
             Ok(()) => return dest.sync(),
@@ -351,8 +356,20 @@ fn move_to_archive(
     }
     Err(std::io::Error::other(format!(
         "{}: 10000 archived copies already; not moved",
-        dest.display(name).display()
+        dest.display(as_name).display()
     )))
+}
+
+/// `backup_dir` (pull): keep the local copy a download or a delete is about to replace or
+/// remove, moved into the backup directory at its relative place with a UTC time suffix.
+pub(super) fn back_up(
+    backup: &LocalRoot,
+    dir: &DirHandle,
+    name: &str,
+    path: &RelPath,
+) -> std::io::Result<()> {
+    let stamped = format!("{name}.{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
+    move_to_archive(backup, dir, name, path, &stamped)
 }
 
 fn copy_across(dir: &DirHandle, name: &str, dest: &DirHandle, to: &str) -> std::io::Result<()> {

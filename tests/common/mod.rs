@@ -69,6 +69,7 @@ pub fn job(name: &str, direction: Direction, local: &Path, remote: &str) -> Job 
         hooks: ferry::config::Hooks::default(),
         remote_after: ferry::config::RemoteAfter::Keep,
         publish: None,
+        backup_dir: None,
     }
 }
 
