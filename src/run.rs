@@ -460,6 +460,11 @@ pub async fn run_job_with(
         local: planned.local_root.clone(),
         archive,
         backup,
+        remote_backup: job
+            .backup_dir
+            .as_ref()
+            .filter(|_| job.direction == Direction::Push)
+            .map(|d| d.to_string_lossy().into_owned()),
         verify: job.verify,
         retry: job.retry,
         after_upload: job.after_upload.clone(),

@@ -1522,3 +1522,49 @@ async fn a_pull_with_backup_dir_keeps_replaced_and_deleted_local_copies() {
     assert_eq!(find("sub/a.csv.").as_deref(), Some(&b"version one"[..]));
     assert_eq!(find("gone.csv.").as_deref(), Some(&b"short-lived"[..]));
 }
+
+/// `backup_dir` on a push job: the server's copy an upload replaces, and the one a mirror
+/// deletes, are moved to the backup directory on the server with a UTC time suffix.
+#[tokio::test]
+async fn a_push_with_backup_dir_keeps_the_servers_replaced_and_deleted_copies() {
+    let w = start(EmbeddedOptions::default()).await;
+    let outbox = w.local("outbox");
+    std::fs::create_dir_all(outbox.join("sub")).unwrap();
+    std::fs::write(outbox.join("sub/a.csv"), b"version one").unwrap();
+    std::fs::write(outbox.join("gone.csv"), b"short-lived").unwrap();
+    let mut j = job("push", Direction::Push, &outbox, "/data");
+    j.backup_dir = Some("/old".into());
+    j.delete = true;
+    j.max_delete = ferry::config::MaxDelete::Count(10);
+    let setup = Setup::new(w.endpoint(), vec![j]);
+    setup.sync_ok("push").await;
+    assert!(!w.server_root.join("old").exists(), "nothing replaced yet");
+
+    std::fs::write(outbox.join("sub/a.csv"), b"version two!").unwrap();
+    std::fs::remove_file(outbox.join("gone.csv")).unwrap();
+    let report = setup.sync_ok("push").await;
+    assert_eq!(report.execution.transferred, 1);
+    assert_eq!(report.execution.deleted, 1);
+    let data = w.server_root.join("data");
+    assert_eq!(
+        std::fs::read(data.join("sub/a.csv")).unwrap(),
+        b"version two!"
+    );
+    assert!(!data.join("gone.csv").exists());
+    let old = w.server_root.join("old");
+    let kept: Vec<String> = tree(&old)
+        .into_iter()
+        .filter(|(_, v)| v != "dir")
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    let body = |prefix: &str| {
+        let name = kept
+            .iter()
+            .find(|k| k.starts_with(prefix) && k.ends_with('Z'))
+            .unwrap_or_else(|| panic!("no {prefix}* in {kept:?}"));
+        std::fs::read(old.join(name)).unwrap()
+    };
+    assert_eq!(body("sub/a.csv."), b"version one");
+    assert_eq!(body("gone.csv."), b"short-lived");
+}

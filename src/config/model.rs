@@ -349,7 +349,8 @@ pub struct Job {
     pub remote_after: RemoteAfter,
     /// Push jobs with `publish: batch`: how a batch is announced once all of it is in place.
     pub publish: Option<Publish>,
-    /// Pull jobs: where a local copy goes instead of being overwritten or deleted.
+    /// Where an old copy goes instead of being overwritten or deleted: for a pull job a local
+    /// directory, for a push job an absolute directory on the server.
     pub backup_dir: Option<PathBuf>,
 }
 

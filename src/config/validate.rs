@@ -1184,7 +1184,8 @@ impl Checker<'_> {
         let remote_after =
             self.check_remote_after(&place, &raw, direction, delete, remote.as_deref());
         let publish = self.check_publish(&place, &raw, direction);
-        let backup_dir = self.check_backup_dir(&place, &raw, direction, local.as_deref());
+        let backup_dir =
+            self.check_backup_dir(&place, &raw, direction, local.as_deref(), remote.as_deref());
         if delete
             && direction == Some(Direction::Push)
             && matches!(
@@ -1255,24 +1256,46 @@ impl Checker<'_> {
         })
     }
 
-    /// `backup_dir` (pull jobs): an existing local directory outside `local`.
+    /// `backup_dir`: for a pull job an existing local directory outside `local`; for a push job
+    /// an absolute remote directory outside `remote`.
     fn check_backup_dir(
         &mut self,
         place: &Place<'_>,
         raw: &RawJob,
         direction: Option<Direction>,
         local: Option<&Path>,
+        remote: Option<&str>,
     ) -> Option<Option<PathBuf>> {
         let Some(dir) = &raw.backup_dir else {
             return Some(None);
         };
         if direction == Some(Direction::Push) {
-            self.report_at(
-                place,
-                place.key("backup_dir"),
-                "backup_dir is built for pull jobs only so far (it keeps replaced and deleted local copies); a push job cannot keep the server's old copies yet",
-            );
-            return None;
+            let text = dir.to_string_lossy();
+            let text = text.trim_end_matches('/');
+            if has_control_break(text)
+                || !text.starts_with('/')
+                || text.split('/').any(|p| p == "..")
+            {
+                self.report_at(
+                    place,
+                    place.value("backup_dir"),
+                    "backup_dir of a push job must be an absolute remote directory without `..`",
+                );
+                return None;
+            }
+            let inside = remote.is_some_and(|r| {
+                let r = r.trim_end_matches('/');
+                r.is_empty() || text == r || text.starts_with(&format!("{r}/"))
+            });
+            if inside {
+                self.report_at(
+                    place,
+                    place.value("backup_dir"),
+                    format!("backup_dir `{text}` is inside the job's remote directory: the kept copies would be mirrored"),
+                );
+                return None;
+            }
+            return Some(Some(PathBuf::from(text)));
         }
         let path = self.resolve(dir);
         if local.is_some_and(|l| path.starts_with(l)) {
@@ -2233,7 +2256,12 @@ mod tests {
             (
                 "push",
                 "    backup_dir: kept\n",
-                "built for pull jobs only so far",
+                "must be an absolute remote directory",
+            ),
+            (
+                "push",
+                "    backup_dir: /out/old\n",
+                "inside the job's remote directory",
             ),
         ] {
             let problems = fixture.problems(&job(direction, extra));
@@ -2242,6 +2270,8 @@ mod tests {
                 "{extra}: {problems:?}"
             );
         }
+        let push = fixture.parse_ok(&job("push", "    backup_dir: /old/\n"));
+        assert_eq!(push.jobs["j"].backup_dir, Some(PathBuf::from("/old")));
         // A missing one makes the job unavailable on this machine, as a missing local does.
         let config = fixture.parse_ok(&job("pull", "    backup_dir: nowhere\n"));
         assert!(config.unavailable("j").is_some());

@@ -258,7 +258,7 @@ async fn apply_remote_after(
             t.delete_file(path).await.map(|()| "deleted".to_owned())
         }
         crate::config::RemoteAfter::MoveTo(dir) => t
-            .move_out(path, dir)
+            .move_out(path, dir, false)
             .await
             .map(|to| format!("moved to {to}")),
     };

@@ -184,6 +184,8 @@ pub struct Context {
     pub archive: Option<LocalRoot>,
     /// Pull with `backup_dir`: where replaced and deleted local copies go, opened once per run.
     pub backup: Option<LocalRoot>,
+    /// Push with `backup_dir`: the server directory where replaced and deleted remote copies go.
+    pub remote_backup: Option<String>,
     pub verify: Verify,
     pub retry: RetryPolicy,
     /// What to do with a local file once it is uploaded and verified.

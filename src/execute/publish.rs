@@ -91,7 +91,11 @@ pub(super) async fn publish_batch(
     let total = staged.len();
     for (action, done, s) in staged {
         let path = &action.path;
-        if let Err(e) = t.rename(&s.tmp, path).await {
+        let renamed = match upload::keep_old_remote(t, ctx, path).await {
+            Ok(()) => t.rename(&s.tmp, path).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = renamed {
             let _ = t.delete_file(&s.tmp).await;
             out.failures.push(Failure {
                 path: path.clone(),

@@ -77,7 +77,10 @@ impl Op<'_> {
                 Done::File(download::download_file(t, action, remote, ctx).await?)
             }
             Op::MakeDir(p) => t.make_dir(p).await.map(|()| Done::Nothing)?,
-            Op::DeleteFile(p) => t.delete_file(p).await.map(|()| Done::Nothing)?,
+            Op::DeleteFile(p) => match &ctx.remote_backup {
+                Some(dir) => t.move_out(p, dir, true).await.map(|_| Done::Nothing)?,
+                None => t.delete_file(p).await.map(|()| Done::Nothing)?,
+            },
             Op::RemoveDir(p) => t.remove_dir(p).await.map(|()| Done::Nothing)?,
             Op::List(p) => Done::Listing(t.list_dir(p).await?),
         })

@@ -164,6 +164,11 @@ pub(super) async fn upload_file(
             staged: Some(staged),
         });
     }
+    if let Err(e) = keep_old_remote(t, ctx, path).await {
+        let _ = t.delete_file(&staged.tmp).await;
+        forget_partial(ctx, path, resumable).await;
+        return Err(e);
+    }
     if let Err(e) = t.rename(&staged.tmp, path).await {
         let _ = t.delete_file(&staged.tmp).await;
         forget_partial(ctx, path, resumable).await;
@@ -180,6 +185,30 @@ pub(super) async fn upload_file(
         sha256: Some(sha),
         staged: None,
     })
+}
+
+/// `backup_dir` (push): before an upload replaces a file on the server, move the old copy to
+/// the backup directory with a UTC time suffix. Nothing to keep when there is no old copy.
+pub(super) async fn keep_old_remote(
+    t: &mut dyn Transport,
+    ctx: &Context,
+    path: &RelPath,
+) -> Result<(), TransportError> {
+    let Some(dir) = &ctx.remote_backup else {
+        return Ok(());
+    };
+    // SIZE tells whether there is an old copy; without SIZE, try and take a 5xx as "none".
+    if t.capabilities().size && !matches!(t.size(path).await, Ok(Some(_))) {
+        return Ok(());
+    }
+    match t.move_out(path, dir, true).await {
+        Ok(to) => {
+            tracing::info!(job = %ctx.job, path = %path, kept = %to, "old copy kept");
+            Ok(())
+        }
+        Err(e) if e.kind == ErrorKind::Permanent && !t.capabilities().size => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// An upload verified under its temporary name, not yet renamed into place.

@@ -292,9 +292,10 @@ pub trait Transport: Send {
     async fn delete_file(&mut self, path: &RelPath) -> Result<()>;
 
     /// Move a file out of the root, to the same relative path below the absolute directory
-    /// `dir` (made as needed). An existing file there is never replaced: the moved one gets a
-    /// time suffix. Returns where it went.
-    async fn move_out(&mut self, path: &RelPath, dir: &str) -> Result<String> {
+    /// `dir` (made as needed), with a UTC time suffix when `stamp` is set. An existing file there
+    /// is never replaced: the moved one gets a (further) suffix. Returns where it went.
+    async fn move_out(&mut self, path: &RelPath, dir: &str, stamp: bool) -> Result<String> {
+        let _ = stamp;
         let _ = dir;
         Err(TransportError::new(
             ErrorKind::Permanent,

@@ -939,9 +939,13 @@ impl Transport for FtpsSession {
         self.run(&op, async |f| f.rm(&remote).await).await
     }
 
-    async fn move_out(&mut self, path: &RelPath, dir: &str) -> Result<String> {
+    async fn move_out(&mut self, path: &RelPath, dir: &str, stamp: bool) -> Result<String> {
         let from = self.remote(path);
+        let now = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
         let mut to = path.to_remote(dir);
+        if stamp {
+            to = format!("{to}.{now}");
+        }
         // The directories it needs there; one that exists answers 550, which is fine.
         let parent = to.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
         let mut prefix = String::new();
@@ -964,7 +968,11 @@ impl Transport for FtpsSession {
             .await
             .is_ok()
         {
-            to = format!("{to}.{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
+            to = if stamp {
+                format!("{to}.1")
+            } else {
+                format!("{to}.{now}")
+            };
         }
         let op = format!("RNFR {from} / RNTO {to}");
         self.run(&op, async |f| f.rename(&from, &to).await).await?;
