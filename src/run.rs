@@ -162,8 +162,9 @@ pub async fn plan_job(
     })
 }
 
-/// A second look within the run is worth it when every waiting file is due within this.
-const RECHECK_WITHIN: Duration = Duration::from_secs(10);
+/// A second look within the run is worth it when every waiting file is due within this: a
+/// nightly job that finds a file 10 s old waits 20 s more rather than a whole day.
+const RECHECK_WITHIN: Duration = Duration::from_secs(120);
 /// ... and the remote tree is at most this many entries (listing it again is cheap).
 const RECHECK_ENTRIES: usize = 10_000;
 

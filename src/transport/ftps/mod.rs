@@ -927,6 +927,8 @@ impl Transport for FtpsSession {
                 if self.run(&dele, async |f| f.rm(&rt).await).await.is_err() {
                     return Err(e);
                 }
+                tracing::warn!(path = %crate::text::clean(&rt, 400), refusal = %e.message,
+                    "the server refuses to rename onto an existing file: the old one was deleted first (for a moment there is no file)");
                 self.run(&op, async |f| f.rename(&rf, &rt).await).await
             }
             Err(e) => Err(e),
