@@ -128,6 +128,8 @@ pub struct EmbeddedOptions {
     /// The control port; 0 picks a free one. A test that stops a server and starts it again
     /// where its clients expect it passes the first server's port.
     pub port: u16,
+    /// Refuse (550) a rename onto an existing file, as IIS and FileZilla Server do.
+    pub refuse_rename_over_existing: bool,
 }
 
 impl Default for EmbeddedOptions {
@@ -142,6 +144,7 @@ impl Default for EmbeddedOptions {
             listen_ip: Ipv4Addr::LOCALHOST,
             site_md5: false,
             port: 0,
+            refuse_rename_over_existing: false,
         }
     }
 }
@@ -479,7 +482,8 @@ struct ServerSetup {
 impl ServerSetup {
     fn build_server(&self) -> Result<Server<ServedRoot, DefaultUser>, EmbeddedError> {
         let root = self.root.clone();
-        let storage = Box::new(move || ServedRoot::open(&root));
+        let refuse = self.opts.refuse_rename_over_existing;
+        let storage = Box::new(move || ServedRoot::open(&root, refuse));
         let authenticator = Arc::new(FixedLogin {
             user: self.opts.user.clone(),
             password: self.opts.password.clone(),
@@ -611,13 +615,18 @@ impl Authenticator for FixedLogin {
 #[derive(Debug)]
 struct ServedRoot {
     fs: Result<Filesystem, String>,
+    /// See [`EmbeddedOptions::refuse_rename_over_existing`].
+    refuse_rename_over_existing: bool,
 }
 
 impl ServedRoot {
-    fn open(root: &Path) -> Self {
+    fn open(root: &Path, refuse_rename_over_existing: bool) -> Self {
         let fs = Filesystem::new(root)
             .map_err(|e| format!("cannot open served directory {}: {e}", root.display()));
-        ServedRoot { fs }
+        ServedRoot {
+            fs,
+            refuse_rename_over_existing,
+        }
     }
 
     fn fs(&self) -> StorageResult<&Filesystem> {
@@ -711,7 +720,14 @@ impl StorageBackend<DefaultUser> for ServedRoot {
         from: P,
         to: P,
     ) -> StorageResult<()> {
-        self.fs()?.rename(user, from, to).await
+        let fs = self.fs()?;
+        if self.refuse_rename_over_existing && fs.metadata(user, to.as_ref()).await.is_ok() {
+            return Err(unftp_core::storage::Error::new(
+                unftp_core::storage::ErrorKind::PermanentFileNotAvailable,
+                io::Error::other("will not rename onto an existing file"),
+            ));
+        }
+        fs.rename(user, from, to).await
     }
 
     async fn rmd<P: AsRef<Path> + Send + Debug>(

@@ -1568,3 +1568,36 @@ async fn a_push_with_backup_dir_keeps_the_servers_replaced_and_deleted_copies() 
     assert_eq!(body("sub/a.csv."), b"version one");
     assert_eq!(body("gone.csv."), b"short-lived");
 }
+
+/// A server that refuses to rename onto an existing file (as IIS and FileZilla Server do): an
+/// updated file still gets to its final name, the old one deleted first.
+#[tokio::test]
+async fn a_server_refusing_rename_onto_an_existing_file_still_gets_the_new_version() {
+    let w = start(EmbeddedOptions {
+        refuse_rename_over_existing: true,
+        ..EmbeddedOptions::default()
+    })
+    .await;
+    let outbox = w.local("outbox");
+    std::fs::write(outbox.join("a.csv"), b"version one").unwrap();
+    let setup = Setup::new(
+        w.endpoint(),
+        vec![job("push", Direction::Push, &outbox, "/data")],
+    );
+    setup.sync_ok("push").await;
+    std::fs::write(outbox.join("a.csv"), b"version two!").unwrap();
+    let report = setup.sync_ok("push").await;
+    assert_eq!(report.execution.transferred, 1);
+    assert_eq!(
+        std::fs::read(w.server_root.join("data/a.csv")).unwrap(),
+        b"version two!"
+    );
+    assert!(temp_files_on(&w.server_root.join("data")).is_empty());
+}
+
+fn temp_files_on(dir: &Path) -> Vec<String> {
+    tree(dir)
+        .into_keys()
+        .filter(|k| k.ends_with(ferry::execute::TEMP_SUFFIX))
+        .collect()
+}
