@@ -142,7 +142,13 @@ jobs:
     local: {local}
     remote: {remote}
     verify: {verify}
-",
+{ready}",
+            // The bench's data is complete before a pull starts: no waiting for stability.
+            ready = if way.as_str() == "pull" {
+                "    ready: immediate\n"
+            } else {
+                ""
+            },
             state = dir.join("state").display(),
             host = self.host,
             port = self.port,
