@@ -352,31 +352,16 @@ async fn plan_one(config: &Config, name: &str, json: bool) -> u8 {
             run::plan_job(job, &limits, &pool, &records, run::MissingRoot::PlanAsEmpty).await;
         pools.close_all().await;
         let mut planned = planned?;
-        if let ferry::config::Ready::Stable(stable_for) = job.ready
-            && job.direction == ferry::config::Direction::Pull
-        {
-            // What a sync would hold back now; `plan` records nothing.
-            let shared = ferry::state::SharedStore::new(store);
-            run::hold_unstable(job, &mut planned, stable_for, &shared, false)
-                .await
-                .map_err(|error| JobError::State {
-                    job: job.name.clone(),
-                    error,
-                })?;
-        }
-        if let ferry::config::Ready::Marker(name) = &job.ready
-            && job.direction == ferry::config::Direction::Pull
-        {
-            // Shown where a sync takes them: after the rest.
-            let markers =
-                ferry::plan::ready::hold_for_marker(&mut planned.plan, &planned.remote, name);
-            planned.plan.actions.extend(markers);
-        }
-        if job.ready == ferry::config::Ready::Sidecar
-            && job.direction == ferry::config::Direction::Pull
-        {
-            ferry::plan::ready::hold_for_sidecar(&mut planned.plan, &planned.remote);
-        }
+        // What a sync would hold back now (`plan` records nothing); markers shown where a sync
+        // takes them, after the rest.
+        let shared = ferry::state::SharedStore::new(store);
+        let markers = run::hold_not_ready(job, &mut planned, &shared, false)
+            .await
+            .map_err(|error| JobError::State {
+                job: job.name.clone(),
+                error,
+            })?;
+        planned.plan.actions.extend(markers);
         Ok::<_, JobError>(planned)
     }
     .await;

@@ -181,10 +181,41 @@ fn recheck_wait(planned: &Planned) -> Option<Duration> {
         .then(|| longest + Duration::from_millis(200))
 }
 
+/// A pull job's `ready`: take the downloads of files not finished on the server yet out of the
+/// plan (into `plan.waiting`); with `ready: { marker }` the markers too, returned to be taken
+/// after the rest. With `record` (a sync, not `ferry plan`), what `stable` saw is stored.
+pub async fn hold_not_ready(
+    job: &Job,
+    planned: &mut Planned,
+    store: &SharedStore,
+    record: bool,
+) -> Result<Vec<crate::plan::Action>, StateError> {
+    if job.direction != Direction::Pull {
+        return Ok(Vec::new());
+    }
+    match &job.ready {
+        Ready::Immediate => {}
+        Ready::Stable(stable_for) => {
+            hold_unstable(job, planned, *stable_for, store, record).await?;
+        }
+        Ready::Marker(name) => {
+            return Ok(crate::plan::ready::hold_for_marker(
+                &mut planned.plan,
+                &planned.remote,
+                name,
+            ));
+        }
+        Ready::Sidecar => {
+            crate::plan::ready::hold_for_sidecar(&mut planned.plan, &planned.remote);
+        }
+    }
+    Ok(Vec::new())
+}
+
 /// `ready: stable`: take the plan's downloads of files not seen unchanged for `stable_for` out
 /// of the plan into `plan.waiting`. With `record` (a sync, not `ferry plan`), what was seen is
 /// stored, so that the next look can tell.
-pub async fn hold_unstable(
+async fn hold_unstable(
     job: &Job,
     planned: &mut Planned,
     stable_for: Duration,
@@ -394,63 +425,42 @@ pub async fn run_job_with(
         }
     };
     let mut planned = planned;
-    if let Ready::Stable(stable_for) = job.ready
-        && job.direction == Direction::Pull
-    {
-        hold_unstable(job, &mut planned, stable_for, &store, true)
-            .await
-            .map_err(state_err)?;
-        // Files that will be stable within a few seconds: look once more in this run rather
-        // than leave them to the next (when the tree is small enough to list again cheaply).
-        if let Some(wait) = recheck_wait(&planned) {
-            tracing::info!(job = %job.name, files = planned.plan.waiting.len(), wait = ?wait,
-                "files not stable yet; looking again");
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = cancel.cancelled() => {}
-            }
-            if !cancel.is_cancelled() {
-                match plan_job(job, &limits, &pool, &records, MissingRoot::Create)
-                    .instrument(span.clone())
-                    .await
-                {
-                    Ok(mut again) => {
-                        hold_unstable(job, &mut again, stable_for, &store, true)
-                            .await
-                            .map_err(state_err)?;
-                        planned = again;
-                    }
-                    Err(e) => tracing::warn!(job = %job.name, error = %e,
-                        "the second look failed; the waiting files wait for the next run"),
-                }
-            }
+    let mut markers = hold_not_ready(job, &mut planned, &store, true)
+        .await
+        .map_err(state_err)?;
+    // Files that will be stable soon: look once more in this run rather than leave them to
+    // the next (when the tree is small enough to list again cheaply).
+    if let Some(wait) = recheck_wait(&planned) {
+        tracing::info!(job = %job.name, files = planned.plan.waiting.len(), wait = ?wait,
+            "files not stable yet; looking again");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.cancelled() => {}
         }
-        for w in &planned.plan.waiting {
-            tracing::info!(job = %job.name, path = %w.path, size = w.size,
-                remaining = ?w.remaining, "waiting: may still be written");
+        if !cancel.is_cancelled() {
+            match plan_job(job, &limits, &pool, &records, MissingRoot::Create)
+                .instrument(span.clone())
+                .await
+            {
+                Ok(mut again) => {
+                    markers = hold_not_ready(job, &mut again, &store, true)
+                        .await
+                        .map_err(state_err)?;
+                    planned = again;
+                }
+                Err(e) => tracing::warn!(job = %job.name, error = %e,
+                    "the second look failed; the waiting files wait for the next run"),
+            }
         }
     }
-    // `ready: { marker: NAME }`: the markers come after the rest of their directory.
-    let markers = match &job.ready {
-        Ready::Marker(name) if job.direction == Direction::Pull => {
-            let markers =
-                crate::plan::ready::hold_for_marker(&mut planned.plan, &planned.remote, name);
-            for w in &planned.plan.waiting {
-                tracing::info!(job = %job.name, path = %w.path, marker = %name,
-                    "waiting: no marker in its directory yet");
-            }
-            markers
+    for w in &planned.plan.waiting {
+        match &w.marker {
+            Some(marker) => tracing::info!(job = %job.name, path = %w.path, waits_for = %marker,
+                "waiting: not finished on the server yet"),
+            None => tracing::info!(job = %job.name, path = %w.path, size = w.size,
+                remaining = ?w.remaining, "waiting: may still be written"),
         }
-        Ready::Sidecar if job.direction == Direction::Pull => {
-            crate::plan::ready::hold_for_sidecar(&mut planned.plan, &planned.remote);
-            for w in &planned.plan.waiting {
-                tracing::info!(job = %job.name, path = %w.path,
-                    "waiting: no checksum file beside it yet");
-            }
-            Vec::new()
-        }
-        _ => Vec::new(),
-    };
+    }
     if let Some(only) = &only {
         planned.plan = planned.plan.restricted_to(only);
     }

@@ -1202,11 +1202,7 @@ async fn a_pull_never_takes_a_file_still_being_written_and_takes_it_once_still()
 async fn the_partners_copy_is_deleted_or_archived_only_after_the_download() {
     let w = start(EmbeddedOptions::default()).await;
     let data = w.server_root.join("data");
-    let put = |rel: &str, body: &[u8]| {
-        let p = data.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, body).unwrap();
-    };
+    let put = |rel: &str, body: &[u8]| put_file(&data, rel, body);
     put("a.csv", b"alpha");
     put("sub/b.csv", b"beta");
     let (deleting_to, archiving_to) = (w.local("deleting"), w.local("archiving"));
@@ -1259,11 +1255,7 @@ async fn the_partners_copy_is_deleted_or_archived_only_after_the_download() {
 async fn a_pull_with_a_marker_takes_a_directory_only_once_marked_and_the_marker_last() {
     let w = start(EmbeddedOptions::default()).await;
     let data = w.server_root.join("data");
-    let put = |rel: &str, body: &[u8]| {
-        let p = data.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, body).unwrap();
-    };
+    let put = |rel: &str, body: &[u8]| put_file(&data, rel, body);
     put("day1/a.csv", b"a");
     put("day1/b.csv", b"b");
     put("day2/c.csv", b"c");
@@ -1600,4 +1592,11 @@ fn temp_files_on(dir: &Path) -> Vec<String> {
         .into_keys()
         .filter(|k| k.ends_with(ferry::execute::TEMP_SUFFIX))
         .collect()
+}
+
+/// Write `body` at `rel` under `root`, making its directories.
+fn put_file(root: &Path, rel: &str, body: &[u8]) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, body).unwrap();
 }

@@ -55,92 +55,96 @@ pub fn downloads(plan: &Plan) -> impl Iterator<Item = &RelPath> {
         .map(|a| &a.path)
 }
 
-/// Take the downloads whose stability says wait out of `plan` (`stabilities` in the order of
-/// [`downloads`]) into `plan.waiting`. Nothing else changes.
-pub fn hold(plan: &mut Plan, stabilities: &[Stability]) {
-    let mut next = stabilities.iter();
-    let mut waiting = Vec::new();
+/// What becomes of one download of the plan.
+enum Hold {
+    Take,
+    /// Not finished on the server: into `plan.waiting`, as long as this says, or for this.
+    Wait(Duration, Option<String>),
+    /// Out of the plan, handed back to the caller.
+    Defer,
+}
+
+/// Decide for each download of `plan`, in plan order; the others stay as they are. Returns the
+/// deferred downloads.
+fn hold_downloads(plan: &mut Plan, mut decide: impl FnMut(&Action) -> Hold) -> Vec<Action> {
+    let (mut waiting, mut deferred) = (Vec::new(), Vec::new());
     plan.actions.retain(|a| {
         if a.kind != ActionKind::Download {
             return true;
         }
-        match next.next() {
-            Some(Stability::Waiting(remaining)) => {
+        match decide(a) {
+            Hold::Take => true,
+            Hold::Wait(remaining, marker) => {
                 waiting.push(Waiting {
                     path: a.path.clone(),
                     size: a.size,
-                    remaining: *remaining,
-                    marker: None,
+                    remaining,
+                    marker,
                 });
                 false
             }
-            Some(Stability::Stable) | None => true,
+            Hold::Defer => {
+                deferred.push(a.clone());
+                false
+            }
         }
     });
     plan.waiting.extend(waiting);
+    deferred
+}
+
+/// Whether `dir/name` is a file in `remote`.
+fn listed_file(remote: &Listing, dir: &RelPath, name: &str) -> bool {
+    dir.join(name)
+        .ok()
+        .and_then(|p| remote.get(&p))
+        .is_some_and(|e| e.kind == EntryKind::File)
+}
+
+/// Take the downloads whose stability says wait out of `plan` (`stabilities` in the order of
+/// [`downloads`]) into `plan.waiting`. Nothing else changes.
+pub fn hold(plan: &mut Plan, stabilities: &[Stability]) {
+    let mut next = stabilities.iter();
+    hold_downloads(plan, |_| match next.next() {
+        Some(Stability::Waiting(remaining)) => Hold::Wait(*remaining, None),
+        Some(Stability::Stable) | None => Hold::Take,
+    });
 }
 
 /// `ready: { marker: NAME }`: a directory's files are taken only once `NAME` is listed in it
 /// (the others wait, into `plan.waiting`), and the markers themselves are taken out of the plan
 /// and returned, to be downloaded once the rest of their directory is in place.
 pub fn hold_for_marker(plan: &mut Plan, remote: &Listing, marker: &str) -> Vec<Action> {
-    let mut markers = Vec::new();
-    let mut waiting = Vec::new();
-    plan.actions.retain(|a| {
-        if a.kind != ActionKind::Download {
-            return true;
-        }
+    hold_downloads(plan, |a| {
         if a.path.file_name() == marker {
-            markers.push(a.clone());
-            return false;
+            Hold::Defer
+        } else if listed_file(remote, &a.path.parent(), marker) {
+            Hold::Take
+        } else {
+            Hold::Wait(Duration::ZERO, Some(marker.to_owned()))
         }
-        let has_marker = a
-            .path
-            .parent()
-            .join(marker)
-            .ok()
-            .and_then(|m| remote.get(&m))
-            .is_some_and(|e| e.kind == EntryKind::File);
-        if !has_marker {
-            waiting.push(Waiting {
-                path: a.path.clone(),
-                size: a.size,
-                remaining: Duration::ZERO,
-                marker: Some(marker.to_owned()),
-            });
-        }
-        has_marker
-    });
-    plan.waiting.extend(waiting);
-    markers
+    })
 }
 
 /// `ready: sidecar`: a file is taken only once the partner has put its `x.sha256` or `x.md5`
 /// beside it (the download is then checked against it); checksum files themselves are taken
 /// as they come. The others wait, into `plan.waiting`.
 pub fn hold_for_sidecar(plan: &mut Plan, remote: &Listing) {
-    let mut waiting = Vec::new();
-    plan.actions.retain(|a| {
+    hold_downloads(plan, |a| {
         let name = a.path.file_name();
-        if a.kind != ActionKind::Download || crate::execute::sidecar::is_checksum_file(name) {
-            return true;
-        }
         let dir = a.path.parent();
-        let has_sidecar = [format!("{name}.sha256"), format!("{name}.md5")]
-            .iter()
-            .filter_map(|s| dir.join(s).ok())
-            .any(|s| remote.get(&s).is_some_and(|e| e.kind == EntryKind::File));
-        if !has_sidecar {
-            waiting.push(Waiting {
-                path: a.path.clone(),
-                size: a.size,
-                remaining: Duration::ZERO,
-                marker: Some(format!("{name}.sha256` or `{name}.md5")),
-            });
+        if crate::execute::sidecar::is_checksum_file(name)
+            || listed_file(remote, &dir, &format!("{name}.sha256"))
+            || listed_file(remote, &dir, &format!("{name}.md5"))
+        {
+            Hold::Take
+        } else {
+            Hold::Wait(
+                Duration::ZERO,
+                Some(format!("{name}.sha256` or `{name}.md5")),
+            )
         }
-        has_sidecar
     });
-    plan.waiting.extend(waiting);
 }
 
 #[cfg(test)]

@@ -394,6 +394,22 @@ pub struct FtpsSession {
     limits: Limits,
 }
 
+/// The error when the control connection answered while a data connection was awaited.
+fn reply_instead_of_data(
+    command: &str,
+    reply: suppaftp::FtpResult<suppaftp::types::Response>,
+    when: &str,
+) -> TransportError {
+    match reply {
+        Err(e) => classify(command, e),
+        Ok(r) => TransportError::new(
+            ErrorKind::Transient,
+            command,
+            format!("{} {when}", reply_text(&r)),
+        ),
+    }
+}
+
 /// Whether a reply means the server does not understand or allow EPSV.
 fn is_epsv_refusal(e: &TransportError) -> bool {
     e.kind == ErrorKind::Permanent
@@ -447,6 +463,42 @@ impl FtpsSession {
         self.epsv = false;
         self.capabilities.epsv = false;
         true
+    }
+
+    /// MKD each prefix of the absolute directory `dir`; one that exists answers 550, which is
+    /// fine (the caller's next command tells).
+    async fn make_dirs_to(&mut self, dir: &str) -> Result<()> {
+        let mut prefix = String::new();
+        for part in dir.split('/').filter(|p| !p.is_empty()) {
+            prefix.push('/');
+            prefix.push_str(part);
+            let op = format!("MKD {prefix}");
+            let made = prefix.clone();
+            match self.run(&op, async |f| f.mkdir(&made).await).await {
+                Ok(()) => {}
+                Err(e) if e.kind == ErrorKind::Permanent => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// REST `rest` when it is not 0 (right before the transfer command, RFC 3659 5.3), then
+    /// the command itself, which must answer 150 or 125.
+    async fn send_transfer_command(&mut self, command: &str, rest: u64) -> Result<()> {
+        if rest > 0 {
+            let line = format!("REST {rest}");
+            self.run(&line, async |f| {
+                f.custom_command(&line, &[Status::RequestFilePending]).await
+            })
+            .await?;
+        }
+        self.run(command, async |f| {
+            f.custom_command(command, &[Status::AboutToSend, Status::AlreadyOpen])
+                .await
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Open an active-mode data connection for `command` (`RETR x`, `STOR x`, `LIST`, `MLSD`).
@@ -504,19 +556,7 @@ impl FtpsSession {
             })
             .await?;
         }
-        if rest > 0 {
-            // REST right before the transfer command (RFC 3659 5.3).
-            let line = format!("REST {rest}");
-            self.run(&line, async |f| {
-                f.custom_command(&line, &[Status::RequestFilePending]).await
-            })
-            .await?;
-        }
-        self.run(command, async |f| {
-            f.custom_command(command, &[Status::AboutToSend, Status::AlreadyOpen])
-                .await
-        })
-        .await?;
+        self.send_transfer_command(command, rest).await?;
         let accept = active::accept_data(&self.data_tls, listener, peer.ip(), timeout, command);
         // The server may answer on the control connection instead of connecting back (425
         // can't open data connection): that reply ends the wait at once.
@@ -525,16 +565,7 @@ impl FtpsSession {
             .read_response_in(&[Status::ClosingDataConnection, Status::RequestedFileActionOk]);
         let data = tokio::select! {
             data = accept => data?,
-            reply = control => {
-                return Err(match reply {
-                    Err(e) => classify(command, e),
-                    Ok(r) => TransportError::new(
-                        ErrorKind::Transient,
-                        command,
-                        format!("{} before any data connection", reply_text(&r)),
-                    ),
-                });
-            }
+            reply = control => return Err(reply_instead_of_data(command, reply, "before any data connection")),
         };
         self.note_data_connection();
         Ok(data)
@@ -656,19 +687,7 @@ impl FtpsSession {
         // The TLS handshake and close_notify are small writes: without this, Nagle and the
         // peer's delayed ACK cost ~40 ms per data connection.
         let _ = tcp.set_nodelay(true);
-        if rest > 0 {
-            // REST right before the transfer command (RFC 3659 5.3).
-            let line = format!("REST {rest}");
-            self.run(&line, async |f| {
-                f.custom_command(&line, &[Status::RequestFilePending]).await
-            })
-            .await?;
-        }
-        self.run(command, async |f| {
-            f.custom_command(command, &[Status::AboutToSend, Status::AlreadyOpen])
-                .await
-        })
-        .await?;
+        self.send_transfer_command(command, rest).await?;
         let secure = active::secure(&self.data_tls, tcp, timeout, command);
         let control = self
             .ftp
@@ -678,14 +697,7 @@ impl FtpsSession {
             biased;
             data = secure => data?,
             reply = control => {
-                return Err(match reply {
-                    Err(e) => classify(command, e),
-                    Ok(r) => TransportError::new(
-                        ErrorKind::Transient,
-                        command,
-                        format!("{} before the data connection was secured", reply_text(&r)),
-                    ),
-                });
+                return Err(reply_instead_of_data(command, reply, "before the data connection was secured"));
             }
         };
         self.note_data_connection();
@@ -897,20 +909,9 @@ impl Transport for FtpsSession {
     }
 
     async fn make_root(&mut self) -> Result<()> {
-        // MKD each prefix; an existing directory answers 550, which is fine: CWD decides.
-        let mut prefix = String::new();
+        // An existing directory answers 550, which is fine: CWD decides.
         let root = self.root.clone();
-        for part in root.split('/').filter(|p| !p.is_empty()) {
-            prefix.push('/');
-            prefix.push_str(part);
-            let op = format!("MKD {prefix}");
-            let dir = prefix.clone();
-            match self.run(&op, async |f| f.mkdir(&dir).await).await {
-                Ok(()) => {}
-                Err(e) if e.kind == ErrorKind::Permanent => {}
-                Err(e) => return Err(e),
-            }
-        }
+        self.make_dirs_to(&root).await?;
         let op = format!("CWD {root}");
         self.run(&op, async |f| f.cwd(&root).await).await
     }
@@ -948,20 +949,9 @@ impl Transport for FtpsSession {
         if stamp {
             to = format!("{to}.{now}");
         }
-        // The directories it needs there; one that exists answers 550, which is fine.
+        // The directories it needs there.
         let parent = to.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
-        let mut prefix = String::new();
-        for part in parent.split('/').filter(|p| !p.is_empty()) {
-            prefix.push('/');
-            prefix.push_str(part);
-            let op = format!("MKD {prefix}");
-            let made = prefix.clone();
-            match self.run(&op, async |f| f.mkdir(&made).await).await {
-                Ok(()) => {}
-                Err(e) if e.kind == ErrorKind::Permanent => {}
-                Err(e) => return Err(e),
-            }
-        }
+        self.make_dirs_to(&parent).await?;
         // Never onto an older archived copy.
         let probe = format!("SIZE {to}");
         let target = to.clone();
