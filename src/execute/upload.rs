@@ -243,6 +243,10 @@ pub(super) async fn in_place(
             )
         })?;
     }
+    if matches!(ctx.after_upload, AfterUpload::Keep) {
+        // Nothing to do locally: no need to open the file's directory again.
+        return Ok(());
+    }
     let (dir, name) = ctx.local.parent(path).map_err(|e| local_err(&op, e))?;
     apply_after_upload(ctx, &dir, name, &staged.opened, path)
 }
