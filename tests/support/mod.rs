@@ -41,6 +41,31 @@ pub fn embedded_passive_ports() -> RangeInclusive<u16> {
     start..=start + 19
 }
 
+/// A free port for a server that a test stops and starts again on the same port, chosen below
+/// the kernel's ephemeral range (`ip_local_port_range`): while the server is down, no other test
+/// of this process can be given the port by a bind to port 0, nor use it as the local end of a
+/// connection. (A test that did, as one watching the connections to its own server's port, would
+/// see the restarted test's agent knock on its door.)
+pub fn restartable_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    // Below the vsftpd harnesses' 40000-47999 and the embedded passive blocks too.
+    let (start, end) = (20000u16, low.min(40000));
+    let span = u32::from(end - start);
+    let base = std::process::id() % span;
+    for _ in 0..span {
+        let n = u32::from(NEXT.fetch_add(1, Ordering::Relaxed));
+        let port = start + ((base + n * 7) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {start}..{end}");
+}
+
 /// Which TLS versions a client offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientTls {
