@@ -39,6 +39,9 @@ pub struct Step {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// A run expected to fail (a sync to a port nobody listens on): its exit status is not an
+    /// error, the caller checks the reason.
+    pub expect_failure: bool,
 }
 
 impl Step {
@@ -48,7 +51,14 @@ impl Step {
             program: program.into(),
             args: Vec::new(),
             env: Vec::new(),
+            expect_failure: false,
         }
+    }
+
+    /// This run is meant to fail: a non-zero exit is its result, not an error (a zero exit is).
+    pub fn expecting_failure(mut self) -> Step {
+        self.expect_failure = true;
+        self
     }
 
     pub fn arg(mut self, a: impl Into<String>) -> Step {
@@ -88,6 +98,15 @@ pub fn run(step: &Step, logs: &Path, timeout: Duration) -> BenchResult<Cost> {
             .arg(data)
             .arg("--");
     }
+    if let Some(dir) = std::env::var_os("FERRY_BENCH_STRACE")
+        && step.program.file_name().is_some_and(|n| n == "ferry")
+    {
+        let data = Path::new(&dir).join(format!("{}.strace", step.label));
+        command
+            .args(["strace", "-f", "-ttt", "-s", "80", "-e", "trace=network,read,write,writev,readv,recvfrom,sendto,openat,fsync,fdatasync,rename,renameat,futex", "-o"])
+            .arg(data)
+            .arg("--");
+    }
     command
         .arg(&step.program)
         .args(&step.args)
@@ -123,7 +142,7 @@ pub fn run(step: &Step, logs: &Path, timeout: Duration) -> BenchResult<Cost> {
     let wall = started.elapsed();
     let _ = waiter.join();
     let status = io(&format!("wait for {}", step.label), status)?;
-    if !status.success() {
+    if status.success() == step.expect_failure {
         return Err(format!(
             "{} failed ({status}){}{}",
             step.label,

@@ -125,6 +125,8 @@ enum Scenario {
     Memory,
     /// Watch-folder latency: file closed -> visible under its final name on the server.
     Watch,
+    /// What a run costs before it connects: check, a sync refused at connect, a whole no-op.
+    Startup,
     /// Every scenario above, in that order.
     All,
     /// (Internal) ferry's bare recursive remote listing of a job's tree: the no-op baseline.
@@ -232,6 +234,7 @@ fn run_scenarios(scenario: Scenario, opts: &Options) -> BenchResult<bool> {
             Scenario::Big,
             Scenario::Noop,
             Scenario::Memory,
+            Scenario::Startup,
         ],
         other => vec![other],
     };
@@ -244,6 +247,7 @@ fn run_scenarios(scenario: Scenario, opts: &Options) -> BenchResult<bool> {
             Scenario::Big => bench.big(),
             Scenario::Noop => bench.noop(),
             Scenario::Memory => bench.memory(),
+            Scenario::Startup => bench.startup(),
             _ => Ok(()),
         };
         if let Err(e) = outcome {

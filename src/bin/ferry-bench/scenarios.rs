@@ -490,6 +490,110 @@ impl Bench {
         Ok(())
     }
 
+    /// Scenario 6: what a run costs before it talks to the server, for a push job of 10 files
+    /// already in sync. Three rows, CPU (user+sys) being the figure: `ferry check` (the job file
+    /// loaded and validated, nothing opened); `ferry sync` of the job pointed at a port where
+    /// nothing listens, with one attempt (everything up to the first connect: config, CA file,
+    /// state database, local scan; then the refusal, reported); and the whole no-op `ferry
+    /// sync` (connect, TLS, login, listing, plan).
+    pub fn startup(&mut self) -> BenchResult<()> {
+        const FILES: usize = 10;
+        eprintln!("startup: a push job of {FILES} files, already in sync");
+        let side = "startup";
+        let local = self.work.join("startup-local");
+        remove_tree(&local)?;
+        self.server.fresh_dir(side)?;
+        let tree = data::make_tree(&local, FILES, 1, NOOP_FILE_SIZE, NOOP_SEED, self.mtime)?;
+        let jobs = self.work.join("jobs").join(side);
+        let job = self
+            .tools
+            .ferry_job(&jobs, Way::Push, &local, &format!("/{side}"), 1, "size")?;
+        self.measure(&self.tools.ferry_sync("startup-first", &job))?;
+        let dest = self.server.disk(side);
+        data::verify(&dest, &tree).map_err(|e| format!("startup first sync: {e}"))?;
+        let before = data::snapshot(&dest)?;
+
+        // The same job, its endpoint on a port nobody listens on, one attempt.
+        let closed = {
+            let listener = io(
+                "a closed port",
+                std::net::TcpListener::bind(("127.0.0.1", 0)),
+            )?;
+            io("a closed port", listener.local_addr())?.port()
+        };
+        let refused_dir = self.work.join("jobs").join("startup-refused");
+        let refused = self.tools.ferry_job(
+            &refused_dir,
+            Way::Push,
+            &local,
+            &format!("/{side}"),
+            1,
+            "size",
+        )?;
+        let text = io("job file", std::fs::read_to_string(&refused))?
+            .replace(
+                &format!("    port: {}\n", self.server.addr().port()),
+                &format!("    port: {closed}\n"),
+            )
+            .replace(
+                "    verify: size\n",
+                "    verify: size\n    retry: { attempts: 1 }\n",
+            );
+        io("job file", std::fs::write(&refused, text))?;
+
+        let mut costs: BTreeMap<&str, Vec<Cost>> = BTreeMap::new();
+        for run in 0..self.sizes.runs.max(5) {
+            for what in ["check", "refused", "noop"] {
+                let label = format!("startup-{what}-r{run}");
+                let step = match what {
+                    "check" => Step::new(&label, &self.tools.ferry)
+                        .args(["check", "--config"])
+                        .arg(job.display().to_string()),
+                    "refused" => self.tools.ferry_sync(&label, &refused).expecting_failure(),
+                    _ => self.tools.ferry_sync(&label, &job),
+                };
+                let cost = self.measure(&step)?;
+                if what == "refused" {
+                    let said = std::fs::read_to_string(self.logs().join(format!("{label}.stderr")))
+                        .unwrap_or_default();
+                    if !said.to_lowercase().contains("refused") {
+                        return Err(format!(
+                            "{label}: failed, but not for a refused connection: {said}"
+                        ));
+                    }
+                }
+                if what == "noop" {
+                    let after = data::snapshot(&dest)?;
+                    if let Some(change) = data::first_change(&before, &after) {
+                        return Err(format!("{label}: not a no-op: {change}"));
+                    }
+                }
+                costs.entry(what).or_default().push(cost);
+            }
+        }
+        let scenario = format!("start-up, push job of {FILES} files");
+        for (what, name) in [
+            ("check", "ferry check (load, validate)"),
+            ("refused", "ferry sync to the first connect (refused)"),
+            ("noop", "ferry sync, whole no-op"),
+        ] {
+            let costs = costs.remove(what).unwrap_or_default();
+            let cpu: Vec<f64> = costs.iter().map(|c| c.cpu).collect();
+            if let Some(median) = table::median(cpu) {
+                self.note(format!(
+                    "start-up, {name}: CPU (user+sys) {:.0} ms, median of {} (GNU time counts \
+                     CPU in steps of 10 ms)",
+                    median * 1000.0,
+                    costs.len()
+                ));
+            }
+            self.push_row(&scenario, name, costs, Work::Checked(FILES));
+        }
+        remove_tree(&local)?;
+        remove_tree(&dest)?;
+        Ok(())
+    }
+
     /// A tree of `files` in sync on both sides, then no-op re-syncs of it, push and pull.
     fn noop_at(&mut self, files: usize, prefix: &str, baselines: bool) -> BenchResult<()> {
         let dirs = files.div_ceil(FILES_PER_DIR).max(1);
