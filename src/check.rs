@@ -200,10 +200,7 @@ async fn check_endpoint(
 /// List one job's remote root: the line to print, what it means for the exit code, and
 /// whether the session can still be used.
 async fn check_root(session: &mut dyn Transport, job: &Job) -> (String, Outcome, bool) {
-    let direction = match job.direction {
-        Direction::Push => "push",
-        Direction::Pull => "pull",
-    };
+    let direction = job.direction.as_str();
     let place = format!("job `{}` ({direction}): {}", job.name, job.remote);
     session.set_root(&job.remote);
     match session.list_dir(&RelPath::root()).await {
@@ -216,7 +213,7 @@ async fn check_root(session: &mut dyn Transport, job: &Job) -> (String, Outcome,
         }
         // A 5xx on the root: it does not exist (or cannot be listed). A push creates it, as
         // `sync` does; a pull has nothing to read.
-        Err(e) if e.kind == ErrorKind::Permanent && job.direction == Direction::Push => (
+        Err(e) if e.kind == ErrorKind::Permanent && job.direction != Direction::Pull => (
             format!("{place}: does not exist yet; the first sync creates it"),
             Outcome::Fine,
             true,

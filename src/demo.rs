@@ -126,6 +126,7 @@ fn demo_job(name: &str, direction: Direction, local: &Path) -> Job {
         remote_after: crate::config::RemoteAfter::Keep,
         publish: None,
         backup_dir: None,
+        conflict: crate::config::ConflictPolicy::KeepBoth,
     }
 }
 

@@ -12,7 +12,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::Stdio;
 
-use crate::config::{Direction, Job};
+use crate::config::Job;
 use crate::path::RelPath;
 
 /// How a hook ended.
@@ -92,13 +92,7 @@ async fn run(
         .env("FERRY_JOB", &job.name)
         .env("FERRY_OUTCOME", facts.outcome)
         .env("FERRY_RUN_ID", facts.run_id.to_string())
-        .env(
-            "FERRY_DIRECTION",
-            match job.direction {
-                Direction::Push => "push",
-                Direction::Pull => "pull",
-            },
-        )
+        .env("FERRY_DIRECTION", job.direction.as_str())
         .env("FERRY_TRANSFERRED", list.path())
         .env(
             "FERRY_TRANSFERRED_COUNT",

@@ -125,7 +125,7 @@ pub async fn plan_job(
         scan::walk_pool(pool, &job.remote, &job.filter, limits, &job.retry)
     );
     let local = local.map_err(transport_err)?;
-    if job.direction == Direction::Push
+    if job.direction != Direction::Pull
         && let Err(e) = &remote
         && e.kind == ErrorKind::Permanent
     {
@@ -160,6 +160,137 @@ pub async fn plan_job(
         remote: Arc::new(remote),
         plan,
     })
+}
+
+/// Two-way: a file on both sides that no record covers, with the same size on both, may well
+/// be one file (the sides were filled by another tool, or by a one-way job before). Its
+/// content is compared, by the server's hash where it has a hash command, else by reading the
+/// remote copy; equal ones get a record and are left alone, the others stay conflicts. A
+/// comparison that fails leaves its file a conflict (with `keep_both`, nothing is lost).
+async fn adopt_identical(
+    job: &Job,
+    planned: &mut Planned,
+    pool: &Pool,
+    store: &SharedStore,
+    mut records: Records,
+) -> Result<(), JobError> {
+    let candidates: Vec<(
+        crate::path::RelPath,
+        crate::listing::Entry,
+        crate::listing::Entry,
+    )> = planned
+        .local
+        .files()
+        .filter(|(p, _)| !records.contains_key(*p))
+        .filter_map(|(p, l)| {
+            let r = planned.remote.get(p)?;
+            (r.kind == crate::listing::EntryKind::File && r.size == l.size)
+                .then(|| (p.clone(), l.clone(), r.clone()))
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(job = %job.name, files = candidates.len(),
+        "comparing the content of files on both sides that were never synced");
+    let mut lease = pool
+        .get(&job.remote)
+        .await
+        .map_err(|error| JobError::Transport {
+            job: job.name.clone(),
+            error,
+        })?;
+    let mut adopted = 0usize;
+    for (path, local, remote) in candidates {
+        match same_content(lease.session(), &planned.local_root, &path).await {
+            Ok(Some(sha)) => {
+                let record = plan::SyncRecord {
+                    local_size: local.size,
+                    local_mtime: local.mtime,
+                    sha256: Some(sha),
+                    remote_size: remote.size,
+                    remote_mtime: remote.mtime,
+                };
+                let (name, p, r) = (job.name.clone(), path.clone(), record.clone());
+                store
+                    .call(move |s| s.put_record(&name, &p, &r))
+                    .await
+                    .map_err(|error| JobError::State {
+                        job: job.name.clone(),
+                        error,
+                    })?;
+                records.insert(path, record);
+                adopted += 1;
+            }
+            Ok(None) => {}
+            Err(e) if e.is_fatal() => {
+                return Err(JobError::Transport {
+                    job: job.name.clone(),
+                    error: e,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(job = %job.name, path = %path, error = %e,
+                    "cannot compare the two copies; treated as a conflict");
+                // The session may be mid-transfer: a fresh one for the rest.
+                drop(lease);
+                lease = pool
+                    .get(&job.remote)
+                    .await
+                    .map_err(|error| JobError::Transport {
+                        job: job.name.clone(),
+                        error,
+                    })?;
+            }
+        }
+    }
+    lease.release();
+    if adopted > 0 {
+        tracing::info!(job = %job.name, files = adopted, "identical on both sides; recorded as in sync");
+        planned.plan = plan::plan(
+            &planned.local,
+            &planned.remote,
+            &records,
+            &Policy::from_job(job),
+        );
+    }
+    Ok(())
+}
+
+/// The local file's SHA-256 when the remote copy has the same content, `None` when not.
+async fn same_content(
+    t: &mut dyn crate::transport::Transport,
+    local: &LocalRoot,
+    path: &crate::path::RelPath,
+) -> Result<Option<String>, TransportError> {
+    use crate::execute::{Digests, HashingReader, HashingWriter};
+    let op = format!("compare {path}");
+    let server = match t.capabilities().hash_command.as_ref().map(|h| h.algo) {
+        Some(_) => t.server_hash(path).await?,
+        None => None,
+    };
+    let (dir, name) = local
+        .parent(path)
+        .map_err(|e| TransportError::local(&op, &e))?;
+    let (file, _) = dir
+        .open_read(name)
+        .map_err(|e| TransportError::local(&op, &e))?;
+    let algos: Vec<crate::transport::HashAlgo> = server.iter().map(|(a, _)| *a).collect();
+    let mut reader = HashingReader::with(tokio::fs::File::from_std(file), Digests::of(algos));
+    tokio::io::copy(&mut reader, &mut tokio::io::sink())
+        .await
+        .map_err(|e| TransportError::local(&op, &e))?;
+    let (mine, _) = reader.finish();
+    let sha = mine.sha256_hex();
+    if let Some((algo, theirs)) = server
+        && let Some(ours) = mine.hex(algo)
+    {
+        return Ok((ours == theirs).then_some(sha));
+    }
+    let mut sink = HashingWriter::new(tokio::io::sink());
+    t.download(path, &mut sink, &|_| {}).await?;
+    let theirs = sink.finish();
+    Ok((theirs == sha).then_some(sha))
 }
 
 /// A second look within the run is worth it when every waiting file is due within this: a
@@ -400,6 +531,18 @@ pub async fn run_job_with(
     }
     .instrument(span.clone())
     .await;
+    let planned = match planned {
+        Ok((mut planned, archive, backup)) if job.direction == Direction::Both => {
+            match adopt_identical(job, &mut planned, &pool, &store, records.clone())
+                .instrument(span.clone())
+                .await
+            {
+                Ok(()) => Ok((planned, archive, backup)),
+                Err(e) => Err(e),
+            }
+        }
+        other => other,
+    };
     let (planned, archive, backup) = match planned {
         Ok(p) => p,
         Err(e) => {
@@ -463,6 +606,14 @@ pub async fn run_job_with(
     }
     if let Some(only) = &only {
         planned.plan = planned.plan.restricted_to(only);
+    }
+    for r in &planned.plan.resolved {
+        match &r.copy {
+            Some(copy) => tracing::warn!(job = %job.name, path = %r.path, winner = %r.winner,
+                copy = %copy, "conflict: changed on both sides; both versions kept"),
+            None => tracing::warn!(job = %job.name, path = %r.path, winner = %r.winner,
+                policy = ?r.policy, "conflict: changed on both sides; the other version is overwritten"),
+        }
     }
     on_plan(&planned);
     let ctx = Context {

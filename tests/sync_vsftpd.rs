@@ -277,3 +277,122 @@ async fn multi_gigabyte_round_trip() {
         (mb * 1024 * 1024) as u64
     );
 }
+
+/// `direction: both` against vsftpd (LIST only, minute times): a first sync of two sides that
+/// were filled apart, then edits on both sides between runs.
+#[tokio::test]
+async fn two_way_sync_carries_edits_both_ways_and_keeps_both_versions_of_a_conflict() {
+    let Some(v) = server(VsftpdOptions::default()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("shared");
+    let remote = v.root().join("data");
+    std::fs::create_dir_all(local.join("sub")).unwrap();
+    std::fs::create_dir_all(&remote).unwrap();
+    let past = |path: &std::path::Path, hours: u64| {
+        // A different minute in the past (vsftpd lists recent times to the minute).
+        filetime::set_file_mtime(
+            path,
+            filetime::FileTime::from_system_time(
+                SystemTime::now() - Duration::from_secs(hours * 3600),
+            ),
+        )
+        .unwrap();
+    };
+    std::fs::write(local.join("a.txt"), b"local a").unwrap();
+    std::fs::write(local.join("sub/b.txt"), b"local b").unwrap();
+    std::fs::write(local.join("same.txt"), b"the same on both").unwrap();
+    std::fs::write(local.join("diff.txt"), b"AAAA").unwrap();
+    std::fs::write(remote.join("c.txt"), b"remote c").unwrap();
+    std::fs::write(remote.join("same.txt"), b"the same on both").unwrap();
+    std::fs::write(remote.join("diff.txt"), b"BBBB").unwrap();
+    past(&remote.join("diff.txt"), 5);
+    v.give_root_to_user();
+    let mut j = job("both", Direction::Both, &local, "/data");
+    j.delete = true;
+    let setup = Setup::new(ep(&v), vec![j]);
+
+    // First sync: new files go across, identical ones are recorded, different ones under one
+    // name are both kept (the newer, local one keeps the name). Nothing is deleted.
+    let first = setup.sync_ok("both").await;
+    assert_eq!(first.execution.deleted, 0);
+    assert_eq!(tree(&local), tree(&remote), "{:#?}", first.planned.plan);
+    let names: Vec<String> = tree(&local).into_keys().collect();
+    let copy = names
+        .iter()
+        .find(|n| n.starts_with("diff.conflict-") && n.ends_with(".txt"))
+        .unwrap_or_else(|| panic!("no conflict copy of diff.txt in {names:?}"))
+        .clone();
+    assert_eq!(std::fs::read(local.join("diff.txt")).unwrap(), b"AAAA");
+    assert_eq!(std::fs::read(local.join(&copy)).unwrap(), b"BBBB");
+    assert_eq!(
+        names.len(),
+        7,
+        "a.txt, c.txt, diff.txt and its copy, same.txt, sub, sub/b.txt: {names:?}"
+    );
+    assert_eq!(first.planned.plan.resolved.len(), 1);
+    assert!(
+        !first
+            .planned
+            .plan
+            .actions
+            .iter()
+            .any(|a| a.path.as_str() == "same.txt"),
+        "the identical file was transferred: {:?}",
+        first.planned.plan.actions
+    );
+
+    // Edits on both sides.
+    std::fs::write(local.join("a.txt"), b"local a, second version").unwrap();
+    std::fs::remove_file(local.join("sub/b.txt")).unwrap();
+    std::fs::write(remote.join("c.txt"), b"remote c, second version").unwrap();
+    past(&remote.join("c.txt"), 3);
+    std::fs::write(remote.join("d.txt"), b"new on the server").unwrap();
+    std::fs::write(local.join("same.txt"), b"changed here").unwrap();
+    std::fs::write(remote.join("same.txt"), b"and changed there").unwrap();
+    past(&remote.join("same.txt"), 4);
+    v.give_root_to_user();
+    let second = setup.sync_ok("both").await;
+    assert_eq!(tree(&local), tree(&remote), "{:#?}", second.planned.plan);
+    assert_eq!(
+        std::fs::read(remote.join("a.txt")).unwrap(),
+        b"local a, second version"
+    );
+    assert_eq!(
+        std::fs::read(local.join("c.txt")).unwrap(),
+        b"remote c, second version"
+    );
+    assert_eq!(
+        std::fs::read(local.join("d.txt")).unwrap(),
+        b"new on the server"
+    );
+    assert!(
+        !remote.join("sub/b.txt").exists(),
+        "the local delete was not propagated"
+    );
+    assert_eq!(second.execution.deleted, 1);
+    // same.txt changed on both sides: the local one is newer and keeps the name; the server's
+    // version is kept beside it, on both sides.
+    assert_eq!(
+        std::fs::read(local.join("same.txt")).unwrap(),
+        b"changed here"
+    );
+    let kept: Vec<String> = tree(&local)
+        .into_keys()
+        .filter(|n| n.starts_with("same.conflict-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        std::fs::read(remote.join(&kept[0])).unwrap(),
+        b"and changed there"
+    );
+
+    // Nothing changed since: nothing to do.
+    let third = setup.sync_ok("both").await;
+    assert!(
+        third.planned.plan.actions.is_empty(),
+        "{:?}",
+        third.planned.plan.actions
+    );
+}

@@ -463,6 +463,7 @@ mod tests {
             remote_after: crate::config::RemoteAfter::Keep,
             publish: None,
             backup_dir: None,
+            conflict: crate::config::ConflictPolicy::KeepBoth,
         }
     }
 

@@ -195,6 +195,34 @@ pub enum TlsVersion {
 pub enum Direction {
     Push,
     Pull,
+    /// Two-way: what changed on either side since the last sync goes to the other.
+    Both,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Push => "push",
+            Direction::Pull => "pull",
+            Direction::Both => "both",
+        }
+    }
+}
+
+/// How a two-way job settles a file changed on both sides since the last sync (or found on
+/// both sides, different, with no record of a sync).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictPolicy {
+    /// The side with the later modification time wins; equal or unknown times keep both.
+    Newer,
+    /// The local copy wins.
+    Local,
+    /// The remote copy wins.
+    Remote,
+    /// The newer copy keeps the name; the other is renamed `NAME.conflict-<time>.EXT` and
+    /// copied to both sides. Nothing is overwritten. The default.
+    KeepBoth,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -352,6 +380,8 @@ pub struct Job {
     /// Where an old copy goes instead of being overwritten or deleted: for a pull job a local
     /// directory, for a push job an absolute directory on the server.
     pub backup_dir: Option<PathBuf>,
+    /// Two-way jobs: how a file changed on both sides is settled.
+    pub conflict: ConflictPolicy,
 }
 
 /// `publish: batch`: every changed file of a run is uploaded and verified under its temporary

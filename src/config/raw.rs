@@ -985,6 +985,8 @@ pub struct RawJob {
     /// A hook still running after this is killed.
     #[serde(default, with = "humantime_serde")]
     pub hook_timeout: Option<Duration>,
+    /// Two-way jobs: which side wins a file changed on both sides since the last sync.
+    pub conflict: Option<RawConflict>,
 }
 
 /// `ready: stable`, `ready: immediate` or `ready: { marker: NAME }`.
@@ -1013,10 +1015,24 @@ pub struct RawMarker {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase", expecting = "push or pull")]
+#[serde(rename_all = "lowercase", expecting = "push, pull or both")]
 pub enum RawDirection {
     Push,
     Pull,
+    Both,
+}
+
+/// `conflict:` of a two-way job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(
+    rename_all = "snake_case",
+    expecting = "newer, local, remote or keep_both"
+)]
+pub enum RawConflict {
+    Newer,
+    Local,
+    Remote,
+    KeepBoth,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

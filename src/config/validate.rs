@@ -41,15 +41,15 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::model::{
-    AfterUpload, AgentSettings, Config, DataMode, Direction, Endpoint, Filter, Hooks, Job, Limits,
-    MaxDelete, PasswordSource, Publish, Ready, RemoteAfter, RetryPolicy, Secret, TlsMode,
-    TlsVersion, TrustRoots, Verify,
+    AfterUpload, AgentSettings, Config, ConflictPolicy, DataMode, Direction, Endpoint, Filter,
+    Hooks, Job, Limits, MaxDelete, PasswordSource, Publish, Ready, RemoteAfter, RetryPolicy,
+    Secret, TlsMode, TlsVersion, TrustRoots, Verify,
 };
 use super::raw::{
-    Collected, Mark, Node, NodeValue, Problem, RawAfterUpload, RawDataMode, RawDirection,
-    RawEndpoint, RawFile, RawJob, RawLimits, RawMarker, RawMaxDelete, RawPublish, RawReady,
-    RawReadyWord, RawRemoteAfter, RawTlsMode, RawTlsVersion, RawVerify, deserialize_collecting,
-    parse_document,
+    Collected, Mark, Node, NodeValue, Problem, RawAfterUpload, RawConflict, RawDataMode,
+    RawDirection, RawEndpoint, RawFile, RawJob, RawLimits, RawMarker, RawMaxDelete, RawPublish,
+    RawReady, RawReadyWord, RawRemoteAfter, RawTlsMode, RawTlsVersion, RawVerify,
+    deserialize_collecting, parse_document,
 };
 
 /// The only job file format this ferry reads.
@@ -1152,9 +1152,14 @@ impl Checker<'_> {
         let direction = match raw.direction {
             Some(RawDirection::Push) => Some(Direction::Push),
             Some(RawDirection::Pull) => Some(Direction::Pull),
+            Some(RawDirection::Both) => Some(Direction::Both),
             None if place.was_set_aside("direction") => None,
             None => {
-                self.report_at(&place, name_mark, "missing `direction` (push or pull)");
+                self.report_at(
+                    &place,
+                    name_mark,
+                    "missing `direction` (push, pull or both)",
+                );
                 None
             }
         };
@@ -1186,6 +1191,7 @@ impl Checker<'_> {
         let publish = self.check_publish(&place, &raw, direction);
         let backup_dir =
             self.check_backup_dir(&place, &raw, direction, local.as_deref(), remote.as_deref());
+        let conflict = self.check_two_way(&place, &raw, direction);
         if delete
             && direction == Some(Direction::Push)
             && matches!(
@@ -1253,7 +1259,61 @@ impl Checker<'_> {
             remote_after: remote_after?,
             publish: publish?,
             backup_dir: backup_dir?,
+            conflict: conflict?,
         })
+    }
+
+    /// `direction: both`: `conflict` (keep_both by default), and none of the keys that only
+    /// make sense one way (they are errors here, not warnings: each would lose or duplicate
+    /// files in a two-way job). `conflict` on a one-way job is ignored, with a warning.
+    fn check_two_way(
+        &mut self,
+        place: &Place<'_>,
+        raw: &RawJob,
+        direction: Option<Direction>,
+    ) -> Option<ConflictPolicy> {
+        let conflict = match raw.conflict {
+            None | Some(RawConflict::KeepBoth) => ConflictPolicy::KeepBoth,
+            Some(RawConflict::Newer) => ConflictPolicy::Newer,
+            Some(RawConflict::Local) => ConflictPolicy::Local,
+            Some(RawConflict::Remote) => ConflictPolicy::Remote,
+        };
+        if direction != Some(Direction::Both) {
+            if raw.conflict.is_some() {
+                self.warn_at(
+                    place,
+                    place.key("conflict"),
+                    "conflict only applies to direction: both; ignored",
+                );
+            }
+            return Some(conflict);
+        }
+        let mut ok = true;
+        for (key, why) in [
+            ("watch", "a watch job pushes"),
+            ("after_upload", "a two-way job keeps both sides"),
+            (
+                "checksum_sidecar",
+                "the checksum files would be synced back",
+            ),
+            ("publish", "publishing is for push jobs"),
+            ("marker", "publishing is for push jobs"),
+            ("manifest", "publishing is for push jobs"),
+            ("remote_after_download", "a two-way job keeps both sides"),
+            ("backup_dir", "not supported for two-way jobs yet"),
+            ("ready", "a two-way job takes remote files as listed"),
+            ("stable_for", "a two-way job takes remote files as listed"),
+        ] {
+            if place.node.get(key).is_some() {
+                self.report_at(
+                    place,
+                    place.key(key),
+                    format!("{key} cannot be used with direction: both ({why})"),
+                );
+                ok = false;
+            }
+        }
+        ok.then_some(conflict)
     }
 
     /// `backup_dir`: for a pull job an existing local directory outside `local`; for a push job
@@ -1269,6 +1329,10 @@ impl Checker<'_> {
         let Some(dir) = &raw.backup_dir else {
             return Some(None);
         };
+        if direction == Some(Direction::Both) {
+            // Reported by check_two_way.
+            return Some(None);
+        }
         if direction == Some(Direction::Push) {
             let text = dir.to_string_lossy();
             let text = text.trim_end_matches('/');
@@ -1323,6 +1387,10 @@ impl Checker<'_> {
         direction: Option<Direction>,
     ) -> Option<Option<Publish>> {
         let batch = raw.publish == Some(RawPublish::Batch);
+        if direction == Some(Direction::Both) {
+            // Reported by check_two_way.
+            return Some(None);
+        }
         if direction == Some(Direction::Pull) {
             for key in ["publish", "marker", "manifest"] {
                 if place.node.get(key).is_some() {
@@ -1387,6 +1455,10 @@ impl Checker<'_> {
         let Some(after) = &raw.remote_after_download else {
             return Some(RemoteAfter::Keep);
         };
+        if direction == Some(Direction::Both) {
+            // Reported by check_two_way.
+            return Some(RemoteAfter::Keep);
+        }
         if direction == Some(Direction::Push) {
             self.warn_at(
                 place,
@@ -1484,6 +1556,10 @@ impl Checker<'_> {
         raw: &RawJob,
         direction: Option<Direction>,
     ) -> Option<Ready> {
+        if direction == Some(Direction::Both) {
+            // A two-way job takes what it lists (check_two_way refuses `ready` there).
+            return Some(Ready::Immediate);
+        }
         if direction == Some(Direction::Push) {
             for key in ["ready", "stable_for"] {
                 if place.node.get(key).is_some() {
@@ -1792,6 +1868,10 @@ impl Checker<'_> {
         local: &Path,
     ) {
         let after_upload_given = place.node.get("after_upload").is_some();
+        if direction == Direction::Both {
+            // check_two_way refuses watch and after_upload there.
+            return;
+        }
         if direction == Direction::Pull {
             if watch {
                 self.warn_at(
@@ -2240,6 +2320,75 @@ mod tests {
     }
 
     #[test]
+    fn two_way_jobs_take_a_conflict_policy_and_refuse_one_way_keys() {
+        let fixture = Fixture::new();
+        let job = |direction: &str, extra: &str| {
+            format!(
+                "{ENDPOINT}jobs:\n  j:\n    endpoint: acme\n    direction: {direction}\n    local: drops\n    remote: /out\n{extra}"
+            )
+        };
+        let parsed = |extra: &str| fixture.parse_ok(&job("both", extra)).jobs["j"].clone();
+        let j = parsed("");
+        assert_eq!(j.direction, Direction::Both);
+        assert_eq!(j.conflict, ConflictPolicy::KeepBoth);
+        assert_eq!(
+            j.ready,
+            Ready::Immediate,
+            "a two-way job takes files as listed"
+        );
+        for (word, want) in [
+            ("newer", ConflictPolicy::Newer),
+            ("local", ConflictPolicy::Local),
+            ("remote", ConflictPolicy::Remote),
+            ("keep_both", ConflictPolicy::KeepBoth),
+        ] {
+            assert_eq!(parsed(&format!("    conflict: {word}\n")).conflict, want);
+        }
+        for (extra, want) in [
+            (
+                "    watch: true\n",
+                "watch cannot be used with direction: both",
+            ),
+            ("    after_upload: delete\n", "after_upload cannot be used"),
+            (
+                "    checksum_sidecar: true\n",
+                "checksum_sidecar cannot be used",
+            ),
+            ("    ready: stable\n", "ready cannot be used"),
+            (
+                "    remote_after_download: delete\n",
+                "remote_after_download cannot",
+            ),
+            (
+                "    publish: batch\n    marker: READY\n",
+                "publish cannot be used",
+            ),
+            ("    backup_dir: /old\n", "backup_dir cannot be used"),
+        ] {
+            let problems = fixture.problems(&job("both", extra));
+            assert!(
+                problems.iter().any(|p| p.contains(want)),
+                "{extra}: {problems:?}"
+            );
+        }
+        let problems = fixture.problems(&job("both", "    conflict: mine\n"));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("unknown variant `mine`, expected one of `newer`")),
+            "{problems:?}"
+        );
+        let one_way = fixture.parse_ok(&job("push", "    conflict: local\n"));
+        assert!(
+            one_way.warnings.iter().any(|w| w
+                .to_string()
+                .contains("conflict only applies to direction: both")),
+            "{:?}",
+            one_way.warnings
+        );
+    }
+
+    #[test]
     fn backup_dir_is_a_local_directory_of_a_pull_job_outside_local() {
         let fixture = Fixture::new();
         fs::create_dir(fixture.path("kept")).expect("mkdir");
@@ -2362,7 +2511,7 @@ endpoints:
                 "jobs:\n  nightly:\n    watch: true\n",
                 &[
                     "jobs.yaml:8:3: job `nightly`: missing `endpoint`",
-                    "jobs.yaml:8:3: job `nightly`: missing `direction` (push or pull)",
+                    "jobs.yaml:8:3: job `nightly`: missing `direction` (push, pull or both)",
                     "jobs.yaml:8:3: job `nightly`: missing `local`",
                     "jobs.yaml:8:3: job `nightly`: missing `remote`",
                 ],
@@ -2370,7 +2519,7 @@ endpoints:
             (
                 "jobs:\n  nightly:\n    endpoint: acme\n    direction: sideways\n    local: drops\n    remote: /out\n",
                 &[
-                    "jobs.yaml:10:16: job `nightly`: unknown variant `sideways`, expected `push` or `pull`",
+                    "jobs.yaml:10:16: job `nightly`: unknown variant `sideways`, expected one of `push`, `pull`, `both`",
                 ],
             ),
             (
@@ -3187,6 +3336,7 @@ jobs:
             ("/srv/outbox", "outbox"),
             ("/srv/drops/acme", "drops"),
             ("/srv/mirror/acme", "mirror"),
+            ("/srv/shared/acme", "shared"),
             ("/etc/ferry/acme-ca.pem", "ca.pem"),
             ("/etc/ferry/partner-client.pem", "client.pem"),
             ("/etc/ferry/partner-client.key", "client.key"),
@@ -3204,8 +3354,10 @@ jobs:
         );
         assert_eq!(
             config.jobs.keys().collect::<Vec<_>>(),
-            ["acme-nightly", "mirror", "outbox"]
+            ["acme-nightly", "mirror", "outbox", "shared"]
         );
+        assert_eq!(config.jobs["shared"].direction, Direction::Both);
+        assert_eq!(config.jobs["shared"].conflict, ConflictPolicy::KeepBoth);
         assert!(config.warnings.is_empty(), "{:?}", config.warnings);
         let partner = &config.endpoints["partner"];
         assert_eq!(partner.port, 990);

@@ -107,6 +107,7 @@ pub(super) async fn download_file(
     t: &mut dyn Transport,
     action: &Action,
     remote: &Listing,
+    expect_local: Option<&Listing>,
     ctx: &Context,
 ) -> Result<FileOutcome, TransportError> {
     let path = &action.path;
@@ -208,6 +209,28 @@ pub(super) async fn download_file(
     }
     dir.finish_mode(&file, name)
         .map_err(|e| local_err(&op, e))?;
+    if let Some(local) = expect_local {
+        // Two-way: the local side is a source too; what is there now must be what the scan
+        // saw (or nothing, if it saw nothing), else a change made during the run would be lost.
+        let now = dir.stat(name).map_err(|e| local_err(&op, e))?;
+        let same = match (now, local.get(path)) {
+            (None, None) => true,
+            (Some(m), Some(e)) => {
+                m.kind == crate::local_fs::Kind::File
+                    && e.id == Some(m.id)
+                    && m.size == e.size
+                    && m.mtime == e.mtime
+            }
+            _ => false,
+        };
+        if !same {
+            return Err(TransportError::new(
+                ErrorKind::Changed,
+                &op,
+                "the local file changed since the scan; not replaced this run",
+            ));
+        }
+    }
     if let Some(backup) = &ctx.backup
         && dir
             .stat(name)

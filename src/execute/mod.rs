@@ -32,10 +32,10 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AfterUpload, Direction, RetryPolicy, Verify};
-use crate::listing::Listing;
+use crate::listing::{Entry, Listing};
 use crate::local_fs::{Kind, LocalRoot};
 use crate::path::RelPath;
-use crate::plan::{Action, ActionKind, Plan, SyncRecord};
+use crate::plan::{Action, ActionKind, Plan, Side, SyncRecord};
 use crate::state::{PartialKind, SharedStore};
 use crate::transport::pool::{Lease, Pool};
 use crate::transport::{ErrorKind, HashAlgo, TransportError};
@@ -247,12 +247,66 @@ pub async fn execute(plan: &Plan, listings: Listings, ctx: Arc<Context>) -> Exec
         }
     }
 
+    // 1b. Two-way conflict copies: the losing version is renamed on its side before anything
+    //     is transferred, so that nothing overwrites it. A rename that fails holds back both
+    //     transfers of its conflict (the winner would otherwise replace the loser).
+    let mut listings = listings;
+    let mut held_back = std::collections::BTreeSet::new();
+    if plan.actions.iter().any(|a| a.kind.is_rename()) {
+        let mut local = (*listings.local).clone();
+        let mut remote = (*listings.remote).clone();
+        for action in plan.actions.iter().filter(|a| a.kind.is_rename()) {
+            let Some(to) = &action.to else { continue };
+            if ctx.cancel.is_cancelled() {
+                out.fatal = Some(cancelled());
+                return out;
+            }
+            let result = match action.kind {
+                ActionKind::RenameLocalFile => rename_local(&ctx, &action.path, to).map(|entry| {
+                    local.entries.remove(&action.path);
+                    local.entries.insert(to.clone(), entry);
+                }),
+                _ => retry_unit(&ctx, &mut lease, &stop, Op::Rename(&action.path, to))
+                    .await
+                    .map(|()| {
+                        if let Some(entry) = remote.entries.remove(&action.path) {
+                            remote.entries.insert(to.clone(), entry);
+                        }
+                    }),
+            };
+            match result {
+                Ok(()) => {
+                    tracing::warn!(job = %ctx.job, path = %action.path, copy = %to,
+                        side = if action.kind == ActionKind::RenameLocalFile { "local" } else { "remote" },
+                        "conflict: changed on both sides; this side's version is kept as a copy");
+                }
+                Err(e) if e.is_fatal() => {
+                    out.fatal = Some(e);
+                    return out;
+                }
+                Err(e) => {
+                    held_back.insert(action.path.clone());
+                    held_back.insert(to.clone());
+                    out.failures.push(Failure {
+                        path: action.path.clone(),
+                        action: action.kind,
+                        error: e,
+                    });
+                }
+            }
+        }
+        listings = Listings {
+            local: Arc::new(local),
+            remote: Arc::new(remote),
+        };
+    }
+
     // 2. Transfers, on up to max_connections sessions (the directory session goes back first,
     //    so that a budget of one still serves the workers).
     let transfers: Vec<Action> = plan
         .actions
         .iter()
-        .filter(|a| a.kind.is_transfer())
+        .filter(|a| a.kind.is_transfer() && !held_back.contains(&a.path))
         .cloned()
         .collect();
     let (listings_dest_local, listings_dest_remote) =
@@ -309,7 +363,7 @@ pub async fn execute(plan: &Plan, listings: Listings, ctx: Arc<Context>) -> Exec
         {
             publish::publish_batch(publish, staged, &ctx, &mut lease, &mut out).await;
         }
-        if ctx.direction == Direction::Push && out.fatal.is_none() {
+        if ctx.direction != Direction::Pull && out.fatal.is_none() {
             refresh_remote_fingerprints(plan, &ctx, &mut lease, &mut out).await;
         }
     }
@@ -317,11 +371,26 @@ pub async fn execute(plan: &Plan, listings: Listings, ctx: Arc<Context>) -> Exec
     // Temporary files of earlier runs that nothing will resume go (a cancelled run keeps
     // nothing to resume either: its partials were abandoned).
     if out.fatal.is_none() {
-        let dest = match ctx.direction {
-            Direction::Push => &listings_dest_remote,
-            Direction::Pull => &listings_dest_local,
-        };
-        remove_stale_temps(dest, &ctx, &mut lease, &mut out).await;
+        if ctx.direction != Direction::Pull {
+            remove_stale_temps(
+                &listings_dest_remote,
+                Side::Remote,
+                &ctx,
+                &mut lease,
+                &mut out,
+            )
+            .await;
+        }
+        if ctx.direction != Direction::Push {
+            remove_stale_temps(
+                &listings_dest_local,
+                Side::Local,
+                &ctx,
+                &mut lease,
+                &mut out,
+            )
+            .await;
+        }
     }
 
     // 3. Deletes, last, and only after a clean run.
@@ -383,6 +452,27 @@ async fn compare_server_hash(
     Ok(Some(Verification::ServerHash { command, algo }))
 }
 
+/// Two-way, `keep_both`: rename the losing local copy `path` to `to` (never over anything), and
+/// describe it as the upload of the copy will find it (a rename changes the inode's ctime).
+fn rename_local(ctx: &Context, path: &RelPath, to: &RelPath) -> Result<Entry, TransportError> {
+    let op = format!("rename {path} to {to}");
+    let (dir, name) = ctx.local.parent(path).map_err(|e| local_err(&op, e))?;
+    dir.rename_no_replace(name, &dir, to.file_name())
+        .map_err(|e| local_err(&op, e))?;
+    dir.sync().map_err(|e| local_err(&op, e))?;
+    match dir.stat(to.file_name()).map_err(|e| local_err(&op, e))? {
+        Some(meta) if meta.kind == Kind::File => Ok(Entry {
+            id: Some(meta.id),
+            ..Entry::file(meta.size, meta.mtime)
+        }),
+        _ => Err(TransportError::new(
+            ErrorKind::Local,
+            op,
+            "the renamed copy is not a regular file",
+        )),
+    }
+}
+
 /// A local file operation's failure; the I/O error already names the path.
 fn local_err(op: &str, e: std::io::Error) -> TransportError {
     TransportError::local(op, &e)
@@ -428,6 +518,7 @@ pub(crate) const RESUME_FROM: u64 = 1024 * 1024;
 /// left by a crash before the transfer was noted, by an older ferry, or given up since.
 async fn remove_stale_temps(
     dest: &Listing,
+    side: Side,
     ctx: &Context,
     lease: &mut Option<Lease>,
     out: &mut Execution,
@@ -435,9 +526,9 @@ async fn remove_stale_temps(
     if dest.temp_files.is_empty() {
         return;
     }
-    let kind = match ctx.direction {
-        Direction::Push => PartialKind::Upload,
-        Direction::Pull => PartialKind::Download,
+    let kind = match side {
+        Side::Remote => PartialKind::Upload,
+        Side::Local => PartialKind::Download,
     };
     let stop = ctx.cancel.clone();
     for tmp in &dest.temp_files {
@@ -458,8 +549,8 @@ async fn remove_stale_temps(
                 return;
             }
         }
-        let removed = match ctx.direction {
-            Direction::Pull => ctx
+        let removed = match side {
+            Side::Local => ctx
                 .local
                 .parent(tmp)
                 .and_then(|(dir, name)| match dir.stat(name)? {
@@ -467,7 +558,7 @@ async fn remove_stale_temps(
                     _ => Ok(()),
                 })
                 .map_err(|e| local_err("remove a stale temporary file", e)),
-            Direction::Push => retry_unit(ctx, lease, &stop, Op::DeleteFile(tmp)).await,
+            Side::Remote => retry_unit(ctx, lease, &stop, Op::DeleteFile(tmp)).await,
         };
         match removed {
             Ok(()) => tracing::info!(job = %ctx.job, path = %tmp, "removed a stale temporary file"),

@@ -35,11 +35,15 @@ pub(super) enum Op<'a> {
     Download {
         action: &'a Action,
         remote: &'a Listing,
+        /// Two-way: the local listing; the download replaces only what it lists (or nothing).
+        local: Option<&'a Listing>,
     },
     MakeDir(&'a RelPath),
     DeleteFile(&'a RelPath),
     RemoveDir(&'a RelPath),
     List(&'a RelPath),
+    /// Two-way conflict copy: rename a remote file.
+    Rename(&'a RelPath, &'a RelPath),
 }
 
 /// What an [`Op`] gives back.
@@ -58,6 +62,7 @@ impl Op<'_> {
             Op::DeleteFile(_) => "delete_remote_file",
             Op::RemoveDir(_) => "remove_remote_dir",
             Op::List(_) => "list",
+            Op::Rename(..) => "rename_remote_file",
         }
     }
 
@@ -65,6 +70,7 @@ impl Op<'_> {
         match self {
             Op::Upload { action, .. } | Op::Download { action, .. } => &action.path,
             Op::MakeDir(p) | Op::DeleteFile(p) | Op::RemoveDir(p) | Op::List(p) => p,
+            Op::Rename(p, _) => p,
         }
     }
 
@@ -73,9 +79,11 @@ impl Op<'_> {
             Op::Upload { action, local } => {
                 Done::File(upload::upload_file(t, action, local, ctx).await?)
             }
-            Op::Download { action, remote } => {
-                Done::File(download::download_file(t, action, remote, ctx).await?)
-            }
+            Op::Download {
+                action,
+                remote,
+                local,
+            } => Done::File(download::download_file(t, action, remote, *local, ctx).await?),
             Op::MakeDir(p) => t.make_dir(p).await.map(|()| Done::Nothing)?,
             Op::DeleteFile(p) => match &ctx.remote_backup {
                 Some(dir) => t.move_out(p, dir, true).await.map(|_| Done::Nothing)?,
@@ -83,6 +91,7 @@ impl Op<'_> {
             },
             Op::RemoveDir(p) => t.remove_dir(p).await.map(|()| Done::Nothing)?,
             Op::List(p) => Done::Listing(t.list_dir(p).await?),
+            Op::Rename(from, to) => t.rename(from, to).await.map(|()| Done::Nothing)?,
         })
     }
 }

@@ -98,6 +98,7 @@ async fn transfer(
         ActionKind::Download => Op::Download {
             action,
             remote: &listings.remote,
+            local: (ctx.direction == crate::config::Direction::Both).then_some(&*listings.local),
         },
         other => {
             return Err(TransportError::new(

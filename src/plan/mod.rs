@@ -18,12 +18,13 @@
 pub mod guard;
 pub mod ready;
 pub mod reason;
+pub mod two_way;
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::{Direction, Job, MaxDelete};
+use crate::config::{ConflictPolicy, Direction, Job, MaxDelete};
 use crate::listing::{Entry, EntryKind, Listing, Mtime};
 use crate::path::RelPath;
 
@@ -57,6 +58,11 @@ pub struct Policy {
     /// Push with `publish: batch`: the marker (or manifest) ferry writes in the remote root,
     /// neither mirrored nor deleted.
     pub publish_marker: Option<String>,
+    /// Two-way: how a file changed on both sides is settled.
+    pub conflict: ConflictPolicy,
+    /// Two-way: the time in conflict copies' names (`NAME.conflict-<stamp>.EXT`), given by the
+    /// caller so that the planner has no clock.
+    pub conflict_stamp: String,
 }
 
 impl Policy {
@@ -71,6 +77,8 @@ impl Policy {
                 .as_ref()
                 .filter(|_| job.direction == Direction::Push)
                 .map(|p| p.marker.clone()),
+            conflict: job.conflict,
+            conflict_stamp: chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string(),
         }
     }
 }
@@ -87,6 +95,9 @@ pub enum ActionKind {
     DeleteLocalFile,
     RemoveRemoteDir,
     RemoveLocalDir,
+    /// Two-way, `conflict: keep_both`: the losing copy is renamed (to [`Action::to`]).
+    RenameLocalFile,
+    RenameRemoteFile,
 }
 
 impl ActionKind {
@@ -101,12 +112,22 @@ impl ActionKind {
             ActionKind::DeleteLocalFile => "delete_local_file",
             ActionKind::RemoveRemoteDir => "remove_remote_dir",
             ActionKind::RemoveLocalDir => "remove_local_dir",
+            ActionKind::RenameLocalFile => "rename_local_file",
+            ActionKind::RenameRemoteFile => "rename_remote_file",
         }
     }
 
     /// Whether the action moves file content (and so counts towards transferred bytes).
     pub fn is_transfer(self) -> bool {
         matches!(self, ActionKind::Upload | ActionKind::Download)
+    }
+
+    /// Whether the action renames a file (a two-way conflict copy).
+    pub fn is_rename(self) -> bool {
+        matches!(
+            self,
+            ActionKind::RenameLocalFile | ActionKind::RenameRemoteFile
+        )
     }
 
     /// Whether the action removes something (the actions an incomplete listing blocks).
@@ -131,6 +152,25 @@ pub struct Action {
     /// directories.
     pub size: u64,
     pub reason: Reason,
+    /// A rename's new path.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_opt_path"
+    )]
+    pub to: Option<RelPath>,
+}
+
+/// A two-way conflict (changed on both sides) and how it was settled.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Resolved {
+    #[serde(serialize_with = "serialize_path")]
+    pub path: RelPath,
+    /// The side whose version keeps the name on both sides.
+    pub winner: Side,
+    pub policy: ConflictPolicy,
+    /// `keep_both`: where the other version is kept, on both sides.
+    #[serde(serialize_with = "serialize_opt_path")]
+    pub copy: Option<RelPath>,
 }
 
 /// A path left as it is, and why.
@@ -170,6 +210,9 @@ pub struct Plan {
     /// Pull downloads held back because the file may still be written (`ready: stable`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub waiting: Vec<ready::Waiting>,
+    /// Two-way: files changed on both sides, and how each was settled (warnings of the run).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resolved: Vec<Resolved>,
 }
 
 impl Plan {
@@ -215,13 +258,17 @@ impl Plan {
             withheld: Vec::new(),
             forget: Vec::new(),
             waiting: self.waiting.clone(),
+            resolved: Vec::new(),
         }
     }
 }
 
 /// Compare both sides with the records and decide what a sync under `policy` must do.
 pub fn plan(local: &Listing, remote: &Listing, records: &Records, policy: &Policy) -> Plan {
-    let route = Route::of(policy.direction);
+    let route = match policy.direction {
+        Direction::Both => return two_way::plan(local, remote, records, policy),
+        one_way => Route::of(one_way),
+    };
     let local_tree = close_tree(local);
     let remote_tree = close_tree(remote);
 
@@ -266,9 +313,9 @@ pub fn plan(local: &Listing, remote: &Listing, records: &Records, policy: &Polic
             // Written by ferry with its file: neither mirrored, nor deleted, nor compared.
             continue;
         }
-        let (source, dest) = match policy.direction {
-            Direction::Push => (on_local, on_remote),
-            Direction::Pull => (on_remote, on_local),
+        let (source, dest) = match route.source {
+            Side::Local => (on_local, on_remote),
+            Side::Remote => (on_remote, on_local),
         };
         let pair = Pair {
             path,
@@ -283,9 +330,9 @@ pub fn plan(local: &Listing, remote: &Listing, records: &Records, policy: &Polic
         draft.visit(&route, &pair, records.get(path), checksum_missing);
     }
 
-    let (source_listing, dest_listing) = match policy.direction {
-        Direction::Push => (local, remote),
-        Direction::Pull => (remote, local),
+    let (source_listing, dest_listing) = match route.source {
+        Side::Local => (local, remote),
+        Side::Remote => (remote, local),
     };
     draft.pin_dirs_holding_excluded(dest_listing);
     let deletes_blocked = blocked_deletes_reason(
@@ -325,9 +372,10 @@ struct Route {
 }
 
 impl Route {
+    /// The route of a one-way job (a two-way job has its own planner).
     fn of(direction: Direction) -> Self {
         match direction {
-            Direction::Push => Route {
+            Direction::Push | Direction::Both => Route {
                 source: Side::Local,
                 dest: Side::Remote,
                 make_dir: ActionKind::MakeRemoteDir,
@@ -578,6 +626,7 @@ impl Draft {
             withheld,
             forget,
             waiting: Vec::new(),
+            resolved: Vec::new(),
         }
     }
 }
@@ -588,6 +637,7 @@ fn action(kind: ActionKind, path: &RelPath, size: u64, reason: Reason) -> Action
         path: path.clone(),
         size,
         reason,
+        to: None,
     }
 }
 
@@ -740,6 +790,16 @@ fn serialize_path<S: serde::Serializer>(path: &RelPath, serializer: S) -> Result
     serializer.serialize_str(&crate::text::escape_controls(path.as_str()))
 }
 
+fn serialize_opt_path<S: serde::Serializer>(
+    path: &Option<RelPath>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(p) => serialize_path(p, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
 fn serialize_paths<S: serde::Serializer>(
     paths: &[RelPath],
     serializer: S,
@@ -756,3 +816,6 @@ mod tests;
 
 #[cfg(test)]
 mod properties;
+
+#[cfg(test)]
+mod two_way_properties;

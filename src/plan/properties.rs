@@ -88,6 +88,8 @@ fn policy() -> impl Strategy<Value = Policy> {
             max_delete,
             checksum_sidecar: false,
             publish_marker: None,
+            conflict: crate::config::ConflictPolicy::KeepBoth,
+            conflict_stamp: "20261201T000000Z".to_owned(),
         })
 }
 
@@ -354,6 +356,8 @@ fn apply_failing(
                     failed.push(action.clone());
                 }
             }
+            // Two-way only (not in these one-way scenarios).
+            ActionKind::RenameLocalFile | ActionKind::RenameRemoteFile => {}
         }
     }
     // Records of what failed to go stay; the state module drops the rest.
@@ -440,7 +444,7 @@ proptest! {
     fn a_directory_holding_excluded_entries_is_never_planned_for_removal(scenario in scenario()) {
         let plan = scenario.plan();
         let hidden = match scenario.policy.direction {
-            Direction::Push => &scenario.remote_hidden,
+            Direction::Push | Direction::Both => &scenario.remote_hidden,
             Direction::Pull => &scenario.local_hidden,
         };
         for action in plan.actions.iter().filter(|a| a.kind.is_delete()) {
@@ -518,7 +522,7 @@ proptest! {
             .filter(|a| matches!(a.kind, ActionKind::DeleteLocalFile | ActionKind::DeleteRemoteFile))
             .count() as u64;
         let dest_files = match scenario.policy.direction {
-            Direction::Push => scenario.remote().files().count(),
+            Direction::Push | Direction::Both => scenario.remote().files().count(),
             Direction::Pull => scenario.local().files().count(),
         };
         let cap = match scenario.policy.max_delete {
@@ -547,7 +551,7 @@ proptest! {
     fn every_action_names_an_entry_of_the_right_side(scenario in scenario()) {
         let (local, remote) = (scenario.local(), scenario.remote());
         let (source, dest) = match scenario.policy.direction {
-            Direction::Push => (&local, &remote),
+            Direction::Push | Direction::Both => (&local, &remote),
             Direction::Pull => (&remote, &local),
         };
         let route = Route::of(scenario.policy.direction);
@@ -594,9 +598,10 @@ proptest! {
         let plan = scenario.plan();
         let stage = |kind: ActionKind| match kind {
             ActionKind::MakeRemoteDir | ActionKind::MakeLocalDir => 0,
-            ActionKind::Upload | ActionKind::Download => 1,
-            ActionKind::DeleteRemoteFile | ActionKind::DeleteLocalFile => 2,
-            ActionKind::RemoveRemoteDir | ActionKind::RemoveLocalDir => 3,
+            ActionKind::RenameLocalFile | ActionKind::RenameRemoteFile => 1,
+            ActionKind::Upload | ActionKind::Download => 2,
+            ActionKind::DeleteRemoteFile | ActionKind::DeleteLocalFile => 3,
+            ActionKind::RemoveRemoteDir | ActionKind::RemoveLocalDir => 4,
         };
         for pair in plan.actions.windows(2) {
             let (a, b) = (&pair[0], &pair[1]);
@@ -604,7 +609,7 @@ proptest! {
                 std::cmp::Ordering::Less => true,
                 std::cmp::Ordering::Greater => false,
                 // Removals go bottom-up; everything else by path, which puts parents first.
-                std::cmp::Ordering::Equal if stage(a.kind) == 3 => a.path > b.path,
+                std::cmp::Ordering::Equal if stage(a.kind) == 4 => a.path > b.path,
                 std::cmp::Ordering::Equal => a.path < b.path,
             };
             prop_assert!(in_order, "{:?} before {:?}", a, b);

@@ -158,6 +158,7 @@ mod tests {
             path: RelPath::parse(path).expect("path"),
             size: 7,
             reason: Reason::MissingOn(Side::Local),
+            to: None,
         }
     }
 

@@ -73,6 +73,23 @@ pub enum Reason {
     /// Unchanged, but the checksum file ferry writes beside it (`checksum_sidecar`) is missing
     /// on the server: sent again, with its checksum file.
     ChecksumFileMissing,
+    /// Two-way: synced before, deleted on the side named here since; the delete is propagated.
+    DeletedOn(Side),
+    /// Two-way with `delete: false`: deleted on the side named here; copied back there.
+    Restored(Side),
+    /// Two-way: changed on one side, deleted on the other since the last sync; the change wins.
+    ChangedButDeleted { changed: Side, change: Change },
+    /// Two-way: changed on both sides since the last sync (`recorded`), or on both sides and
+    /// different with no record; `winner` keeps the name.
+    Conflict {
+        local: Option<Change>,
+        remote: Option<Change>,
+        recorded: bool,
+        winner: Side,
+    },
+    /// Two-way, `keep_both`: the losing version (from the side named here), kept under a
+    /// conflict name.
+    ConflictCopy(Side),
 }
 
 impl fmt::Display for Reason {
@@ -102,6 +119,40 @@ impl fmt::Display for Reason {
             Reason::AbsentOn(side) => write!(f, "absent on {side} and delete is on"),
             Reason::SymlinkNotFollowed => f.write_str("symlink not followed"),
             Reason::ChecksumFileMissing => f.write_str("its checksum file is missing on remote"),
+            Reason::DeletedOn(side) => write!(f, "deleted on {side} since last sync"),
+            Reason::Restored(side) => write!(
+                f,
+                "deleted on {side} since last sync; copied back (delete is off)"
+            ),
+            Reason::ChangedButDeleted { changed, change } => {
+                let gone = match changed {
+                    Side::Local => Side::Remote,
+                    Side::Remote => Side::Local,
+                };
+                write!(
+                    f,
+                    "{changed} changed since last sync ({change}) and deleted on {gone}; the change wins"
+                )
+            }
+            Reason::Conflict {
+                local,
+                remote,
+                recorded: true,
+                winner,
+            } => {
+                let show = |c: &Option<Change>| c.map(|c| c.to_string()).unwrap_or_default();
+                write!(
+                    f,
+                    "conflict: both changed since last sync (local {}, remote {}); {winner} wins",
+                    show(local),
+                    show(remote)
+                )
+            }
+            Reason::Conflict { winner, .. } => write!(
+                f,
+                "conflict: on both sides and different, never synced; {winner} wins"
+            ),
+            Reason::ConflictCopy(side) => write!(f, "conflict copy of the {side} version"),
         }
     }
 }

@@ -55,6 +55,8 @@ fn policy(direction: Direction, delete: bool) -> Policy {
         max_delete: MaxDelete::Count(u64::MAX),
         checksum_sidecar: false,
         publish_marker: None,
+        conflict: crate::config::ConflictPolicy::KeepBoth,
+        conflict_stamp: "20261201T000000Z".to_owned(),
     }
 }
 
@@ -109,7 +111,7 @@ fn missing_on_destination_is_made_or_transferred() {
     ];
     for (direction, expected) in cases {
         let (local, remote) = match direction {
-            Direction::Push => (&tree, &empty),
+            Direction::Push | Direction::Both => (&tree, &empty),
             Direction::Pull => (&empty, &tree),
         };
         let plan = plan(local, remote, &Records::new(), &policy(direction, false));
@@ -163,7 +165,7 @@ type FileCase = (
 fn check_file_case(case: FileCase, recorded: &Records) {
     let (name, local, remote, direction, expected, reason) = case;
     let source_size = match direction {
-        Direction::Push => local.size,
+        Direction::Push | Direction::Both => local.size,
         Direction::Pull => remote.size,
     };
     let plan = plan(
@@ -495,7 +497,7 @@ fn destination_only_entries_are_deleted_children_first_only_when_asked() {
     ];
     for (direction, expected) in cases {
         let (local, remote) = match direction {
-            Direction::Push => (&source, &dest),
+            Direction::Push | Direction::Both => (&source, &dest),
             Direction::Pull => (&dest, &source),
         };
         let with = plan(local, remote, &recorded, &policy(direction, true));

@@ -40,6 +40,8 @@ fn verb(kind: ActionKind) -> &'static str {
         ActionKind::DeleteLocalFile => "delete (local)",
         ActionKind::RemoveRemoteDir => "rmdir (remote)",
         ActionKind::RemoveLocalDir => "rmdir (local)",
+        ActionKind::RenameLocalFile => "rename (local)",
+        ActionKind::RenameRemoteFile => "rename (remote)",
     }
 }
 
@@ -59,7 +61,17 @@ pub fn print_plan(job: &str, planned: &Planned, out: &mut dyn Write) -> std::io:
         } else {
             String::new()
         };
-        writeln!(out, "  {:<16} {}{size}: {}", verb(a.kind), a.path, a.reason)?;
+        let to =
+            a.to.as_ref()
+                .map(|t| format!(" -> {t}"))
+                .unwrap_or_default();
+        writeln!(
+            out,
+            "  {:<16} {}{to}{size}: {}",
+            verb(a.kind),
+            a.path,
+            a.reason
+        )?;
     }
     for w in &plan.waiting {
         match &w.marker {
@@ -80,6 +92,20 @@ pub fn print_plan(job: &str, planned: &Planned, out: &mut dyn Write) -> std::io:
     }
     for c in &plan.conflicts {
         writeln!(out, "  conflict         {}: {}", c.path, c.message)?;
+    }
+    for r in &plan.resolved {
+        match &r.copy {
+            Some(copy) => writeln!(
+                out,
+                "  conflict         {}: {} wins; the other version is kept as {copy}",
+                r.path, r.winner
+            )?,
+            None => writeln!(
+                out,
+                "  conflict         {}: {} wins; the other version is overwritten",
+                r.path, r.winner
+            )?,
+        }
     }
     if let Some(why) = &plan.deletes_blocked {
         writeln!(out, "  deletes blocked: {why}")?;
@@ -137,6 +163,15 @@ pub fn summary_line(report: &RunReport) -> String {
     if waiting > 0 {
         line.push_str(&format!(
             ", {waiting} waiting (not finished on the server yet)"
+        ));
+    }
+    let resolved = &report.planned.plan.resolved;
+    if !resolved.is_empty() {
+        let kept = resolved.iter().filter(|r| r.copy.is_some()).count();
+        line.push_str(&format!(
+            ", {} conflict(s) (changed on both sides): {kept} kept as copies, {} overwritten",
+            resolved.len(),
+            resolved.len() - kept
         ));
     }
     if let Some(e) = &report.execution.fatal {

@@ -70,6 +70,7 @@ pub fn job(name: &str, direction: Direction, local: &Path, remote: &str) -> Job 
         remote_after: ferry::config::RemoteAfter::Keep,
         publish: None,
         backup_dir: None,
+        conflict: ferry::config::ConflictPolicy::KeepBoth,
     }
 }
 
