@@ -36,7 +36,14 @@ pub fn describe_capabilities(caps: &Capabilities, tls: TlsMode) -> Vec<String> {
         }
     ));
     lines.push(format!("MLSD: {}", yes_no(caps.mlsd)));
-    lines.push(format!("MFMT: {}", yes_no(caps.mfmt)));
+    lines.push(format!(
+        "MFMT: {}",
+        if caps.mfmt {
+            "yes (uploads keep their local modification time)"
+        } else {
+            "no (uploaded files show the time of the upload)"
+        }
+    ));
     lines.push(format!("SIZE: {}", yes_no(caps.size)));
     lines.push(format!("MDTM: {}", yes_no(caps.mdtm)));
     lines.push(format!("REST STREAM: {}", yes_no(caps.rest)));

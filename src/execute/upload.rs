@@ -140,6 +140,17 @@ pub(super) async fn upload_file(
             return Err(e);
         }
     };
+    // The partner sees when the file was made, not when it was uploaded (MFMT, where the
+    // server has it; set on the temporary name, so the final name never shows another time).
+    if let Some(mtime) = opened.mtime {
+        match t.set_modified(&tmp, mtime).await {
+            Ok(true) => {}
+            Ok(false) => {}
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => tracing::warn!(job = %ctx.job, path = %path, error = %e,
+                "the server refused the file's modification time; it shows the upload time"),
+        }
+    }
     let staged = Staged {
         tmp,
         record: SyncRecord {

@@ -327,6 +327,13 @@ pub trait Transport: Send {
     /// algorithm; `None` when the server offers no hash command.
     async fn server_hash(&mut self, path: &RelPath) -> Result<Option<(HashAlgo, String)>>;
 
+    /// Set the file's modification time on the server (MFMT), when the server offers a way.
+    /// `Ok(false)` when it offers none.
+    async fn set_modified(&mut self, path: &RelPath, mtime: crate::listing::Mtime) -> Result<bool> {
+        let _ = (path, mtime);
+        Ok(false)
+    }
+
     /// Close the session politely. Errors are ignored: the session is over either way.
     async fn quit(&mut self);
 }

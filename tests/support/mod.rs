@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 pub mod hostile;
+pub mod proftpd;
 pub mod proxy;
 pub mod vsftpd;
 

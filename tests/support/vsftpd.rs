@@ -521,7 +521,7 @@ fn describe_failure(what: &str, layout: &Layout) -> String {
     )
 }
 
-fn free_port(ip: Ipv4Addr) -> u16 {
+pub(crate) fn free_port(ip: Ipv4Addr) -> u16 {
     TcpListener::bind((ip, 0))
         .unwrap()
         .local_addr()
@@ -537,7 +537,7 @@ fn next_passive_block() -> RangeInclusive<u16> {
 
 /// Create `ferrytest` (with a home and a login shell, which PAM's pam_shells wants) if missing,
 /// and set its password; once per process.
-fn ensure_login_user() {
+pub(crate) fn ensure_login_user() {
     static READY: OnceLock<()> = OnceLock::new();
     READY.get_or_init(|| {
         if login_user_exists() {
@@ -592,12 +592,12 @@ fn set_password() {
 }
 
 /// Whether this process runs as root (owner of `/proc/self` is uid 0).
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
-fn login_user_ids() -> (u32, u32) {
+pub(crate) fn login_user_ids() -> (u32, u32) {
     let id = |flag: &str| -> u32 {
         let out = Command::new("id")
             .args([flag, VSFTPD_USER])
@@ -609,7 +609,7 @@ fn login_user_ids() -> (u32, u32) {
     (id("-u"), id("-g"))
 }
 
-fn chown_tree(path: &Path, uid: u32, gid: u32) {
+pub(crate) fn chown_tree(path: &Path, uid: u32, gid: u32) {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
     if path.is_dir() && !path.is_symlink() {
         for entry in std::fs::read_dir(path).unwrap() {
@@ -618,7 +618,7 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) {
     }
 }
 
-fn set_mode(path: &Path, mode: u32) {
+pub(crate) fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }

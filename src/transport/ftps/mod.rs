@@ -1031,6 +1031,23 @@ impl Transport for FtpsSession {
         }
     }
 
+    async fn set_modified(&mut self, path: &RelPath, mtime: crate::listing::Mtime) -> Result<bool> {
+        if !self.capabilities.mfmt {
+            return Ok(false);
+        }
+        let Some(at) = chrono::DateTime::from_timestamp(mtime.secs(), 0) else {
+            return Ok(false);
+        };
+        let remote = self.remote(path);
+        // RFC 3659 time-val, UTC, to the second.
+        let line = format!("MFMT {} {remote}", at.format("%Y%m%d%H%M%S"));
+        self.run(&line, async |f| {
+            f.custom_command(&line, &[Status::File]).await
+        })
+        .await?;
+        Ok(true)
+    }
+
     async fn quit(&mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.ftp.quit()).await;
     }

@@ -1,0 +1,117 @@
+//! End-to-end sync against a real proftpd 1.3.8 with mod_tls (MLSD, MFMT, TLS session reuse
+//! required on data connections) over loopback. Like the vsftpd tests: proftpd must be
+//! installed and the tests run as root, else they fail, unless `FERRY_SKIP_VSFTPD=1`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod support;
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use common::{Setup, endpoint, job, tree, write_sample_tree};
+use ferry::config::Direction;
+use support::proftpd::Proftpd;
+
+fn ep(p: &Proftpd) -> ferry::config::Endpoint {
+    endpoint(p.addr(), p.ca_pem(), p.user(), p.password())
+}
+
+#[tokio::test]
+async fn round_trip_with_mlsd_and_required_session_reuse() {
+    let Some(p) = Proftpd::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (outbox, inbox) = (dir.path().join("outbox"), dir.path().join("inbox"));
+    std::fs::create_dir_all(&outbox).unwrap();
+    std::fs::create_dir_all(&inbox).unwrap();
+    write_sample_tree(&outbox);
+    let setup = Setup::new(
+        ep(&p),
+        vec![
+            job("push", Direction::Push, &outbox, "/data"),
+            job("pull", Direction::Pull, &inbox, "/data"),
+        ],
+    );
+    let pushed = setup.sync_ok("push").await;
+    assert_eq!(pushed.execution.transferred, 7);
+    assert_eq!(tree(&outbox), tree(&p.root().join("data")));
+    let pulled = setup.sync_ok("pull").await;
+    assert_eq!(pulled.execution.transferred, 7);
+    assert_eq!(tree(&outbox), tree(&inbox));
+    for name in ["push", "pull"] {
+        let again = setup.sync_ok(name).await;
+        assert_eq!(
+            again.execution.transferred, 0,
+            "{name}: {:?}",
+            again.planned.plan.actions
+        );
+    }
+}
+
+/// An uploaded file shows its local modification time on the server (MFMT), not the time of
+/// the upload, from the moment it has its final name.
+#[tokio::test]
+async fn an_uploaded_file_keeps_its_modification_time_on_a_server_with_mfmt() {
+    let Some(p) = Proftpd::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir_all(outbox.join("sub")).unwrap();
+    let made = UNIX_EPOCH + Duration::from_secs(1_700_000_007);
+    for name in ["report.csv", "sub/data.bin"] {
+        std::fs::write(outbox.join(name), format!("contents of {name}")).unwrap();
+        filetime::set_file_mtime(
+            outbox.join(name),
+            filetime::FileTime::from_system_time(made),
+        )
+        .unwrap();
+    }
+    let setup = Setup::new(ep(&p), vec![job("push", Direction::Push, &outbox, "/data")]);
+    let pushed = setup.sync_ok("push").await;
+    assert_eq!(pushed.execution.transferred, 2);
+    for name in ["report.csv", "sub/data.bin"] {
+        let on_server = std::fs::metadata(p.root().join("data").join(name))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(on_server, made, "{name}: the server shows {on_server:?}");
+    }
+    // And the next run finds nothing to do.
+    let again = setup.sync_ok("push").await;
+    assert_eq!(
+        again.execution.transferred, 0,
+        "{:?}",
+        again.planned.plan.actions
+    );
+}
+
+/// `ferry check --connect` says that MFMT is there and what it is used for.
+#[tokio::test]
+async fn check_connect_reports_mfmt_and_mlsd() {
+    let Some(p) = Proftpd::start() else {
+        return;
+    };
+    std::fs::create_dir_all(p.root().join("data")).unwrap();
+    std::fs::write(p.root().join("data/today.csv"), b"1,2\n").unwrap();
+    p.give_root_to_user();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new(
+        ep(&p),
+        vec![job("pull", Direction::Pull, dir.path(), "/data")],
+    );
+    let mut out = Vec::new();
+    let code = ferry::check::connect_all(&setup.config, &mut out).await;
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(code, 0, "{text}");
+    for want in [
+        "data channel resumed TLS session: yes",
+        "MLSD: yes",
+        "MFMT: yes (uploads keep their local modification time)",
+        "job `pull` (pull): /data: ok, 1 entry",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}
