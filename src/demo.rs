@@ -127,6 +127,7 @@ fn demo_job(name: &str, direction: Direction, local: &Path) -> Job {
         publish: None,
         backup_dir: None,
         conflict: crate::config::ConflictPolicy::KeepBoth,
+        direct_upload: false,
     }
 }
 

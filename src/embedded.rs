@@ -130,6 +130,9 @@ pub struct EmbeddedOptions {
     pub port: u16,
     /// Refuse (550) a rename onto an existing file, as IIS and FileZilla Server do.
     pub refuse_rename_over_existing: bool,
+    /// A write-only drop box: uploads and listings only; every rename and delete is refused
+    /// (550).
+    pub write_only: bool,
 }
 
 impl Default for EmbeddedOptions {
@@ -145,6 +148,7 @@ impl Default for EmbeddedOptions {
             site_md5: false,
             port: 0,
             refuse_rename_over_existing: false,
+            write_only: false,
         }
     }
 }
@@ -483,7 +487,8 @@ impl ServerSetup {
     fn build_server(&self) -> Result<Server<ServedRoot, DefaultUser>, EmbeddedError> {
         let root = self.root.clone();
         let refuse = self.opts.refuse_rename_over_existing;
-        let storage = Box::new(move || ServedRoot::open(&root, refuse));
+        let write_only = self.opts.write_only;
+        let storage = Box::new(move || ServedRoot::open(&root, refuse, write_only));
         let authenticator = Arc::new(FixedLogin {
             user: self.opts.user.clone(),
             password: self.opts.password.clone(),
@@ -617,16 +622,29 @@ struct ServedRoot {
     fs: Result<Filesystem, String>,
     /// See [`EmbeddedOptions::refuse_rename_over_existing`].
     refuse_rename_over_existing: bool,
+    /// See [`EmbeddedOptions::write_only`].
+    write_only: bool,
 }
 
 impl ServedRoot {
-    fn open(root: &Path, refuse_rename_over_existing: bool) -> Self {
+    fn open(root: &Path, refuse_rename_over_existing: bool, write_only: bool) -> Self {
         let fs = Filesystem::new(root)
             .map_err(|e| format!("cannot open served directory {}: {e}", root.display()));
         ServedRoot {
             fs,
             refuse_rename_over_existing,
+            write_only,
         }
+    }
+
+    fn refuse_if_write_only(&self, what: &str) -> StorageResult<()> {
+        if self.write_only {
+            return Err(unftp_core::storage::Error::new(
+                unftp_core::storage::ErrorKind::PermissionDenied,
+                io::Error::other(format!("{what}: this is a write-only drop box")),
+            ));
+        }
+        Ok(())
     }
 
     fn fs(&self) -> StorageResult<&Filesystem> {
@@ -703,6 +721,7 @@ impl StorageBackend<DefaultUser> for ServedRoot {
         user: &DefaultUser,
         path: P,
     ) -> StorageResult<()> {
+        self.refuse_if_write_only("delete")?;
         self.fs()?.del(user, path).await
     }
 
@@ -720,6 +739,7 @@ impl StorageBackend<DefaultUser> for ServedRoot {
         from: P,
         to: P,
     ) -> StorageResult<()> {
+        self.refuse_if_write_only("rename")?;
         let fs = self.fs()?;
         if self.refuse_rename_over_existing && fs.metadata(user, to.as_ref()).await.is_ok() {
             return Err(unftp_core::storage::Error::new(

@@ -636,6 +636,8 @@ pub async fn run_job_with(
             .clone()
             .filter(|_| job.direction == Direction::Push),
         checksum_sidecar: job.checksum_sidecar && job.direction == Direction::Push,
+        direct_upload: job.direct_upload && job.direction == Direction::Push,
+        renames_refused: std::sync::atomic::AtomicBool::new(false),
         pool,
         remote_root: job.remote.clone(),
         store: store.clone(),

@@ -1585,6 +1585,74 @@ async fn a_server_refusing_rename_onto_an_existing_file_still_gets_the_new_versi
         b"version two!"
     );
     assert!(temp_files_on(&w.server_root.join("data")).is_empty());
+    // And the summary says how it got there.
+    assert_eq!(report.execution.deleted_first, 1);
+    assert!(
+        ferry::report::summary_line(&report).contains("1 replaced by delete-then-rename"),
+        "{}",
+        ferry::report::summary_line(&report)
+    );
+}
+
+/// A write-only drop box (uploads only; no rename, no delete): the first upload's rename is
+/// refused, and from then on the run writes straight to final names; every file arrives whole,
+/// and the summary says so.
+#[tokio::test]
+async fn a_write_only_drop_box_gets_every_file_written_straight_to_its_name() {
+    let w = start(EmbeddedOptions {
+        write_only: true,
+        ..EmbeddedOptions::default()
+    })
+    .await;
+    let outbox = w.local("outbox");
+    for i in 0..5 {
+        std::fs::write(outbox.join(format!("f{i}.csv")), format!("file {i}")).unwrap();
+    }
+    let mut j = job("push", Direction::Push, &outbox, "/data");
+    j.retry.attempts = 3;
+    let mut ep = w.endpoint();
+    // One connection: the first refusal is seen before any other upload starts.
+    ep.max_connections = 1;
+    let setup = Setup::new(ep, vec![j]);
+    let report = setup.sync_ok("push").await;
+    assert_eq!(report.execution.transferred, 5);
+    let data = w.server_root.join("data");
+    for i in 0..5 {
+        assert_eq!(
+            std::fs::read(data.join(format!("f{i}.csv"))).unwrap(),
+            format!("file {i}").as_bytes()
+        );
+    }
+    assert_eq!(report.execution.direct, 5);
+    let line = ferry::report::summary_line(&report);
+    assert!(
+        line.contains("5 written straight to the final name"),
+        "{line}"
+    );
+    // The refused first try left its temporary file: a drop box refuses deletes too.
+    assert_eq!(temp_files_on(&data).len(), 1, "{:?}", tree(&data));
+
+    // With `upload: direct`, no temporary name is ever made.
+    let w = start(EmbeddedOptions {
+        write_only: true,
+        ..EmbeddedOptions::default()
+    })
+    .await;
+    let outbox = w.local("outbox");
+    std::fs::write(outbox.join("only.csv"), b"straight in").unwrap();
+    let mut j = job("push", Direction::Push, &outbox, "/data");
+    j.direct_upload = true;
+    let setup = Setup::new(w.endpoint(), vec![j]);
+    let report = setup.sync_ok("push").await;
+    assert_eq!(report.execution.direct, 1);
+    let data = w.server_root.join("data");
+    assert_eq!(
+        std::fs::read(data.join("only.csv")).unwrap(),
+        b"straight in"
+    );
+    assert!(temp_files_on(&data).is_empty(), "{:?}", tree(&data));
+    let again = setup.sync_ok("push").await;
+    assert_eq!(again.execution.transferred, 0);
 }
 
 fn temp_files_on(dir: &Path) -> Vec<String> {

@@ -464,6 +464,7 @@ mod tests {
             publish: None,
             backup_dir: None,
             conflict: crate::config::ConflictPolicy::KeepBoth,
+            direct_upload: false,
         }
     }
 

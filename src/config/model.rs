@@ -382,6 +382,9 @@ pub struct Job {
     pub backup_dir: Option<PathBuf>,
     /// Two-way jobs: how a file changed on both sides is settled.
     pub conflict: ConflictPolicy,
+    /// Push jobs with `upload: direct`: files are written straight to their final name (for
+    /// write-only drop boxes that refuse renames), not through a temporary name.
+    pub direct_upload: bool,
 }
 
 /// `publish: batch`: every changed file of a run is uploaded and verified under its temporary

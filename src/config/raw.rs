@@ -987,6 +987,16 @@ pub struct RawJob {
     pub hook_timeout: Option<Duration>,
     /// Two-way jobs: which side wins a file changed on both sides since the last sync.
     pub conflict: Option<RawConflict>,
+    /// Push jobs: `temporary` (the default: a temporary name, then a rename) or `direct`.
+    pub upload: Option<RawUpload>,
+}
+
+/// `upload:` of a push job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", expecting = "temporary or direct")]
+pub enum RawUpload {
+    Temporary,
+    Direct,
 }
 
 /// `ready: stable`, `ready: immediate` or `ready: { marker: NAME }`.

@@ -48,7 +48,7 @@ use super::model::{
 use super::raw::{
     Collected, Mark, Node, NodeValue, Problem, RawAfterUpload, RawConflict, RawDataMode,
     RawDirection, RawEndpoint, RawFile, RawJob, RawLimits, RawMarker, RawMaxDelete, RawPublish,
-    RawReady, RawReadyWord, RawRemoteAfter, RawTlsMode, RawTlsVersion, RawVerify,
+    RawReady, RawReadyWord, RawRemoteAfter, RawTlsMode, RawTlsVersion, RawUpload, RawVerify,
     deserialize_collecting, parse_document,
 };
 
@@ -1192,6 +1192,7 @@ impl Checker<'_> {
         let backup_dir =
             self.check_backup_dir(&place, &raw, direction, local.as_deref(), remote.as_deref());
         let conflict = self.check_two_way(&place, &raw, direction);
+        let direct_upload = self.check_upload(&place, &raw, direction);
         if delete
             && direction == Some(Direction::Push)
             && matches!(
@@ -1260,7 +1261,36 @@ impl Checker<'_> {
             publish: publish?,
             backup_dir: backup_dir?,
             conflict: conflict?,
+            direct_upload: direct_upload?,
         })
+    }
+
+    /// `upload: temporary | direct` (push jobs). `direct` cannot go with `publish: batch`,
+    /// which publishes from temporary names.
+    fn check_upload(
+        &mut self,
+        place: &Place<'_>,
+        raw: &RawJob,
+        direction: Option<Direction>,
+    ) -> Option<bool> {
+        let direct = raw.upload == Some(RawUpload::Direct);
+        if raw.upload.is_some() && direction != Some(Direction::Push) {
+            self.warn_at(
+                place,
+                place.key("upload"),
+                "upload only applies to push jobs; ignored",
+            );
+            return Some(false);
+        }
+        if direct && raw.publish == Some(RawPublish::Batch) {
+            self.report_at(
+                place,
+                place.key("upload"),
+                "upload: direct cannot go with publish: batch (a batch is published from temporary names)",
+            );
+            return None;
+        }
+        Some(direct)
     }
 
     /// `direction: both`: `conflict` (keep_both by default), and none of the keys that only
@@ -2385,6 +2415,39 @@ mod tests {
                 .contains("conflict only applies to direction: both")),
             "{:?}",
             one_way.warnings
+        );
+    }
+
+    #[test]
+    fn upload_is_temporary_or_direct_for_push_jobs() {
+        let fixture = Fixture::new();
+        let job = |direction: &str, extra: &str| {
+            format!(
+                "{ENDPOINT}jobs:\n  j:\n    endpoint: acme\n    direction: {direction}\n    local: drops\n    remote: /out\n{extra}"
+            )
+        };
+        let direct = |extra: &str| fixture.parse_ok(&job("push", extra)).jobs["j"].direct_upload;
+        assert!(!direct(""));
+        assert!(!direct("    upload: temporary\n"));
+        assert!(direct("    upload: direct\n"));
+        let problems = fixture.problems(&job(
+            "push",
+            "    upload: direct\n    publish: batch\n    marker: READY\n",
+        ));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("upload: direct cannot go with publish: batch")),
+            "{problems:?}"
+        );
+        let pull = fixture.parse_ok(&job("pull", "    upload: direct\n    ready: immediate\n"));
+        assert!(!pull.jobs["j"].direct_upload);
+        assert!(
+            pull.warnings
+                .iter()
+                .any(|w| w.to_string().contains("upload only applies to push jobs")),
+            "{:?}",
+            pull.warnings
         );
     }
 

@@ -264,6 +264,7 @@ pub(super) async fn download_file(
         verification,
         sha256: Some(sha),
         staged: None,
+        delivery: super::Delivery::Renamed,
     })
 }
 

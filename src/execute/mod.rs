@@ -89,6 +89,19 @@ pub struct FileOutcome {
     pub sha256: Option<String>,
     /// `publish: batch`: verified under its temporary name, renamed with the rest of the batch.
     pub staged: Option<upload::Staged>,
+    /// How an upload reached its final name.
+    pub delivery: Delivery,
+}
+
+/// How an upload reached its final name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Through its temporary name and a rename (a download too).
+    Renamed,
+    /// The server refused to rename onto the old file: that was deleted first.
+    DeletedFirst,
+    /// Written straight to its final name (`upload: direct`, or a server refusing renames).
+    Direct,
 }
 
 /// How a transferred file was checked, said plainly in the log and the summary.
@@ -152,6 +165,10 @@ pub struct Execution {
     /// Local files not sent because they changed, vanished or were replaced since the scan
     /// (warnings, not failures: the next run sends them).
     pub changed: Vec<Failure>,
+    /// Uploads put in place by delete-then-rename (the server refuses to rename onto a file).
+    pub deleted_first: u64,
+    /// Uploads written straight to their final name.
+    pub direct: u64,
 }
 
 impl Execution {
@@ -171,6 +188,8 @@ impl Execution {
             self.fatal = more.fatal;
         }
         self.changed.extend(more.changed);
+        self.deleted_first += more.deleted_first;
+        self.direct += more.direct;
     }
 }
 
@@ -196,6 +215,10 @@ pub struct Context {
     pub remote_after: crate::config::RemoteAfter,
     /// Push with `publish: batch`: uploads wait under their temporary names for the batch.
     pub publish: Option<crate::config::Publish>,
+    /// `upload: direct`: straight to the final name, no temporary name.
+    pub direct_upload: bool,
+    /// Set when the server refused to rename an upload in this run: the rest go direct.
+    pub renames_refused: std::sync::atomic::AtomicBool,
     /// The endpoint's sessions, shared with every other job on it.
     pub pool: Pool,
     /// The job's remote directory: every session of this run is rooted there.
@@ -325,6 +348,11 @@ pub async fn execute(plan: &Plan, listings: Listings, ctx: Arc<Context>) -> Exec
                     }
                 }
                 Ok(done) => {
+                    match done.delivery {
+                        Delivery::DeletedFirst => out.deleted_first += 1,
+                        Delivery::Direct => out.direct += 1,
+                        Delivery::Renamed => {}
+                    }
                     out.transferred += 1;
                     out.done.push(action.path.clone());
                     out.bytes += done.bytes;

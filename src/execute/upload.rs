@@ -15,8 +15,8 @@
 use tokio::io::AsyncReadExt;
 
 use super::{
-    Context, Digests, FileOutcome, HashingReader, HashingWriter, RESUME_FROM, Verification,
-    compare_server_hash, local_err, save_record, sidecar, temp_name,
+    Context, Delivery, Digests, FileOutcome, HashingReader, HashingWriter, RESUME_FROM,
+    Verification, compare_server_hash, local_err, save_record, sidecar, temp_name,
 };
 use crate::config::{AfterUpload, Verify};
 use crate::listing::{Entry, Listing};
@@ -24,7 +24,7 @@ use crate::local_fs::{self, DirHandle, LocalRoot, Meta};
 use crate::path::RelPath;
 use crate::plan::{Action, SyncRecord};
 use crate::state::{PartialKind, PartialSource};
-use crate::transport::{ErrorKind, Transport, TransportError};
+use crate::transport::{ErrorKind, Replaced, Transport, TransportError};
 
 fn changed(op: &str, message: impl Into<String>) -> TransportError {
     TransportError::new(ErrorKind::Changed, op, message)
@@ -77,13 +77,26 @@ pub(super) async fn upload_file(
     check_against_scan(&op, scanned, &opened)?;
     let also = t.capabilities().hash_command.as_ref().map(|h| h.algo);
     let mut reader = HashingReader::with(tokio::fs::File::from_std(file), Digests::new(also));
-    let tmp = temp_name(path);
+    // `upload: direct`, or a server found refusing renames earlier in this run: straight to
+    // the final name (the old copy, kept first when backup_dir says so, is overwritten).
+    let direct = ctx.direct_upload
+        || ctx
+            .renames_refused
+            .load(std::sync::atomic::Ordering::Relaxed);
+    let tmp = if direct {
+        path.clone()
+    } else {
+        temp_name(path)
+    };
+    if direct {
+        keep_old_remote(t, ctx, path).await?;
+    }
     let source = PartialSource::Local {
         id: opened.id,
         size: opened.size,
         mtime: opened.mtime,
     };
-    let resumable = opened.size >= RESUME_FROM;
+    let resumable = opened.size >= RESUME_FROM && !direct;
     let offset = if resumable {
         resume_offset(t, ctx, path, &tmp, &source, opened.size, &op).await?
     } else {
@@ -163,6 +176,18 @@ pub(super) async fn upload_file(
         },
         opened,
     };
+    if direct {
+        tracing::info!(job = %ctx.job, path = %path, bytes = sent, sha256 = %sha,
+            verified = %verification, "uploaded straight to its final name");
+        in_place(t, ctx, path, &staged).await?;
+        return Ok(FileOutcome {
+            bytes: sent,
+            verification,
+            sha256: Some(sha),
+            staged: None,
+            delivery: Delivery::Direct,
+        });
+    }
     if ctx.publish.is_some() {
         // A batch: renamed into place with the rest of it, once all of it is verified.
         forget_partial(ctx, path, resumable).await;
@@ -173,6 +198,7 @@ pub(super) async fn upload_file(
             verification,
             sha256: Some(sha),
             staged: Some(staged),
+            delivery: Delivery::Renamed,
         });
     }
     if let Err(e) = keep_old_remote(t, ctx, path).await {
@@ -180,11 +206,38 @@ pub(super) async fn upload_file(
         forget_partial(ctx, path, resumable).await;
         return Err(e);
     }
-    if let Err(e) = t.rename(&staged.tmp, path).await {
-        let _ = t.delete_file(&staged.tmp).await;
-        forget_partial(ctx, path, resumable).await;
-        return Err(e);
-    }
+    let delivery = match t.replace(&staged.tmp, path).await {
+        Ok(Replaced::Renamed) => Delivery::Renamed,
+        Ok(Replaced::DeletedFirst) => Delivery::DeletedFirst,
+        Err(e) => {
+            let removed = t.delete_file(&staged.tmp).await;
+            forget_partial(ctx, path, resumable).await;
+            if e.kind != ErrorKind::Permanent {
+                return Err(e);
+            }
+            // The server took the upload and refuses to rename it, even with the old file
+            // deleted first: a write-only drop box. The rest of this run uploads straight to
+            // final names, this file included (as a retry).
+            ctx.renames_refused
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let left = match removed {
+                Ok(()) => String::new(),
+                Err(_) => format!("; its temporary file {} stays on the server", staged.tmp),
+            };
+            tracing::warn!(job = %ctx.job, path = %path, refusal = %e.message,
+                "the server refuses to rename uploads: from now on this run uploads straight to \
+                 final names (a reader may see a file while it is written); set `upload: direct` \
+                 for this job to skip the temporary names{left}");
+            return Err(TransportError::new(
+                ErrorKind::Transient,
+                &op,
+                format!(
+                    "the server refuses renames ({}); sending it again straight to its final name",
+                    e.message
+                ),
+            ));
+        }
+    };
     forget_partial(ctx, path, resumable).await;
     tracing::info!(job = %ctx.job, path = %path, bytes = sent, resumed_from = offset,
         sha256 = %sha, verified = %verification, "uploaded");
@@ -195,6 +248,7 @@ pub(super) async fn upload_file(
         verification,
         sha256: Some(sha),
         staged: None,
+        delivery,
     })
 }
 

@@ -165,6 +165,18 @@ pub fn summary_line(report: &RunReport) -> String {
             ", {waiting} waiting (not finished on the server yet)"
         ));
     }
+    if report.execution.deleted_first > 0 {
+        line.push_str(&format!(
+            ", {} replaced by delete-then-rename (the server refuses to rename onto a file)",
+            report.execution.deleted_first
+        ));
+    }
+    if report.execution.direct > 0 {
+        line.push_str(&format!(
+            ", {} written straight to the final name (no temporary name)",
+            report.execution.direct
+        ));
+    }
     let resolved = &report.planned.plan.resolved;
     if !resolved.is_empty() {
         let kept = resolved.iter().filter(|r| r.copy.is_some()).count();

@@ -289,6 +289,12 @@ pub trait Transport: Send {
     /// Rename a file, replacing the target if the server allows it.
     async fn rename(&mut self, from: &RelPath, to: &RelPath) -> Result<()>;
 
+    /// [`rename`](Self::rename) onto a file that may exist, saying how it went: some servers
+    /// refuse to rename onto an existing name, and the old file is deleted first there.
+    async fn replace(&mut self, from: &RelPath, to: &RelPath) -> Result<Replaced> {
+        self.rename(from, to).await.map(|()| Replaced::Renamed)
+    }
+
     async fn delete_file(&mut self, path: &RelPath) -> Result<()>;
 
     /// Move a file out of the root, to the same relative path below the absolute directory
@@ -336,6 +342,16 @@ pub trait Transport: Send {
 
     /// Close the session politely. Errors are ignored: the session is over either way.
     async fn quit(&mut self);
+}
+
+/// How [`Transport::replace`] put a file in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replaced {
+    /// One rename, onto the old file if there was one.
+    Renamed,
+    /// The server refused to rename onto the existing file: it was deleted first, then the
+    /// rename went through (for a moment there was no file under the name).
+    DeletedFirst,
 }
 
 /// Opens sessions to one endpoint, rooted at one directory.

@@ -71,6 +71,7 @@ pub fn job(name: &str, direction: Direction, local: &Path, remote: &str) -> Job 
         publish: None,
         backup_dir: None,
         conflict: ferry::config::ConflictPolicy::KeepBoth,
+        direct_upload: false,
     }
 }
 

@@ -917,10 +917,19 @@ impl Transport for FtpsSession {
     }
 
     async fn rename(&mut self, from: &RelPath, to: &RelPath) -> Result<()> {
+        self.replace(from, to).await.map(|_| ())
+    }
+
+    async fn replace(
+        &mut self,
+        from: &RelPath,
+        to: &RelPath,
+    ) -> Result<crate::transport::Replaced> {
+        use crate::transport::Replaced;
         let (rf, rt) = (self.remote(from), self.remote(to));
         let op = format!("RNFR {rf} / RNTO {rt}");
         match self.run(&op, async |f| f.rename(&rf, &rt).await).await {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(Replaced::Renamed),
             Err(e) if e.kind == ErrorKind::Permanent => {
                 // Some servers (IIS, FileZilla) refuse to rename onto an existing file: remove
                 // the old version, then rename. The window without a file is unavoidable there.
@@ -930,7 +939,9 @@ impl Transport for FtpsSession {
                 }
                 tracing::warn!(path = %crate::text::clean(&rt, 400), refusal = %e.message,
                     "the server refuses to rename onto an existing file: the old one was deleted first (for a moment there is no file)");
-                self.run(&op, async |f| f.rename(&rf, &rt).await).await
+                self.run(&op, async |f| f.rename(&rf, &rt).await)
+                    .await
+                    .map(|()| Replaced::DeletedFirst)
             }
             Err(e) => Err(e),
         }
