@@ -216,6 +216,9 @@ async fn check_root(session: &mut dyn Transport, job: &Job) -> (String, Outcome,
             if let Some(clock) = list_clock(session, &listing).await {
                 line.push_str(&format!("; {clock}"));
             }
+            if job.direction != Direction::Pull {
+                line.push_str(&format!("; {}", probe_renames(session).await));
+            }
             (line, Outcome::Fine, true)
         }
         // A 5xx on the root: it does not exist (or cannot be listed). A push creates it, as
@@ -233,6 +236,77 @@ async fn check_root(session: &mut dyn Transport, job: &Job) -> (String, Outcome,
                 usable,
             )
         }
+    }
+}
+
+/// Whether ferry can rename in a push job's root, and onto an existing name: probed with two
+/// small files under temporary names (`.ferry-check-N-a.ferry-tmp`, which no sync takes),
+/// removed afterwards. Servers differ here (IIS and FileZilla Server refuse to rename onto a
+/// file; write-only drop boxes refuse renames and deletes), and a sync adapts; this says how.
+async fn probe_renames(session: &mut dyn Transport) -> String {
+    let name = |tag: &str| {
+        RelPath::parse(&format!(
+            ".ferry-check-{}-{tag}{}",
+            std::process::id(),
+            crate::execute::TEMP_SUFFIX
+        ))
+    };
+    let (Ok(a), Ok(b)) = (name("a"), name("b")) else {
+        return "renames not probed".to_owned();
+    };
+    let body = b"ferry check --connect: rename probe\n";
+    let mut leftovers = Vec::new();
+    let verdict = async {
+        if let Err(e) = session.upload(&a, &mut &body[..], &|_| {}).await {
+            return format!("cannot write here ({})", e.message);
+        }
+        if let Err(e) = session.replace(&a, &b).await {
+            leftovers.push(a.clone());
+            return format!(
+                "the server refuses renames ({}): uploads go straight to final names \
+                 (`upload: direct` says so from the start)",
+                e.message
+            );
+        }
+        leftovers.push(b.clone());
+        if let Err(e) = session.upload(&a, &mut &body[..], &|_| {}).await {
+            return format!(
+                "renames: yes; a second probe file was refused ({})",
+                e.message
+            );
+        }
+        leftovers.push(a.clone());
+        match session.replace(&a, &b).await {
+            Ok(crate::transport::Replaced::Renamed) => {
+                leftovers.retain(|p| p != &a);
+                "renames: yes, onto existing names too".to_owned()
+            }
+            Ok(crate::transport::Replaced::DeletedFirst) => {
+                leftovers.retain(|p| p != &a);
+                "renames: yes, but not onto an existing name: an update deletes the old file \
+                 first (for a moment there is none)"
+                    .to_owned()
+            }
+            Err(e) => format!(
+                "renames: yes, but not onto an existing name ({})",
+                e.message
+            ),
+        }
+    }
+    .await;
+    let mut left = Vec::new();
+    for p in leftovers {
+        if session.delete_file(&p).await.is_err() {
+            left.push(p.to_string());
+        }
+    }
+    if left.is_empty() {
+        format!("{verdict} (probed with files under temporary names, removed)")
+    } else {
+        format!(
+            "{verdict} (probe files the server would not let ferry remove: {})",
+            left.join(", ")
+        )
     }
 }
 

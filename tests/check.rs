@@ -18,6 +18,10 @@ struct World {
 }
 
 async fn start() -> World {
+    start_with(EmbeddedOptions::default()).await
+}
+
+async fn start_with(opts: EmbeddedOptions) -> World {
     let dir = tempfile::tempdir().unwrap();
     let server_root = dir.path().join("server");
     std::fs::create_dir_all(server_root.join("data")).unwrap();
@@ -30,7 +34,7 @@ async fn start() -> World {
         &pki,
         EmbeddedOptions {
             passive_ports: support::embedded_passive_ports(),
-            ..EmbeddedOptions::default()
+            ..opts
         },
     )
     .await
@@ -67,7 +71,7 @@ impl World {
 const CAPABILITIES: &str = "  TLS: TLSv1.3
   data channel resumed TLS session: yes
   MLSD: yes
-  MFMT: no
+  MFMT: no (uploaded files show the time of the upload)
   SIZE: yes
   MDTM: yes
   REST STREAM: yes
@@ -102,7 +106,7 @@ async fn every_job_root_is_checked_on_one_login_and_a_missing_push_root_is_fine(
         format!(
             "{}  job `drop` (push): /outgoing/new: does not exist yet; the first sync creates it
   job `fetch` (pull): /data: ok, 2 entries
-  job `send` (push): /data: ok, 2 entries
+  job `send` (push): /data: ok, 2 entries; renames: yes, onto existing names too (probed with files under temporary names, removed)
 {CAPABILITIES}",
             w.logged_in("server")
         )
@@ -110,8 +114,73 @@ async fn every_job_root_is_checked_on_one_login_and_a_missing_push_root_is_fine(
     assert_eq!(code, 0, "{text}");
     assert!(
         !w.dir.path().join("server/outgoing").exists(),
-        "check changes nothing on the server"
+        "check creates no root on the server"
     );
+    assert_eq!(
+        std::fs::read_dir(w.dir.path().join("server/data"))
+            .unwrap()
+            .count(),
+        2,
+        "the rename probe's files are gone"
+    );
+}
+
+/// In a push root, check --connect says whether the server renames, and onto existing names:
+/// what a sync will do about it.
+#[tokio::test]
+async fn renames_are_probed_in_push_roots() {
+    for (opts, want, left) in [
+        (
+            EmbeddedOptions {
+                refuse_rename_over_existing: true,
+                ..EmbeddedOptions::default()
+            },
+            "renames: yes, but not onto an existing name: an update deletes the old file first",
+            0,
+        ),
+        (
+            EmbeddedOptions {
+                write_only: true,
+                ..EmbeddedOptions::default()
+            },
+            "the server refuses renames (550 Permission denied): uploads go straight to final names (`upload: direct` says so from the start) (probe files the server would not let ferry remove: .ferry-check-",
+            1,
+        ),
+    ] {
+        let w = start_with(opts).await;
+        let local = w.local();
+        let setup = Setup::new(
+            w.endpoint(),
+            vec![
+                job("fetch", Direction::Pull, &local, "/data"),
+                job("send", Direction::Push, &local, "/data"),
+            ],
+        );
+        let (code, text) = check(&setup.config).await;
+        assert_eq!(code, 0, "{text}");
+        let send = text
+            .lines()
+            .find(|l| l.contains("job `send`"))
+            .unwrap_or_default();
+        assert!(send.contains(want), "{text}");
+        // A pull root is never written to.
+        let fetch = text
+            .lines()
+            .find(|l| l.contains("job `fetch`"))
+            .unwrap_or_default();
+        assert!(!fetch.contains("renames"), "{text}");
+        let probes = std::fs::read_dir(w.dir.path().join("server/data"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".ferry-check-")
+            })
+            .count();
+        assert_eq!(probes, left, "{text}");
+    }
 }
 
 #[tokio::test]
