@@ -115,3 +115,33 @@ async fn check_connect_reports_mfmt_and_mlsd() {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
 }
+
+/// proftpd sends no TLS 1.3 session ticket on an upload's data connection, and each data
+/// connection uses one up: one control connection can resume for two uploads, after which
+/// proftpd refuses the data connection. ferry logs in anew before that; 30 uploads on one
+/// connection, with no retry to hide a refusal, all arrive.
+#[tokio::test]
+async fn many_uploads_over_tls13_on_one_connection_all_resume_their_session() {
+    let Some(p) = Proftpd::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    for i in 0..30 {
+        std::fs::write(outbox.join(format!("f{i:02}.txt")), format!("file {i}\n")).unwrap();
+    }
+    let mut e = ep(&p);
+    e.max_connections = 1;
+    let mut j = job("push", Direction::Push, &outbox, "/data");
+    j.retry.attempts = 1;
+    let setup = Setup::new(e, vec![j]);
+    let pushed = setup.sync_ok("push").await;
+    assert_eq!(pushed.execution.transferred, 30);
+    assert_eq!(tree(&outbox), tree(&p.root().join("data")));
+    assert!(
+        !p.log_text().contains("client did not reuse TLS session"),
+        "{}",
+        p.log_text()
+    );
+}

@@ -151,6 +151,13 @@ async fn attempt_once(
     slot: &mut Option<Lease>,
     op: &Op<'_>,
 ) -> Result<Done, TransportError> {
+    // A session that cannot open another data connection makes way for a new login.
+    if let Some(lease) = slot.as_mut()
+        && lease.session().needs_new_session()
+        && let Some(lease) = slot.take()
+    {
+        lease.retire();
+    }
     if slot.is_none() {
         *slot = Some(ctx.pool.get(&ctx.remote_root).await?);
     }

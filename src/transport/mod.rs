@@ -316,6 +316,13 @@ pub trait Transport: Send {
     fn set_root(&mut self, _root: &str) {}
 
     /// Check that the session still answers (NOOP).
+    /// Whether this session can no longer open a data connection the server will take and
+    /// must be replaced by a new login first (a TLS 1.3 control connection out of session
+    /// tickets, see `ftps::tls::Tickets`).
+    fn needs_new_session(&self) -> bool {
+        false
+    }
+
     async fn noop(&mut self) -> Result<()> {
         Ok(())
     }

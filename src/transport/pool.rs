@@ -111,8 +111,20 @@ impl Lease {
         }
     }
 
-    /// Give the session back for reuse.
+    /// Close the session politely and let its slot go to a new login: it is healthy but
+    /// cannot serve again ([`Transport::needs_new_session`]). Not a failure.
+    pub fn retire(mut self) {
+        if let Some(mut session) = self.session.take() {
+            self.pool.open.fetch_sub(1, Ordering::Relaxed);
+            tokio::spawn(async move { session.quit().await });
+        }
+    }
+
+    /// Give the session back for reuse (or close it when it cannot serve again).
     pub fn release(mut self) {
+        if self.session.as_ref().is_some_and(|s| s.needs_new_session()) {
+            return self.retire();
+        }
         if let Some(session) = self.session.take()
             && let Ok(mut idle) = self.pool.idle.lock()
         {
@@ -228,8 +240,9 @@ impl Pool {
             while let Some(Idle { mut session, since }) = inner.take_idle() {
                 let age = since.elapsed();
                 let suspect = age >= inner.settings.check_after || inner.distrusts(since);
-                let alive =
-                    age < inner.settings.idle_timeout && (!suspect || session.noop().await.is_ok());
+                let alive = age < inner.settings.idle_timeout
+                    && !session.needs_new_session()
+                    && (!suspect || session.noop().await.is_ok());
                 if alive {
                     session.set_root(root);
                     return Ok(Lease {

@@ -42,7 +42,8 @@ fn proftpd() -> Option<(PathBuf, PathBuf)> {
         })
         .find(|(bin, modules)| bin.exists() && modules.join("mod_tls.so").exists())
 }
-/// Passive ports of proftpd harnesses: blocks of 20 from 48000 (vsftpd's end below 48000).
+/// Passive ports of proftpd harnesses: blocks of 20 from 49000 (vsftpd's end below 48000, and
+/// the bench's vsftpd uses 48000-48199).
 static NEXT_PASV_BLOCK: AtomicU16 = AtomicU16::new(0);
 
 pub struct Proftpd {
@@ -82,8 +83,8 @@ impl Proftpd {
         let pki_dir = dir.path().join("pki");
         std::fs::create_dir_all(&pki_dir).unwrap();
         let pki = Pki::generate(&pki_dir, CertKind::Valid).unwrap();
-        let n = NEXT_PASV_BLOCK.fetch_add(1, Ordering::Relaxed) % 100;
-        let pasv = 48000 + n * 20..=48000 + n * 20 + 19;
+        let n = NEXT_PASV_BLOCK.fetch_add(1, Ordering::Relaxed) % 50;
+        let pasv = 49000 + n * 20..=49000 + n * 20 + 19;
         let mut failure = String::new();
         for _ in 0..5 {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port(Ipv4Addr::LOCALHOST)));

@@ -73,7 +73,7 @@ impl FtpsConnector {
         let timeout = ep.timeout;
         let addr = resolve(&ep.host, ep.port, timeout).await?;
         let connect_op = format!("connect {}:{}", ep.host, ep.port);
-        let (mut ftp, seen, tls_config) = match ep.tls {
+        let (mut ftp, seen, tls_config, tickets) = match ep.tls {
             TlsMode::None => {
                 let tcp = tcp_connect(addr, timeout, &connect_op).await?;
                 let ftp = with_timeout(
@@ -82,7 +82,7 @@ impl FtpsConnector {
                     AsyncRustlsFtpStream::connect_with_stream(tcp),
                 )
                 .await?;
-                (ftp, None, None)
+                (ftp, None, None, None)
             }
             TlsMode::Explicit => {
                 let tcp = tcp_connect(addr, timeout, &connect_op).await?;
@@ -92,14 +92,15 @@ impl FtpsConnector {
                     AsyncRustlsFtpStream::connect_with_stream(tcp),
                 )
                 .await?;
-                let (config, rejected) = tls::client_config(ep, &self.roots)?;
+                let (config, rejected, tickets) = tls::client_config(ep, &self.roots)?;
                 let (connector, seen) = ObservingConnector::new(config.clone(), rejected);
                 let ftp =
                     with_timeout(timeout, "AUTH TLS", ftp.into_secure(connector, &ep.host)).await?;
-                (ftp, Some(seen), Some(config))
+                (ftp, Some(seen), Some(config), Some(tickets))
             }
             TlsMode::Implicit => {
-                let (config, rejected) = tls::client_config(ep, &self.roots)?;
+                let (config, rejected, tickets) = tls::client_config(ep, &self.roots)?;
+                let tickets = Some(tickets);
                 let (connector, seen) = ObservingConnector::new(config.clone(), rejected);
                 let mut ftp = with_timeout(
                     timeout,
@@ -121,7 +122,7 @@ impl FtpsConnector {
                     ftp.custom_command("PROT P", &[Status::CommandOk]),
                 )
                 .await?;
-                (ftp, Some(seen), Some(config))
+                (ftp, Some(seen), Some(config), tickets)
             }
         };
         let banner = ftp
@@ -207,6 +208,7 @@ impl FtpsConnector {
             data_tls,
             use_pasv_address: ep.use_pasv_address,
             limits: ep.limits,
+            tickets,
         })
     }
 }
@@ -392,6 +394,8 @@ pub struct FtpsSession {
     /// Connect to the address a PASV reply names, not the control connection's.
     use_pasv_address: bool,
     limits: Limits,
+    /// The control connection's TLS 1.3 tickets (see [`tls::Tickets`]).
+    tickets: Option<tls::Tickets>,
 }
 
 /// The error when the control connection answered while a data connection was awaited.
@@ -994,6 +998,11 @@ impl Transport for FtpsSession {
 
     async fn noop(&mut self) -> Result<()> {
         self.run("NOOP", async |f| f.noop().await).await
+    }
+
+    fn needs_new_session(&self) -> bool {
+        self.capabilities.tls_version.as_deref() == Some("TLSv1.3")
+            && self.tickets.as_ref().is_some_and(tls::Tickets::exhausted)
     }
 
     async fn size(&mut self, path: &RelPath) -> Result<Option<u64>> {

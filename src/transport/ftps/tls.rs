@@ -88,7 +88,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TransportErro
 pub fn client_config(
     endpoint: &Endpoint,
     roots: &Arc<RootCertStore>,
-) -> Result<(Arc<ClientConfig>, RejectedCert), TransportError> {
+) -> Result<(Arc<ClientConfig>, RejectedCert, Tickets), TransportError> {
     let provider = provider();
     let versions: &[&'static rustls::SupportedProtocolVersion] = match endpoint.tls_max_version {
         Some(TlsVersion::V1_2) => &[&rustls::version::TLS12],
@@ -141,7 +141,105 @@ pub fn client_config(
         }
         _ => builder.with_no_client_auth(),
     };
-    Ok((Arc::new(config), rejected))
+    let mut config = config;
+    let tickets = Tickets::default();
+    config.resumption = rustls::client::Resumption::store(Arc::new(CountingStore {
+        inner: rustls::client::ClientSessionMemoryCache::new(32),
+        tickets: tickets.clone(),
+    }));
+    Ok((Arc::new(config), rejected, tickets))
+}
+
+/// TLS 1.3 session tickets of one control connection, as counted by its session store. Each
+/// data connection uses one up (rustls never offers a ticket twice), and a server sends new
+/// ones when it pleases: vsftpd on every data connection, proftpd only on those where it writes
+/// (listings, downloads), never on an upload's. A control connection whose tickets are gone
+/// cannot resume its session on the next data connection, which proftpd then refuses: such a
+/// session is replaced by a new login before it is used for one ([`Tickets::exhausted`]).
+#[derive(Debug, Clone, Default)]
+pub struct Tickets(Arc<TicketCounts>);
+
+#[derive(Debug, Default)]
+struct TicketCounts {
+    /// Tickets held now.
+    held: std::sync::atomic::AtomicUsize,
+    /// Tickets received since the control handshake.
+    received: std::sync::atomic::AtomicUsize,
+}
+
+impl Tickets {
+    /// Whether tickets came and none is left (a server that never sends any is not "out").
+    pub fn exhausted(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.0.received.load(Relaxed) > 0 && self.0.held.load(Relaxed) == 0
+    }
+}
+
+/// rustls' in-memory session cache, counting TLS 1.3 tickets in and out.
+#[derive(Debug)]
+struct CountingStore {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: Tickets,
+}
+
+impl rustls::client::ClientSessionStore for CountingStore {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group);
+    }
+
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+
+    fn set_tls12_session(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(name, value);
+    }
+
+    fn tls12_session(
+        &self,
+        name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name);
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        // The cache keeps at most 8 tickets per server, dropping the oldest.
+        let held = self.tickets.0.held.load(Relaxed);
+        self.tickets.0.held.store((held + 1).min(8), Relaxed);
+        self.tickets.0.received.fetch_add(1, Relaxed);
+        self.inner.insert_tls13_ticket(name, value);
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let taken = self.inner.take_tls13_ticket(name);
+        if taken.is_some() {
+            let _ = self
+                .tickets
+                .0
+                .held
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+        } else {
+            self.tickets.0.held.store(0, Relaxed);
+        }
+        taken
+    }
 }
 
 /// Accepts exactly one server certificate, by the SHA-256 of its DER encoding. The handshake
