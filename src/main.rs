@@ -41,6 +41,8 @@ enum LogFormat {
 enum Command {
     /// Validate the job file; with --connect, log in to each endpoint and report what it supports.
     Check {
+        /// Log in to each endpoint: TLS, features, each job's root (and, in a push job's root,
+        /// whether renames work, probed with two small temporary files that are removed).
         #[arg(long)]
         connect: bool,
     },

@@ -167,6 +167,19 @@ impl Vsftpd {
         panic!("vsftpd did not start:\n{last_failure}");
     }
 
+    /// CPU seconds (user+sys) of the sessions that have ended and been reaped, as the listener's
+    /// `cutime + cstime` (each session process waits for its own children, so the login user's
+    /// process is in there too).
+    pub fn sessions_cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // After the command name in parentheses: state is field 3; cutime and cstime are 16, 17.
+        let rest = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok());
+        let hz = 100.0; // USER_HZ on Linux
+        Some((ticks(16)? + ticks(17)?) / hz)
+    }
+
     /// The served directory, which the client sees as `/` (chrooted).
     pub fn root(&self) -> &Path {
         &self.root

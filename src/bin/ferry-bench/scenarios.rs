@@ -162,6 +162,7 @@ impl Bench {
         for n in self.sizes.connections.clone() {
             let mut costs: BTreeMap<&str, Vec<Cost>> = BTreeMap::new();
             let mut commands: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
+            let mut server_cpu: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
             for run in 0..self.sizes.runs {
                 for &tool in &tools {
                     let label = format!("{}-{tool}-c{n}-r{run}", way.as_str());
@@ -179,7 +180,13 @@ impl Bench {
                     };
                     let step = self.small_step(tool, way, &label, &local, &remote, n)?;
                     let mark = self.server.log_mark();
+                    let before = self.server.sessions_cpu();
                     let cost = self.measure(&step)?;
+                    // The sessions end with the tool; their CPU counts once they are reaped.
+                    std::thread::sleep(Duration::from_millis(300));
+                    if let (Some(a), Some(b)) = (before, self.server.sessions_cpu()) {
+                        server_cpu.entry(tool).or_default().push(b - a);
+                    }
                     data::verify(&dest, &tree).map_err(|e| format!("{label}: {e}"))?;
                     if run == 0
                         && let Some(seen) = mark.and_then(|m| self.server.commands_since(m))
@@ -211,6 +218,26 @@ impl Bench {
                     costs.remove(tool).unwrap_or_default(),
                     Work::Files(files),
                 );
+            }
+            if !server_cpu.is_empty() {
+                let each: Vec<String> = server_cpu
+                    .iter()
+                    .filter_map(|(tool, v)| {
+                        let median = table::median(v.clone())?;
+                        Some(format!(
+                            "{tool} {:.2} s ({:.2} ms per file)",
+                            median,
+                            median * 1000.0 / files as f64
+                        ))
+                    })
+                    .collect();
+                self.note(format!(
+                    "{} with {n} conn.: the server's (vsftpd's) CPU, user+sys, for each tool: {} \
+                     (on {} cores; what the server needs bounds every tool's wall time)",
+                    way.as_str(),
+                    each.join(", "),
+                    std::thread::available_parallelism().map_or(1, |n| n.get())
+                ));
             }
             for (tool, seen) in commands {
                 if tool == "ferry" || Some(&n) == self.sizes.connections.iter().max() {

@@ -94,6 +94,14 @@ impl Server {
         })))
     }
 
+    /// CPU seconds the server's ended sessions used so far (vsftpd only).
+    pub fn sessions_cpu(&self) -> Option<f64> {
+        match self {
+            Server::Vsftpd { server, .. } => server.sessions_cpu_seconds(),
+            Server::Embedded(_) => None,
+        }
+    }
+
     pub fn is_vsftpd(&self) -> bool {
         matches!(self, Server::Vsftpd { .. })
     }
