@@ -25,8 +25,22 @@ use super::tls::TlsObservations;
 use crate::transport::{ErrorKind, TransportError};
 
 /// A data connection: TLS over TCP, or bare TCP for `tls: none`.
-pub trait DataIo: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> DataIo for T {}
+pub trait DataIo: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The TCP connection underneath.
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl DataIo for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl DataIo for tokio_rustls::client::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
 
 /// How this session opens active-mode data connections.
 pub struct Active {
