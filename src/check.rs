@@ -256,10 +256,21 @@ async fn probe_renames(session: &mut dyn Transport) -> String {
     };
     let body = b"ferry check --connect: rename probe\n";
     let mut leftovers = Vec::new();
+    let mut times = "";
     let verdict = async {
         if let Err(e) = session.upload(&a, &mut &body[..], &|_| {}).await {
             return format!("cannot write here ({})", e.message);
         }
+        // How an upload gets its modification time here.
+        let mfmt = session.capabilities().mfmt;
+        let when =
+            crate::listing::Mtime::from_secs(1_700_000_000, crate::listing::Precision::Second);
+        times = match session.set_modified(&a, when).await {
+            Ok(true) if mfmt => "; modification times: set with MFMT",
+            Ok(true) => "; modification times: set with SITE UTIME",
+            Ok(false) => "; modification times: not settable here (uploads show the upload time)",
+            Err(_) => "; modification times: refused here (uploads show the upload time)",
+        };
         if let Err(e) = session.replace(&a, &b).await {
             leftovers.push(a.clone());
             return format!(
@@ -301,10 +312,10 @@ async fn probe_renames(session: &mut dyn Transport) -> String {
         }
     }
     if left.is_empty() {
-        format!("{verdict} (probed with files under temporary names, removed)")
+        format!("{verdict}{times} (probed with files under temporary names, removed)")
     } else {
         format!(
-            "{verdict} (probe files the server would not let ferry remove: {})",
+            "{verdict}{times} (probe files the server would not let ferry remove: {})",
             left.join(", ")
         )
     }

@@ -106,7 +106,7 @@ async fn every_job_root_is_checked_on_one_login_and_a_missing_push_root_is_fine(
         format!(
             "{}  job `drop` (push): /outgoing/new: does not exist yet; the first sync creates it
   job `fetch` (pull): /data: ok, 2 entries
-  job `send` (push): /data: ok, 2 entries; renames: yes, onto existing names too (probed with files under temporary names, removed)
+  job `send` (push): /data: ok, 2 entries; renames: yes, onto existing names too; modification times: not settable here (uploads show the upload time) (probed with files under temporary names, removed)
 {CAPABILITIES}",
             w.logged_in("server")
         )
@@ -143,7 +143,7 @@ async fn renames_are_probed_in_push_roots() {
                 write_only: true,
                 ..EmbeddedOptions::default()
             },
-            "the server refuses renames (550 Permission denied): uploads go straight to final names (`upload: direct` says so from the start) (probe files the server would not let ferry remove: .ferry-check-",
+            "the server refuses renames (550 Permission denied): uploads go straight to final names (`upload: direct` says so from the start); modification times: not settable here (uploads show the upload time) (probe files the server would not let ferry remove: .ferry-check-",
             1,
         ),
     ] {

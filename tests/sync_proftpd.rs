@@ -145,3 +145,38 @@ async fn many_uploads_over_tls13_on_one_connection_all_resume_their_session() {
         p.log_text()
     );
 }
+
+/// Without MFMT in FEAT, proftpd's `SITE UTIME` (mod_site_misc) sets the time, and check
+/// --connect says which is used.
+#[tokio::test]
+async fn without_mfmt_site_utime_sets_the_time_and_check_says_so() {
+    let Some(p) = Proftpd::start_with("LoadModule mod_site_misc.c\nFactsAdvertise off") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    let made = UNIX_EPOCH + Duration::from_secs(1_700_000_007);
+    std::fs::write(outbox.join("report.csv"), b"1,2,3\n").unwrap();
+    filetime::set_file_mtime(
+        outbox.join("report.csv"),
+        filetime::FileTime::from_system_time(made),
+    )
+    .unwrap();
+    std::fs::create_dir_all(p.root().join("data")).unwrap();
+    p.give_root_to_user();
+    let setup = Setup::new(ep(&p), vec![job("push", Direction::Push, &outbox, "/data")]);
+    let mut out = Vec::new();
+    let code = ferry::check::connect_all(&setup.config, &mut out).await;
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(code, 0, "{text}");
+    for want in ["MFMT: no", "modification times: set with SITE UTIME"] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    setup.sync_ok("push").await;
+    let on_server = std::fs::metadata(p.root().join("data/report.csv"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(on_server, made);
+}

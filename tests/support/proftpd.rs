@@ -57,6 +57,11 @@ pub struct Proftpd {
 impl Proftpd {
     /// Start a proftpd, or `None` when `FERRY_SKIP_VSFTPD=1` asks to skip installed servers.
     pub fn start() -> Option<Proftpd> {
+        Self::start_with("")
+    }
+
+    /// [`start`](Self::start) with more configuration lines (`LoadModule mod_site_misc.c`).
+    pub fn start_with(extra: &str) -> Option<Proftpd> {
         if std::env::var_os("FERRY_SKIP_VSFTPD").is_some_and(|v| v == "1") {
             println!("skipping: FERRY_SKIP_VSFTPD=1");
             return None;
@@ -88,7 +93,7 @@ impl Proftpd {
         let mut failure = String::new();
         for _ in 0..5 {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port(Ipv4Addr::LOCALHOST)));
-            let conf = write_config(dir.path(), &root, &pki, addr, &pasv, &modules);
+            let conf = write_config(dir.path(), &root, &pki, addr, &pasv, &modules, extra);
             let child = Command::new(&bin)
                 .args(["--nodaemon", "--config"])
                 .arg(&conf)
@@ -168,6 +173,7 @@ fn write_config(
     addr: SocketAddr,
     pasv: &RangeInclusive<u16>,
     modules: &Path,
+    extra: &str,
 ) -> PathBuf {
     let d = dir.display();
     let mut conf = String::new();
@@ -209,7 +215,8 @@ LoadModule mod_tls.c
 </IfModule>
 <Directory {root}>
   AllowOverwrite on
-</Directory>",
+</Directory>
+{extra}",
         ip = addr.ip(),
         port = addr.port(),
         root = root.display(),

@@ -209,6 +209,7 @@ impl FtpsConnector {
             use_pasv_address: ep.use_pasv_address,
             limits: ep.limits,
             tickets,
+            site_utime: None,
         })
     }
 }
@@ -396,6 +397,8 @@ pub struct FtpsSession {
     limits: Limits,
     /// The control connection's TLS 1.3 tickets (see [`tls::Tickets`]).
     tickets: Option<tls::Tickets>,
+    /// Whether `SITE UTIME` works here; `None` until tried.
+    site_utime: Option<bool>,
 }
 
 /// The error when the control connection answered while a data connection was awaited.
@@ -1070,20 +1073,45 @@ impl Transport for FtpsSession {
     }
 
     async fn set_modified(&mut self, path: &RelPath, mtime: crate::listing::Mtime) -> Result<bool> {
-        if !self.capabilities.mfmt {
-            return Ok(false);
-        }
         let Some(at) = chrono::DateTime::from_timestamp(mtime.secs(), 0) else {
             return Ok(false);
         };
         let remote = self.remote(path);
-        // RFC 3659 time-val, UTC, to the second.
-        let line = format!("MFMT {} {remote}", at.format("%Y%m%d%H%M%S"));
-        self.run(&line, async |f| {
-            f.custom_command(&line, &[Status::File]).await
-        })
-        .await?;
-        Ok(true)
+        // UTC, to the second (RFC 3659 time-val; proftpd's SITE UTIME takes the same).
+        let stamp = at.format("%Y%m%d%H%M%S");
+        if self.capabilities.mfmt {
+            let line = format!("MFMT {stamp} {remote}");
+            self.run(&line, async |f| {
+                f.custom_command(&line, &[Status::File]).await
+            })
+            .await?;
+            return Ok(true);
+        }
+        // No MFMT: `SITE UTIME` (proftpd's mod_site_misc), which FEAT does not announce, so
+        // it is tried once per session. A path with a space is no verdict (its arguments are
+        // counted by spaces).
+        if self.site_utime == Some(false) {
+            return Ok(false);
+        }
+        let line = format!("SITE UTIME {stamp} {remote}");
+        match self
+            .run(&line, async |f| {
+                f.custom_command(&line, &[Status::CommandOk]).await
+            })
+            .await
+        {
+            Ok(_) => {
+                self.site_utime = Some(true);
+                Ok(true)
+            }
+            Err(e) if e.kind == ErrorKind::Permanent => {
+                if !remote.contains(' ') {
+                    self.site_utime = Some(false);
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn quit(&mut self) {
