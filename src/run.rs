@@ -638,6 +638,7 @@ pub async fn run_job_with(
         checksum_sidecar: job.checksum_sidecar && job.direction == Direction::Push,
         direct_upload: job.direct_upload && job.direction == Direction::Push,
         renames_refused: std::sync::atomic::AtomicBool::new(false),
+        dirs_to_sync: Default::default(),
         pool,
         remote_root: job.remote.clone(),
         store: store.clone(),

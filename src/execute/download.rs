@@ -243,7 +243,16 @@ pub(super) async fn download_file(
     dir.rename(tmp_name, &dir, name)
         .map_err(|e| local_err(&op, e))?;
     guard.armed = false;
-    dir.sync().map_err(|e| local_err(&op, e))?;
+    if ctx.remote_after == crate::config::RemoteAfter::Keep {
+        // The directory's fsync waits for the end of the transfers, once per directory: a
+        // crash before it can lose the rename, and the next run downloads the file again (its
+        // record finds no local file). Not so when the partner's copy goes next.
+        if let Ok(mut dirs) = ctx.dirs_to_sync.lock() {
+            dirs.insert(path.parent());
+        }
+    } else {
+        dir.sync().map_err(|e| local_err(&op, e))?;
+    }
     let after = local_fs::fstat(&file).map_err(|e| local_err(&op, e))?;
     let record = SyncRecord {
         local_size: after.size,

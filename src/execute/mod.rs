@@ -213,6 +213,8 @@ pub struct Context {
     pub checksum_sidecar: bool,
     /// Pull: what to do with the remote file once its local copy is verified and in place.
     pub remote_after: crate::config::RemoteAfter,
+    /// Local directories that received downloads, fsynced once each after the transfers.
+    pub dirs_to_sync: std::sync::Mutex<std::collections::BTreeSet<RelPath>>,
     /// Push with `publish: batch`: uploads wait under their temporary names for the batch.
     pub publish: Option<crate::config::Publish>,
     /// `upload: direct`: straight to the final name, no temporary name.
@@ -339,6 +341,7 @@ pub async fn execute(plan: &Plan, listings: Listings, ctx: Arc<Context>) -> Exec
             l.release();
         }
         let results = workers::run_transfers(transfers, listings, ctx.clone()).await;
+        sync_download_dirs(&ctx);
         let mut staged = Vec::new();
         for (action, result) in results {
             match result {
@@ -478,6 +481,21 @@ async fn compare_server_hash(
         ));
     }
     Ok(Some(Verification::ServerHash { command, algo }))
+}
+
+/// Make the renames of this run's downloads durable: one fsync per directory that got files.
+fn sync_download_dirs(ctx: &Context) {
+    let dirs = ctx
+        .dirs_to_sync
+        .lock()
+        .map(|mut d| std::mem::take(&mut *d))
+        .unwrap_or_default();
+    for rel in dirs {
+        if let Err(e) = ctx.local.dir(&rel).and_then(|d| d.sync()) {
+            tracing::error!(job = %ctx.job, path = %rel, error = %e,
+                "cannot fsync a directory that received files; a crash now could lose them (the next run fetches them again)");
+        }
+    }
 }
 
 /// Two-way, `keep_both`: rename the losing local copy `path` to `to` (never over anything), and
