@@ -178,6 +178,76 @@ async fn embedded_ftps_conforms() {
     server.shutdown().await;
 }
 
+/// AUTH TLS is answered and the control connection upgraded in one step, whatever else the
+/// embedded server's runtime is doing. libunftp 0.24 upgraded from a task it spawned at AUTH:
+/// when that task ran after the client's ClientHello had arrived, the ClientHello was read as an
+/// FTP command and answered in cleartext ("received corrupt message of type InvalidContentType",
+/// once in a CI run), or swallowed by the command codec (a timeout). Here a task that keeps the
+/// server's only thread busy 2 ms at a time makes that order the common one.
+#[tokio::test(flavor = "current_thread")]
+async fn embedded_server_upgrades_to_tls_while_its_runtime_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("c")).unwrap();
+    std::fs::create_dir_all(dir.path().join("pki")).unwrap();
+    let server = EmbeddedServer::start(
+        &root,
+        &dir.path().join("pki"),
+        EmbeddedOptions {
+            passive_ports: support::embedded_passive_ports(),
+            ..EmbeddedOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let ep = common::endpoint(
+        server.addr(),
+        server.ca_pem(),
+        "ferry",
+        ferry::embedded::TEST_PASSWORD,
+    );
+    let connector =
+        FtpsConnector::new(ep, "/c", Some(Secret::new(ferry::embedded::TEST_PASSWORD))).unwrap();
+    // Many tasks that each hold the thread a little and yield: whatever is spawned queues behind
+    // a few milliseconds of them, and the I/O driver runs in between (every 61 tasks polled).
+    let busy: Vec<_> = (0..200)
+        .map(|_| {
+            tokio::spawn(async {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_micros(10));
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    // The client runs on a thread of its own, so only the server waits for the busy task.
+    let logins = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for i in 0..10 {
+                let mut session = connector
+                    .connect()
+                    .await
+                    .map_err(|e| format!("login {i}: {e}"))?;
+                session
+                    .list_dir(&p(""))
+                    .await
+                    .map_err(|e| format!("listing after login {i}: {e}"))?;
+            }
+            Ok::<_, String>(())
+        })
+    });
+    let result = tokio::task::spawn_blocking(move || logins.join().unwrap())
+        .await
+        .unwrap();
+    busy.iter().for_each(|task| task.abort());
+    result.unwrap();
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn vsftpd_conforms() {
     let Some(v) = support::vsftpd::Vsftpd::start(Default::default()) else {
