@@ -104,6 +104,35 @@ pub enum MissingRoot {
     PlanAsEmpty,
 }
 
+/// Both listings and the local root they were read through, before a plan is made from them.
+#[derive(Debug)]
+pub struct Listed {
+    pub local_root: LocalRoot,
+    pub local: Listing,
+    pub remote: Listing,
+}
+
+impl Listed {
+    /// The plan from these listings and the job's records.
+    pub fn plan(self, job: &Job, records: &Records) -> Planned {
+        let plan = plan::plan(&self.local, &self.remote, records, &Policy::from_job(job));
+        for p in self
+            .local
+            .problems
+            .iter()
+            .chain(self.remote.problems.iter())
+        {
+            tracing::error!(job = %job.name, path = %p.path, "{}", p.message);
+        }
+        Planned {
+            local_root: self.local_root,
+            local: Arc::new(self.local),
+            remote: Arc::new(self.remote),
+            plan,
+        }
+    }
+}
+
 /// List both sides and plan. Changes nothing, except creating a push job's missing remote
 /// root when `missing_root` says so.
 pub async fn plan_job(
@@ -113,6 +142,19 @@ pub async fn plan_job(
     records: &Records,
     missing_root: MissingRoot,
 ) -> Result<Planned, JobError> {
+    Ok(list_job(job, limits, pool, missing_root)
+        .await?
+        .plan(job, records))
+}
+
+/// List both sides (the local scan and the remote walk at once). Changes nothing, except
+/// creating a push job's missing remote root when `missing_root` says so.
+pub async fn list_job(
+    job: &Job,
+    limits: &Limits,
+    pool: &Pool,
+    missing_root: MissingRoot,
+) -> Result<Listed, JobError> {
     let transport_err = |error| JobError::Transport {
         job: job.name.clone(),
         error,
@@ -150,15 +192,10 @@ pub async fn plan_job(
         };
     }
     let remote = remote.map_err(transport_err)?;
-    let plan = plan::plan(&local, &remote, records, &Policy::from_job(job));
-    for p in local.problems.iter().chain(remote.problems.iter()) {
-        tracing::error!(job = %job.name, path = %p.path, "{}", p.message);
-    }
-    Ok(Planned {
+    Ok(Listed {
         local_root,
-        local: Arc::new(local),
-        remote: Arc::new(remote),
-        plan,
+        local,
+        remote,
     })
 }
 
@@ -497,8 +534,8 @@ pub async fn run_job_with(
         error,
     };
     let (name, trig) = (job.name.clone(), trigger.to_owned());
-    let (run_id, records) = store
-        .call(move |s| Ok((s.start_run(&name, &trig)?, s.records(&name)?)))
+    let run_id = store
+        .call(move |s| s.start_run(&name, &trig))
         .await
         .map_err(state_err)?;
     let span = tracing::info_span!("job_run", job = %job.name, run_id, trigger);
@@ -507,7 +544,7 @@ pub async fn run_job_with(
         .get(&job.endpoint)
         .map(|e| e.limits)
         .unwrap_or_default();
-    let planned = async {
+    let listed = async {
         let archive = match &job.after_upload {
             AfterUpload::MoveTo(dir) => {
                 Some(LocalRoot::open(dir).map_err(|e| JobError::Transport {
@@ -526,11 +563,17 @@ pub async fn run_job_with(
             }
             _ => None,
         };
-        let planned = plan_job(job, &limits, &pool, &records, MissingRoot::Create).await?;
-        Ok::<_, JobError>((planned, archive, backup))
+        let listed = list_job(job, &limits, &pool, MissingRoot::Create).await?;
+        Ok::<_, JobError>((listed, archive, backup))
     }
-    .instrument(span.clone())
-    .await;
+    .instrument(span.clone());
+    // The records are read while the trees are listed, not before (at 50,000 files, their
+    // SELECT alone takes 60-130 ms here, a tenth of a no-op run).
+    let name = job.name.clone();
+    let (listed, records) = tokio::join!(listed, store.call(move |s| s.records(&name)));
+    let records = records.map_err(state_err)?;
+    let planned =
+        listed.map(|(listed, archive, backup)| (listed.plan(job, &records), archive, backup));
     let planned = match planned {
         Ok((mut planned, archive, backup)) if job.direction == Direction::Both => {
             match adopt_identical(job, &mut planned, &pool, &store, records.clone())
