@@ -7,8 +7,6 @@
 mod common;
 mod support;
 
-use std::sync::Arc;
-
 use ferry::config::Secret;
 use ferry::embedded::{EmbeddedOptions, EmbeddedServer};
 use ferry::listing::EntryKind;
@@ -149,50 +147,14 @@ async fn local_directory_conforms() {
     conformance(&LocalConnector::new(dir.path())).await;
 }
 
-#[tokio::test]
-async fn embedded_ftps_conforms() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
+/// The embedded server on a fresh directory, and a connector to its `/c`.
+async fn embedded(dir: &std::path::Path) -> (EmbeddedServer, FtpsConnector) {
+    let root = dir.join("root");
     std::fs::create_dir_all(root.join("c")).unwrap();
-    std::fs::create_dir_all(dir.path().join("pki")).unwrap();
+    std::fs::create_dir_all(dir.join("pki")).unwrap();
     let server = EmbeddedServer::start(
         &root,
-        &dir.path().join("pki"),
-        EmbeddedOptions {
-            passive_ports: support::embedded_passive_ports(),
-            ..EmbeddedOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    let ep = common::endpoint(
-        server.addr(),
-        server.ca_pem(),
-        "ferry",
-        ferry::embedded::TEST_PASSWORD,
-    );
-    let connector = Arc::new(
-        FtpsConnector::new(ep, "/c", Some(Secret::new(ferry::embedded::TEST_PASSWORD))).unwrap(),
-    );
-    conformance(connector.as_ref()).await;
-    server.shutdown().await;
-}
-
-/// AUTH TLS is answered and the control connection upgraded in one step, whatever else the
-/// embedded server's runtime is doing. libunftp 0.24 upgraded from a task it spawned at AUTH:
-/// when that task ran after the client's ClientHello had arrived, the ClientHello was read as an
-/// FTP command and answered in cleartext ("received corrupt message of type InvalidContentType",
-/// once in a CI run), or swallowed by the command codec (a timeout). Here a task that keeps the
-/// server's only thread busy 2 ms at a time makes that order the common one.
-#[tokio::test(flavor = "current_thread")]
-async fn embedded_server_upgrades_to_tls_while_its_runtime_is_busy() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    std::fs::create_dir_all(root.join("c")).unwrap();
-    std::fs::create_dir_all(dir.path().join("pki")).unwrap();
-    let server = EmbeddedServer::start(
-        &root,
-        &dir.path().join("pki"),
+        &dir.join("pki"),
         EmbeddedOptions {
             passive_ports: support::embedded_passive_ports(),
             ..EmbeddedOptions::default()
@@ -208,6 +170,27 @@ async fn embedded_server_upgrades_to_tls_while_its_runtime_is_busy() {
     );
     let connector =
         FtpsConnector::new(ep, "/c", Some(Secret::new(ferry::embedded::TEST_PASSWORD))).unwrap();
+    (server, connector)
+}
+
+#[tokio::test]
+async fn embedded_ftps_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, connector) = embedded(dir.path()).await;
+    conformance(&connector).await;
+    server.shutdown().await;
+}
+
+/// AUTH TLS is answered and the control connection upgraded in one step, whatever else the
+/// embedded server's runtime is doing. libunftp 0.24 upgraded from a task it spawned at AUTH:
+/// when that task ran after the client's ClientHello had arrived, the ClientHello was read as an
+/// FTP command and answered in cleartext ("received corrupt message of type InvalidContentType",
+/// once in a CI run), or swallowed by the command codec (a timeout). Here 200 tasks that each
+/// hold the server's only thread 10 µs and yield make that order the common one.
+#[tokio::test(flavor = "current_thread")]
+async fn embedded_server_upgrades_to_tls_while_its_runtime_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, connector) = embedded(dir.path()).await;
     // Many tasks that each hold the thread a little and yield: whatever is spawned queues behind
     // a few milliseconds of them, and the I/O driver runs in between (every 61 tasks polled).
     let busy: Vec<_> = (0..200)
