@@ -13,18 +13,17 @@
 //! switch for every installed-server test) asks to skip.
 
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::{Duration, Instant};
 
 use ferry::embedded::{CertKind, Pki};
 
 use super::vsftpd::{
     VSFTPD_PASSWORD, VSFTPD_USER, chown_tree, ensure_login_user, free_port, is_root,
-    login_user_ids, set_mode,
+    login_user_ids, set_mode, wait_until_accepting,
 };
 
 /// Where `.ci/test` unpacks Debian's proftpd packages (`dpkg -x`).
@@ -102,7 +101,13 @@ impl Proftpd {
                 .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
                 .spawn()
                 .unwrap();
-            match wait_until_listening(child, addr, dir.path()) {
+            match wait_until_accepting(
+                "proftpd",
+                child,
+                addr,
+                dir.path(),
+                &["stderr", "system.log", "proftpd.conf"],
+            ) {
                 Ok(child) => {
                     let server = Proftpd {
                         child,
@@ -233,33 +238,4 @@ LoadModule mod_tls.c
     // proftpd reads its key as root, then serves as the login user.
     set_mode(pki.server_key_pem(), 0o600);
     path
-}
-
-fn wait_until_listening(mut child: Child, addr: SocketAddr, dir: &Path) -> Result<Child, String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let describe = |what: String| {
-        let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_default();
-        format!(
-            "{what}\n--- stderr\n{}\n--- system.log\n{}\n--- config\n{}",
-            read("stderr"),
-            read("system.log"),
-            read("proftpd.conf")
-        )
-    };
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Err(describe(format!("proftpd exited with {status}")));
-        }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(child);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(describe(format!(
-                "proftpd did not listen on {addr} within 10 s"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

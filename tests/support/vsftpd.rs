@@ -171,13 +171,7 @@ impl Vsftpd {
     /// `cutime + cstime` (each session process waits for its own children, so the login user's
     /// process is in there too).
     pub fn sessions_cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // After the command name in parentheses: state is field 3; cutime and cstime are 16, 17.
-        let rest = stat.rsplit_once(')')?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok());
-        let hz = 100.0; // USER_HZ on Linux
-        Some((ticks(16)? + ticks(17)?) / hz)
+        reaped_children_cpu_seconds(self.child.id())
     }
 
     /// The served directory, which the client sees as `/` (chrooted).
@@ -532,6 +526,55 @@ fn describe_failure(what: &str, layout: &Layout) -> String {
         read(&layout.log),
         read(&layout.conf)
     )
+}
+
+/// Wait (at most 10 s) until the server `name`, started as `child`, accepts connections on
+/// `addr`; on failure kill it and return why, with the named files of `dir` (its output, logs
+/// and configuration). For the servers whose listener needs no probe session settled (proftpd,
+/// pure-ftpd); vsftpd's own wait is [`wait_until_listening`].
+pub(crate) fn wait_until_accepting(
+    name: &str,
+    mut child: Child,
+    addr: SocketAddr,
+    dir: &Path,
+    files: &[&str],
+) -> Result<Child, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let describe = |what: String| {
+        let mut text = what;
+        for file in files {
+            let body = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+            let _ = write!(text, "\n--- {file}\n{body}");
+        }
+        text
+    };
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(describe(format!("{name} exited with {status}")));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(describe(format!(
+                "{name} did not listen on {addr} within 10 s"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// CPU seconds (user+sys) of the reaped children of process `pid`: its `cutime + cstime`.
+pub(crate) fn reaped_children_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses: state is field 3; cutime and cstime are 16, 17.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok());
+    let hz = 100.0; // USER_HZ on Linux
+    Some((ticks(16)? + ticks(17)?) / hz)
 }
 
 pub(crate) fn free_port(ip: Ipv4Addr) -> u16 {

@@ -36,6 +36,11 @@ mod watch;
 #[path = "../../../tests/support/vsftpd.rs"]
 mod vsftpd;
 
+// The pure-ftpd harness, likewise (`--server pure-ftpd`).
+#[allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+#[path = "../../../tests/support/pureftpd.rs"]
+mod pureftpd;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -60,7 +65,8 @@ pub struct Options {
     /// Runs per measurement; the table shows medians (default 3, 1 with --quick).
     #[arg(long, global = true)]
     pub runs: Option<usize>,
-    /// Which server: auto is vsftpd when installed and running as root, else embedded.
+    /// Which server: auto is vsftpd when installed and running as root, else embedded;
+    /// pure-ftpd only when asked for.
     #[arg(long, global = true, value_enum, default_value_t = ServerChoice::Auto)]
     pub server: ServerChoice,
     /// Small files for push and pull (default 5000), or the stream of `watch` (default 1000).
@@ -108,6 +114,9 @@ pub struct Options {
 pub enum ServerChoice {
     Auto,
     Vsftpd,
+    /// pure-ftpd 1.0.50, installed or unpacked into /opt/ferry-test/pure-ftpd (never auto).
+    #[value(name = "pure-ftpd")]
+    PureFtpd,
     Embedded,
 }
 

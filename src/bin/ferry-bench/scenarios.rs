@@ -127,6 +127,36 @@ impl Bench {
         Ok(cost)
     }
 
+    /// [`measure`](Self::measure), and the CPU the server's sessions used for the step (vsftpd
+    /// and pure-ftpd: the sessions end with the tool and count once they are reaped).
+    fn measure_with_server(&self, step: &Step) -> BenchResult<(Cost, Option<f64>)> {
+        let before = self.server.sessions_cpu();
+        let cost = self.measure(step)?;
+        if before.is_none() {
+            return Ok((cost, None));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let used = before.zip(self.server.sessions_cpu()).map(|(a, b)| b - a);
+        Ok((cost, used))
+    }
+
+    /// A note of the server's median CPU for each tool of one scenario.
+    fn note_server_cpu(&mut self, scenario: &str, server_cpu: &BTreeMap<&str, Vec<f64>>) {
+        let each: Vec<String> = server_cpu
+            .iter()
+            .filter_map(|(tool, v)| Some(format!("{tool} {:.2} s", table::median(v.clone())?)))
+            .collect();
+        if each.is_empty() {
+            return;
+        }
+        self.note(format!(
+            "{scenario}: the server's CPU, user+sys, for each tool: {} (on {} cores, the \
+             server's CPU and the tool's share them)",
+            each.join(", "),
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        ));
+    }
+
     fn note(&mut self, text: String) {
         eprintln!("  note: {text}");
         self.notes.push(text);
@@ -180,12 +210,9 @@ impl Bench {
                     };
                     let step = self.small_step(tool, way, &label, &local, &remote, n)?;
                     let mark = self.server.log_mark();
-                    let before = self.server.sessions_cpu();
-                    let cost = self.measure(&step)?;
-                    // The sessions end with the tool; their CPU counts once they are reaped.
-                    std::thread::sleep(Duration::from_millis(300));
-                    if let (Some(a), Some(b)) = (before, self.server.sessions_cpu()) {
-                        server_cpu.entry(tool).or_default().push(b - a);
+                    let (cost, used) = self.measure_with_server(&step)?;
+                    if let Some(used) = used {
+                        server_cpu.entry(tool).or_default().push(used);
                     }
                     data::verify(&dest, &tree).map_err(|e| format!("{label}: {e}"))?;
                     if run == 0
@@ -232,7 +259,7 @@ impl Bench {
                     })
                     .collect();
                 self.note(format!(
-                    "{} with {n} conn.: the server's (vsftpd's) CPU, user+sys, for each tool: {} \
+                    "{} with {n} conn.: the server's CPU, user+sys, for each tool: {} \
                      (on {} cores; what the server needs bounds every tool's wall time)",
                     way.as_str(),
                     each.join(", "),
@@ -365,6 +392,7 @@ impl Bench {
         // Push.
         let tools = self.baseline_names(&["curl"]);
         let mut costs: BTreeMap<&str, Vec<Cost>> = BTreeMap::new();
+        let mut server_cpu: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         for run in 0..self.sizes.runs {
             for tool in tools.iter().copied().chain(Some("ferry-readback")) {
                 let label = format!("big-push-{tool}-r{run}");
@@ -384,13 +412,17 @@ impl Bench {
                         self.tools.ferry_sync(&label, &job)
                     }
                 };
-                let cost = self.measure(&step)?;
+                let (cost, used) = self.measure_with_server(&step)?;
                 data::verify(&dest, &tree).map_err(|e| format!("{label}: {e}"))?;
                 costs.entry(tool).or_default().push(cost);
+                if let Some(used) = used {
+                    server_cpu.entry(tool).or_default().push(used);
+                }
                 remove_tree(&dest)?;
             }
         }
         let scenario = format!("push 1 × {label_size}");
+        self.note_server_cpu(&scenario, &server_cpu);
         self.push_row(
             &scenario,
             "ferry (`verify: size`, SHA-256 computed)",
@@ -403,7 +435,7 @@ impl Bench {
             costs.remove("curl").unwrap_or_default(),
             Work::Bytes(bytes),
         );
-        let readback = if self.server.is_vsftpd() {
+        let readback = if !self.server.is_embedded() {
             "ferry `verify: hash` (no server hash: read back)"
         } else {
             "ferry `verify: hash`"
@@ -425,6 +457,7 @@ impl Bench {
         }
         self.server.give(&served)?;
         let mut costs: BTreeMap<&str, Vec<Cost>> = BTreeMap::new();
+        let mut server_cpu: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         for run in 0..self.sizes.runs {
             for &tool in &tools {
                 let label = format!("big-pull-{tool}-r{run}");
@@ -446,13 +479,17 @@ impl Bench {
                         self.tools.ferry_sync(&label, &job)
                     }
                 };
-                let cost = self.measure(&step)?;
+                let (cost, used) = self.measure_with_server(&step)?;
                 data::verify(&dest, &tree).map_err(|e| format!("{label}: {e}"))?;
                 costs.entry(tool).or_default().push(cost);
+                if let Some(used) = used {
+                    server_cpu.entry(tool).or_default().push(used);
+                }
                 remove_tree(&dest)?;
             }
         }
         let scenario = format!("pull 1 × {label_size}");
+        self.note_server_cpu(&scenario, &server_cpu);
         self.push_row(
             &scenario,
             "ferry (SHA-256 computed)",

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use ferry::embedded::{EmbeddedOptions, EmbeddedServer, TEST_PASSWORD};
 
+use crate::pureftpd::PureFtpd;
 use crate::vsftpd::{Vsftpd, VsftpdOptions};
 use crate::{BenchResult, ServerChoice, io};
 
@@ -22,11 +23,17 @@ use crate::{BenchResult, ServerChoice, io};
 /// embedded 52000-57999) and the watch scenario's (58000-58099).
 const VSFTPD_PASSIVE: std::ops::RangeInclusive<u16> = 48000..=48199;
 const EMBEDDED_PASSIVE: std::ops::RangeInclusive<u16> = 58100..=58299;
+const PURE_FTPD_PASSIVE: std::ops::RangeInclusive<u16> = 48200..=48399;
 
 pub enum Server {
     Vsftpd {
         server: Box<Vsftpd>,
         /// uid and gid of the login user, who must own what it is to change.
+        owner: (u32, u32),
+    },
+    /// pure-ftpd through its harness (`tests/support/pureftpd.rs`), when asked for.
+    PureFtpd {
+        server: Box<PureFtpd>,
         owner: (u32, u32),
     },
     Embedded(Box<Embedded>),
@@ -49,6 +56,7 @@ impl Server {
                 crate::vsftpd::VSFTPD_BIN
             )),
             ServerChoice::Vsftpd => Self::start_vsftpd(),
+            ServerChoice::PureFtpd => Self::start_pure_ftpd(),
             ServerChoice::Auto if vsftpd_usable => Self::start_vsftpd(),
             ServerChoice::Auto | ServerChoice::Embedded => Self::start_embedded(work),
         }
@@ -66,6 +74,20 @@ impl Server {
             started.ok_or("FERRY_SKIP_VSFTPD=1: vsftpd skipped; pass --server embedded")?;
         let owner = (user_id("-u")?, user_id("-g")?);
         Ok(Server::Vsftpd {
+            server: Box::new(server),
+            owner,
+        })
+    }
+
+    fn start_pure_ftpd() -> BenchResult<Server> {
+        if !is_root() {
+            return Err("--server pure-ftpd needs root".into());
+        }
+        // The harness panics (with its reasons) when pure-ftpd is missing or does not come up.
+        let server = std::panic::catch_unwind(|| PureFtpd::start(PURE_FTPD_PASSIVE))
+            .map_err(|_| "pure-ftpd did not start (see the message above)".to_string())?;
+        let owner = server.owner();
+        Ok(Server::PureFtpd {
             server: Box::new(server),
             owner,
         })
@@ -94,12 +116,18 @@ impl Server {
         })))
     }
 
-    /// CPU seconds the server's ended sessions used so far (vsftpd only).
+    /// CPU seconds the server's ended sessions used so far (vsftpd and pure-ftpd).
     pub fn sessions_cpu(&self) -> Option<f64> {
         match self {
             Server::Vsftpd { server, .. } => server.sessions_cpu_seconds(),
+            Server::PureFtpd { server, .. } => server.sessions_cpu_seconds(),
             Server::Embedded(_) => None,
         }
+    }
+
+    /// Whether this is ferry's embedded server (the one that answers HASH).
+    pub fn is_embedded(&self) -> bool {
+        matches!(self, Server::Embedded(_))
     }
 
     pub fn is_vsftpd(&self) -> bool {
@@ -112,6 +140,9 @@ impl Server {
             Server::Vsftpd { .. } => {
                 "vsftpd 3.0.3 (explicit FTPS, TLS 1.3, session reuse required)".into()
             }
+            Server::PureFtpd { .. } => {
+                "pure-ftpd 1.0.50 (explicit FTPS, TLS required on control and data)".into()
+            }
             Server::Embedded(_) => "ferry's embedded libunftp server (explicit FTPS)".into(),
         }
     }
@@ -119,6 +150,7 @@ impl Server {
     pub fn addr(&self) -> SocketAddr {
         match self {
             Server::Vsftpd { server, .. } => server.addr(),
+            Server::PureFtpd { server, .. } => server.addr(),
             Server::Embedded(e) => e
                 .server
                 .as_ref()
@@ -130,6 +162,7 @@ impl Server {
     pub fn user(&self) -> &str {
         match self {
             Server::Vsftpd { server, .. } => server.user(),
+            Server::PureFtpd { server, .. } => server.user(),
             Server::Embedded(_) => "ferry",
         }
     }
@@ -137,6 +170,7 @@ impl Server {
     pub fn password(&self) -> &str {
         match self {
             Server::Vsftpd { server, .. } => server.password(),
+            Server::PureFtpd { server, .. } => server.password(),
             Server::Embedded(_) => TEST_PASSWORD,
         }
     }
@@ -145,6 +179,7 @@ impl Server {
     pub fn ca_pem(&self) -> PathBuf {
         match self {
             Server::Vsftpd { server, .. } => server.ca_pem().to_path_buf(),
+            Server::PureFtpd { server, .. } => server.ca_pem().to_path_buf(),
             Server::Embedded(e) => e
                 .server
                 .as_ref()
@@ -157,6 +192,7 @@ impl Server {
     pub fn root(&self) -> &Path {
         match self {
             Server::Vsftpd { server, .. } => server.root(),
+            Server::PureFtpd { server, .. } => server.root(),
             Server::Embedded(e) => &e.root,
         }
     }
@@ -180,7 +216,9 @@ impl Server {
     /// root, is otherwise read-only to vsftpd's session).
     pub fn give(&self, path: &Path) -> BenchResult<()> {
         match self {
-            Server::Vsftpd { owner, .. } => chown_tree(path, *owner),
+            Server::Vsftpd { owner, .. } | Server::PureFtpd { owner, .. } => {
+                chown_tree(path, *owner)
+            }
             Server::Embedded(_) => Ok(()),
         }
     }
@@ -189,7 +227,7 @@ impl Server {
     pub fn log_mark(&self) -> Option<usize> {
         match self {
             Server::Vsftpd { server, .. } => Some(server.log_text().len()),
-            Server::Embedded(_) => None,
+            Server::PureFtpd { .. } | Server::Embedded(_) => None,
         }
     }
 
