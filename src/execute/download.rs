@@ -11,11 +11,11 @@
 //! as long as the server still lists the file as it did; the whole file is hashed all the
 //! same. Anything else that fails, or a cancelled transfer, removes the temporary file.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::{
     Context, Digests, FileOutcome, HashingWriter, RESUME_FROM, Verification, compare_server_hash,
-    local_err, save_record, sidecar, temp_name,
+    local_err, save_record, sidecar, temp_name, threaded,
 };
 use crate::config::Verify;
 use crate::listing::{Listing, Mtime};
@@ -31,9 +31,6 @@ pub(super) fn make_local_dir(ctx: &Context, rel: &RelPath) -> Result<(), Transpo
     let (dir, name) = ctx.local.parent(rel).map_err(|e| local_err(&op, e))?;
     dir.make_dir(name).map_err(|e| local_err(&op, e))
 }
-
-/// Size of the writes of a download to its temporary file.
-const WRITE_CHUNK: usize = 1024 * 1024;
 
 /// Bytes between two writeback hints of a big download, and how far behind the bytes
 /// received a hint stays (what is still in ferry's buffers is not in the file yet).
@@ -160,40 +157,36 @@ pub(super) async fn download_file(
         name: tmp_name,
         armed: true,
     };
-    // Large writes: the TLS stream hands over a record (16 KiB) at a time, and each write of
-    // a tokio File is a trip to a blocking thread. In 1 MiB pieces the disk writes overlap the
-    // network reads instead of taking turns with them.
     let writeback = Writeback::new(&file, offset);
-    let file = tokio::io::BufWriter::with_capacity(WRITE_CHUNK, tokio::fs::File::from_std(file));
-    let mut writer = HashingWriter::continuing(file, hasher, offset).with_limit(entry.size);
+    let writer = threaded::Sink::open(file, offset, entry.size, hasher);
     let progress = |n: u64| {
         ctx.observer.bytes_moved(n);
         writeback.moved(n);
     };
-    let transferred = finish_download(
-        t,
-        path,
-        offset,
-        entry.size,
-        &mut writer,
-        &progress,
-        ctx.verify,
-    )
-    .await;
+    let transferred =
+        finish_download(t, path, offset, entry.size, writer, &progress, ctx.verify).await;
     let transferred = match (transferred, &checksum_file) {
-        (Ok((received, sha, _)), Some(file)) => {
-            check_against_checksum_file(t, file, name, writer.digests(), &op)
-                .await
-                .map(|v| (received, sha, v))
-        }
+        (Ok(done), Some(file)) => check_against_checksum_file(t, file, name, &done.digests, &op)
+            .await
+            .map(|verification| Received {
+                verification,
+                ..done
+            })
+            .map_err(|e| (e, entry.size)),
         (other, _) => other,
     };
-    let (received, sha, verification) = match transferred {
+    let Received {
+        received,
+        sha,
+        verification,
+        file,
+        ..
+    } = match transferred {
         Ok(done) => done,
-        Err(e) => {
+        Err((e, written)) => {
             // Only part of the file is there: a later try goes on from it. A whole file that
             // failed a check is useless: it goes.
-            let partial = writer.written() < entry.size;
+            let partial = written < entry.size;
             if e.is_retryable() && can_resume && partial {
                 // Kept, with its note in state: the next try (or the next run) goes on from it.
                 guard.armed = false;
@@ -203,7 +196,6 @@ pub(super) async fn download_file(
             return Err(e);
         }
     };
-    let file = writer.into_inner().into_inner().into_std().await;
     if let Some(m) = entry.mtime {
         set_mtime(&file, m).map_err(|e| local_err(&op, e))?;
     }
@@ -387,39 +379,52 @@ async fn forget_partial(ctx: &Context, path: &RelPath) {
     }
 }
 
-/// Stream the file, check its length (and the server's hash when offered), fsync.
+/// A download received whole, written and fsynced.
+struct Received {
+    /// Bytes received by this try (after `offset`).
+    received: u64,
+    sha: String,
+    verification: Verification,
+    file: std::fs::File,
+    digests: Digests,
+}
+
+/// Stream the file, fsync it, check its length (and the server's hash when offered). An error
+/// comes with the bytes the file had taken (what a later try may go on from); everything taken
+/// is on disk by then, so that no write of this try lands after the next try's start.
 async fn finish_download(
     t: &mut dyn Transport,
     path: &RelPath,
     offset: u64,
     listed_size: u64,
-    writer: &mut HashingWriter<tokio::io::BufWriter<tokio::fs::File>>,
+    mut writer: threaded::Sink,
     progress: &(dyn Fn(u64) + Send + Sync),
     verify: Verify,
-) -> Result<(u64, String, Verification), TransportError> {
+) -> Result<Received, (TransportError, u64)> {
     let op = format!("download {path}");
-    let received = t.download_from(path, offset, writer, progress).await?;
-    writer.flush().await.map_err(|e| local_err(&op, e))?;
-    writer
-        .inner
-        .get_mut()
-        .sync_all()
-        .await
-        .map_err(|e| local_err(&format!("fsync {path}"), e))?;
-    let sha = writer.digests().sha256_hex();
+    let streamed = t.download_from(path, offset, &mut writer, progress).await;
+    let written = writer.written();
+    let finished = writer.finish(streamed.is_ok()).await;
+    let received = streamed.map_err(|e| (e, written))?;
+    let (file, digests) = finished.map_err(|e| (local_err(&op, e), written))?;
+    let sha = digests.sha256_hex();
     if offset + received != listed_size {
-        return Err(TransportError::new(
-            ErrorKind::Transient,
-            op,
-            format!(
-                "received {} bytes but the listing said {listed_size}; the file may still be changing",
-                offset + received
+        return Err((
+            TransportError::new(
+                ErrorKind::Transient,
+                op,
+                format!(
+                    "received {} bytes but the listing said {listed_size}; the file may still be changing",
+                    offset + received
+                ),
             ),
+            written,
         ));
     }
     // The byte count matching the listing is the size check; the server's digest, when it
     // computes one, is compared whatever `verify` says (it costs one command).
-    let verification = match compare_server_hash(t, path, writer.digests(), &op).await? {
+    let compared = compare_server_hash(t, path, &digests, &op).await;
+    let verification = match compared.map_err(|e| (e, written))? {
         Some(v) => v,
         None => {
             if verify != Verify::Size {
@@ -428,7 +433,13 @@ async fn finish_download(
             Verification::SizeOnly
         }
     };
-    Ok((received, sha, verification))
+    Ok(Received {
+        received,
+        sha,
+        verification,
+        file,
+        digests,
+    })
 }
 
 /// Fetch the partner's checksum file that covers `name` and compare its digest with ferry's.

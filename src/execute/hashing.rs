@@ -65,7 +65,7 @@ impl Digests {
         }
     }
 
-    fn update(&mut self, bytes: &[u8]) {
+    pub(super) fn update(&mut self, bytes: &[u8]) {
         self.sha256.update(bytes);
         for other in &mut self.others {
             match other {
@@ -141,6 +141,15 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
     }
 }
 
+/// The error of a download that brings more than its listing gave. Not marked local: this is
+/// the server's doing.
+pub(super) fn too_much(limit: u64) -> std::io::Error {
+    std::io::Error::other(format!(
+        "the server sent more than the {limit} bytes its listing gave; stopped \
+         (the file is changing, or the server misbehaves)"
+    ))
+}
+
 /// Writes through to a local file (or a sink), hashing every byte written, refusing to write
 /// more than `limit` bytes when one is set.
 pub struct HashingWriter<W> {
@@ -190,6 +199,11 @@ impl<W> HashingWriter<W> {
         self.inner
     }
 
+    /// The writer and the hash state so far.
+    pub fn into_parts(self) -> (W, Digests) {
+        (self.inner, self.hasher)
+    }
+
     /// The hash state so far, to go on with elsewhere.
     pub fn into_digests(self) -> Digests {
         self.hasher
@@ -206,11 +220,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for HashingWriter<W> {
         if let Some(limit) = this.limit
             && this.written.saturating_add(buf.len() as u64) > limit
         {
-            // Not marked local: this is the server's doing.
-            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
-                "the server sent more than the {limit} bytes its listing gave; stopped \
-                 (the file is changing, or the server misbehaves)"
-            ))));
+            return std::task::Poll::Ready(Err(too_much(limit)));
         }
         match std::pin::Pin::new(&mut this.inner).poll_write(cx, buf) {
             std::task::Poll::Ready(Ok(n)) => {

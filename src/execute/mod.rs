@@ -24,6 +24,7 @@ mod hashing;
 mod publish;
 mod retry;
 pub(crate) mod sidecar;
+mod threaded;
 mod upload;
 mod workers;
 

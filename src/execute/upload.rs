@@ -15,8 +15,8 @@
 use tokio::io::AsyncReadExt;
 
 use super::{
-    Context, Delivery, Digests, FileOutcome, HashingReader, HashingWriter, RESUME_FROM,
-    Verification, compare_server_hash, local_err, save_record, sidecar, temp_name,
+    Context, Delivery, Digests, FileOutcome, HashingWriter, RESUME_FROM, Verification,
+    compare_server_hash, local_err, save_record, sidecar, temp_name, threaded,
 };
 use crate::config::{AfterUpload, Verify};
 use crate::listing::{Entry, Listing};
@@ -76,7 +76,7 @@ pub(super) async fn upload_file(
     let (file, opened) = dir.open_read(name).map_err(open_failed)?;
     check_against_scan(&op, scanned, &opened)?;
     let also = t.capabilities().hash_command.as_ref().map(|h| h.algo);
-    let mut reader = HashingReader::with(tokio::fs::File::from_std(file), Digests::new(also));
+    let mut reader = threaded::Source::open(file, opened.size, Digests::new(also));
     // `upload: direct`, or a server found refusing renames earlier in this run: straight to
     // the final name (the old copy, kept first when backup_dir says so, is overwritten).
     let direct = ctx.direct_upload
@@ -128,7 +128,7 @@ pub(super) async fn upload_file(
             return Err(e);
         }
     };
-    let (digests, file) = reader.finish();
+    let (digests, file) = reader.finish().await.map_err(|e| local_err(&op, e))?;
     let sha = digests.sha256_hex();
     // The file must not have changed while it was read.
     let after = local_fs::fstat(&file).map_err(|e| local_err(&op, e))?;

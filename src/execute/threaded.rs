@@ -1,0 +1,621 @@
+//! A big file's local I/O and hashing, on a thread of its own.
+//!
+//! SHA-256 costs about as much CPU as TLS does (0.6 s a GiB here, with the CPU's SHA
+//! instructions), and the file's own read or write copies as much again. Inline, all of it
+//! lands on the runtime thread that also encrypts and sends (or receives and decrypts), so a
+//! big transfer moves at the speed of one core doing everything. Here a thread per big file
+//! reads (or writes) the file and hashes each piece as it passes; the runtime thread only
+//! copies pieces to and from the TLS stream. The pieces (256 KiB) go over a bounded channel,
+//! at most [`DEPTH`] of them in flight, and come back empty to be filled again.
+//!
+//! Small files stay inline ([`HashingReader`](super::HashingReader) on a tokio file): a thread
+//! costs more than it saves under [`THREADED_FROM`].
+
+use std::io::Read;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::PollSender;
+
+use tokio::io::AsyncWriteExt;
+
+use super::hashing::too_much;
+use super::{Digests, HashingReader, HashingWriter};
+use crate::transport::mark_local;
+
+/// Files at least this big get a thread of their own.
+pub const THREADED_FROM: u64 = 8 << 20;
+const PIECE: usize = 256 << 10;
+/// Pieces in flight between the thread and the runtime (2 MiB).
+const DEPTH: usize = 8;
+
+/// Bytes of a file, read ahead by a thread that hashes them as it reads.
+pub struct ReadAhead {
+    pieces: mpsc::Receiver<std::io::Result<Piece>>,
+    /// The piece being handed out, and how much of it is.
+    current: Option<(Piece, usize)>,
+    /// Where emptied pieces go back to the thread.
+    empty: std::sync::mpsc::SyncSender<Vec<u8>>,
+    done: oneshot::Receiver<(Digests, std::fs::File)>,
+}
+
+struct Piece {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl ReadAhead {
+    /// Read `file` from where it stands to its end, hashing into `digests`. `Err` gives both
+    /// back when no thread can be started.
+    pub fn start(
+        file: std::fs::File,
+        digests: Digests,
+    ) -> Result<ReadAhead, Box<(std::fs::File, Digests)>> {
+        let (tx, pieces) = mpsc::channel(DEPTH);
+        let (empty, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(DEPTH + 2);
+        let (done_tx, done) = oneshot::channel();
+        // The file goes to the thread once it runs: if it cannot start, it is still here.
+        let (hand, handed) = std::sync::mpsc::sync_channel::<(std::fs::File, Digests)>(1);
+        let started = std::thread::Builder::new()
+            .name("ferry-read".into())
+            .spawn(move || {
+                if let Ok((file, digests)) = handed.recv() {
+                    let _ = done_tx.send(read_ahead(file, digests, &tx, &empty_rx));
+                }
+            });
+        if started.is_err() {
+            return Err(Box::new((file, digests)));
+        }
+        hand.send((file, digests))
+            .map_err(|back| Box::new(back.0))?;
+        Ok(ReadAhead {
+            pieces,
+            current: None,
+            empty,
+            done,
+        })
+    }
+
+    /// Once everything was read (`poll_read` gave its end): the digests of the whole file, and
+    /// the file. `None` when called before the end, or when the thread stopped at an error,
+    /// which the read already reported.
+    pub async fn finish(self) -> Option<(Digests, std::fs::File)> {
+        let ReadAhead { pieces, done, .. } = self;
+        // Closing the channel stops a thread that is still reading: it then ends at once.
+        drop(pieces);
+        done.await.ok()
+    }
+}
+
+/// The thread: read pieces until the end or an error, hashing each before it is sent.
+fn read_ahead(
+    mut file: std::fs::File,
+    mut digests: Digests,
+    tx: &mpsc::Sender<std::io::Result<Piece>>,
+    empty: &std::sync::mpsc::Receiver<Vec<u8>>,
+) -> (Digests, std::fs::File) {
+    loop {
+        let mut bytes = empty.try_recv().unwrap_or_else(|_| vec![0; PIECE]);
+        match file.read(&mut bytes) {
+            Ok(0) => break,
+            Ok(len) => {
+                digests.update(&bytes[..len]);
+                if tx.blocking_send(Ok(Piece { bytes, len })).is_err() {
+                    // The reader is gone: nothing more is wanted.
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                break;
+            }
+        }
+    }
+    (digests, file)
+}
+
+impl AsyncRead for ReadAhead {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if let Some((piece, at)) = &mut this.current {
+                let n = (piece.len - *at).min(buf.remaining());
+                buf.put_slice(&piece.bytes[*at..*at + n]);
+                *at += n;
+                if *at == piece.len
+                    && let Some((piece, _)) = this.current.take()
+                {
+                    let _ = this.empty.try_send(piece.bytes);
+                }
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(this.pieces.poll_recv(cx)) {
+                Some(Ok(piece)) => this.current = Some((piece, 0)),
+                Some(Err(e)) => return Poll::Ready(Err(mark_local(e))),
+                // The end of the file.
+                None => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+/// The local file of an upload: read inline when small, ahead on a thread when big.
+pub enum Source {
+    Inline(HashingReader<tokio::fs::File>),
+    Ahead(ReadAhead),
+}
+
+impl Source {
+    /// Read `file` (of `size` bytes) hashing into `digests`.
+    pub fn open(file: std::fs::File, size: u64, digests: Digests) -> Source {
+        let inline = |file, digests| {
+            Source::Inline(HashingReader::with(
+                tokio::fs::File::from_std(file),
+                digests,
+            ))
+        };
+        if size < THREADED_FROM {
+            return inline(file, digests);
+        }
+        match ReadAhead::start(file, digests) {
+            Ok(ahead) => Source::Ahead(ahead),
+            Err(back) => {
+                let (file, digests) = *back;
+                inline(file, digests)
+            }
+        }
+    }
+
+    /// After the read reached the end of the file: the digests of all of it, and the file.
+    pub async fn finish(self) -> std::io::Result<(Digests, std::fs::File)> {
+        match self {
+            Source::Inline(reader) => {
+                let (digests, file) = reader.finish();
+                Ok((digests, file.into_std().await))
+            }
+            Source::Ahead(ahead) => ahead.finish().await.ok_or_else(|| {
+                std::io::Error::other("the file's reading thread stopped before its end")
+            }),
+        }
+    }
+}
+
+impl AsyncRead for Source {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Source::Inline(reader) => Pin::new(reader).poll_read(cx, buf),
+            Source::Ahead(ahead) => Pin::new(ahead).poll_read(cx, buf),
+        }
+    }
+}
+
+/// What a download's thread is sent: bytes to hash and write, or the fsync at the end.
+enum Order {
+    Write(Vec<u8>),
+    Sync,
+}
+
+/// A download's file, written behind by a thread that hashes each piece before it writes it.
+pub struct WriteBehind {
+    orders: PollSender<Order>,
+    /// The piece being filled.
+    pending: Vec<u8>,
+    empty: std::sync::mpsc::Receiver<Vec<u8>>,
+    done: Option<oneshot::Receiver<Written>>,
+    /// Set once the thread's result is taken (after an error of its own).
+    failed: Option<std::io::ErrorKind>,
+}
+
+type Written = std::io::Result<(std::fs::File, Digests)>;
+
+impl WriteBehind {
+    /// Append to `file` (open where writing goes on), hashing into `digests`. `Err` gives both
+    /// back when no thread can be started.
+    pub fn start(
+        file: std::fs::File,
+        digests: Digests,
+    ) -> Result<WriteBehind, Box<(std::fs::File, Digests)>> {
+        let (tx, orders) = mpsc::channel(DEPTH);
+        let (empty_tx, empty) = std::sync::mpsc::sync_channel::<Vec<u8>>(DEPTH + 2);
+        let (done_tx, done) = oneshot::channel();
+        let (hand, handed) = std::sync::mpsc::sync_channel::<(std::fs::File, Digests)>(1);
+        let started = std::thread::Builder::new()
+            .name("ferry-write".into())
+            .spawn(move || {
+                if let Ok((file, digests)) = handed.recv() {
+                    let _ = done_tx.send(write_behind(file, digests, orders, &empty_tx));
+                }
+            });
+        if started.is_err() {
+            return Err(Box::new((file, digests)));
+        }
+        hand.send((file, digests))
+            .map_err(|back| Box::new(back.0))?;
+        Ok(WriteBehind {
+            orders: PollSender::new(tx),
+            pending: Vec::with_capacity(PIECE),
+            empty,
+            done: Some(done),
+            failed: None,
+        })
+    }
+
+    /// Wait for room for one order. An error is the thread's own (it stopped at a failed
+    /// write), or that it is gone.
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if let Some(kind) = self.failed {
+            return Poll::Ready(Err(std::io::Error::new(kind, "an earlier write failed")));
+        }
+        if ready!(self.orders.poll_reserve(cx)).is_ok() {
+            return Poll::Ready(Ok(()));
+        }
+        // The thread stopped: its result says why.
+        let error = match self.done.as_mut().map(|d| Pin::new(d).poll(cx)) {
+            Some(Poll::Pending) => return Poll::Pending,
+            Some(Poll::Ready(Ok(Err(e)))) => e,
+            _ => std::io::Error::other("the file's writing thread stopped"),
+        };
+        self.done = None;
+        self.failed = Some(error.kind());
+        Poll::Ready(Err(error))
+    }
+
+    /// Send `order` once there is room.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        order: fn(&mut Self) -> Order,
+    ) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_room(cx))?;
+        let order = order(self);
+        // Room was reserved just above, and only a closed channel refuses then: the thread's
+        // error comes at the next order.
+        let _ = self.orders.send_item(order);
+        Poll::Ready(Ok(()))
+    }
+
+    /// Hand the piece being filled to the thread.
+    fn poll_hand_over(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.pending.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_send(cx, |this| {
+            let next = this
+                .empty
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(PIECE));
+            Order::Write(std::mem::replace(&mut this.pending, next))
+        })
+    }
+
+    /// Everything written (and fsynced when `sync`): the file and the digests of all its bytes.
+    pub async fn finish(mut self, sync: bool) -> Written {
+        std::future::poll_fn(|cx| self.poll_hand_over(cx)).await?;
+        if sync {
+            std::future::poll_fn(|cx| self.poll_send(cx, |_| Order::Sync)).await?;
+        }
+        self.orders.close();
+        match self.done.take() {
+            Some(done) => done.await.unwrap_or_else(|_| {
+                Err(std::io::Error::other("the file's writing thread stopped"))
+            }),
+            None => Err(std::io::Error::other("an earlier write failed")),
+        }
+    }
+}
+
+/// The thread: hash and write each piece in turn, fsync when told; stop at the first error.
+fn write_behind(
+    mut file: std::fs::File,
+    mut digests: Digests,
+    mut orders: mpsc::Receiver<Order>,
+    empty: &std::sync::mpsc::SyncSender<Vec<u8>>,
+) -> Written {
+    use std::io::Write;
+    while let Some(order) = orders.blocking_recv() {
+        match order {
+            Order::Write(mut piece) => {
+                file.write_all(&piece)?;
+                digests.update(&piece);
+                piece.clear();
+                let _ = empty.try_send(piece);
+            }
+            Order::Sync => file.sync_all()?,
+        }
+    }
+    Ok((file, digests))
+}
+
+impl AsyncWrite for WriteBehind {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.pending.len() == PIECE {
+            ready!(this.poll_hand_over(cx)).map_err(mark_local)?;
+        }
+        let n = (PIECE - this.pending.len()).min(buf.len());
+        this.pending.extend_from_slice(&buf[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    /// Hands what is buffered to the thread; [`finish`](Self::finish) waits for the disk.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().poll_hand_over(cx).map_err(mark_local)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
+/// The local file of a download: written inline when small, behind on a thread when big; never
+/// more than `limit` bytes in all (what the listing gave).
+pub enum Sink {
+    Inline(HashingWriter<tokio::io::BufWriter<tokio::fs::File>>),
+    Behind {
+        writer: WriteBehind,
+        written: u64,
+        limit: u64,
+    },
+}
+
+/// Size of the inline writes of a download: the TLS stream hands over a record (16 KiB) at a
+/// time, and each write of a tokio file is a trip to a blocking thread. In 1 MiB pieces the
+/// disk writes overlap the network reads instead of taking turns with them.
+const INLINE_WRITES: usize = 1024 * 1024;
+
+impl Sink {
+    /// Write on into `file`, which holds `written` bytes already, hashed into `digests`.
+    pub fn open(file: std::fs::File, written: u64, limit: u64, digests: Digests) -> Sink {
+        let inline = |file, digests| {
+            let file =
+                tokio::io::BufWriter::with_capacity(INLINE_WRITES, tokio::fs::File::from_std(file));
+            Sink::Inline(HashingWriter::continuing(file, digests, written).with_limit(limit))
+        };
+        if limit.saturating_sub(written) < THREADED_FROM {
+            return inline(file, digests);
+        }
+        match WriteBehind::start(file, digests) {
+            Ok(writer) => Sink::Behind {
+                writer,
+                written,
+                limit,
+            },
+            Err(back) => {
+                let (file, digests) = *back;
+                inline(file, digests)
+            }
+        }
+    }
+
+    /// Bytes taken so far (counting what the file held before); on disk once [`finish`]ed.
+    pub fn written(&self) -> u64 {
+        match self {
+            Sink::Inline(writer) => writer.written(),
+            Sink::Behind { written, .. } => *written,
+        }
+    }
+
+    /// Everything on disk (fsynced when `sync`): the file, and the digests of all its bytes.
+    pub async fn finish(self, sync: bool) -> std::io::Result<(std::fs::File, Digests)> {
+        match self {
+            Sink::Inline(writer) => {
+                let (mut file, digests) = writer.into_parts();
+                file.flush().await?;
+                let file = file.into_inner();
+                if sync {
+                    file.sync_all().await?;
+                }
+                Ok((file.into_std().await, digests))
+            }
+            Sink::Behind { writer, .. } => writer.finish(sync).await.map_err(mark_local),
+        }
+    }
+}
+
+impl AsyncWrite for Sink {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Sink::Inline(writer) => Pin::new(writer).poll_write(cx, buf),
+            Sink::Behind {
+                writer,
+                written,
+                limit,
+            } => {
+                if written.saturating_add(buf.len() as u64) > *limit {
+                    return Poll::Ready(Err(too_much(*limit)));
+                }
+                let n = ready!(Pin::new(writer).poll_write(cx, buf))?;
+                *written += n as u64;
+                Poll::Ready(Ok(n))
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Sink::Inline(writer) => Pin::new(writer).poll_flush(cx),
+            Sink::Behind { writer, .. } => Pin::new(writer).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Sink::Inline(writer) => Pin::new(writer).poll_shutdown(cx),
+            Sink::Behind { writer, .. } => Pin::new(writer).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+    use tokio::io::AsyncReadExt;
+
+    fn patterned(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn reads_and_hashes_the_whole_file_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        // Pieces, a partial last piece, and more than DEPTH pieces in all.
+        let data = patterned(PIECE * (DEPTH + 3) + 12_345);
+        std::fs::write(dir.path().join("f"), &data).expect("write");
+        let file = std::fs::File::open(dir.path().join("f")).expect("open");
+        let Ok(mut ahead) = ReadAhead::start(file, Digests::new(None)) else {
+            panic!("no thread");
+        };
+        let mut got = Vec::new();
+        // Small reads: a piece is handed out across many calls.
+        let mut buf = vec![0u8; 10_000];
+        loop {
+            let n = ahead.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got == data, "the bytes read are the file's, in order");
+        let (digests, _file) = ahead.finish().await.expect("finished");
+        assert_eq!(digests.sha256_hex(), hex::encode(Sha256::digest(&data)));
+    }
+
+    #[tokio::test]
+    async fn goes_on_from_where_the_file_stands_and_the_digests_so_far() {
+        use std::io::Seek;
+        let dir = tempfile::tempdir().expect("dir");
+        let data = patterned(3 * PIECE + 5);
+        std::fs::write(dir.path().join("f"), &data).expect("write");
+        let mut file = std::fs::File::open(dir.path().join("f")).expect("open");
+        let mut digests = Digests::new(None);
+        digests.update(&data[..1000]);
+        file.seek(std::io::SeekFrom::Start(1000)).expect("seek");
+        let Ok(mut ahead) = ReadAhead::start(file, digests) else {
+            panic!("no thread");
+        };
+        let mut rest = Vec::new();
+        ahead.read_to_end(&mut rest).await.expect("read");
+        assert!(rest == data[1000..], "the rest of the file");
+        let (digests, _) = ahead.finish().await.expect("finished");
+        assert_eq!(digests.sha256_hex(), hex::encode(Sha256::digest(&data)));
+    }
+
+    #[tokio::test]
+    async fn a_reader_dropped_early_stops_the_thread() {
+        let dir = tempfile::tempdir().expect("dir");
+        let data = patterned(PIECE * (DEPTH * 4));
+        std::fs::write(dir.path().join("f"), &data).expect("write");
+        let file = std::fs::File::open(dir.path().join("f")).expect("open");
+        let Ok(mut ahead) = ReadAhead::start(file, Digests::new(None)) else {
+            panic!("no thread");
+        };
+        let mut buf = vec![0u8; 1000];
+        ahead.read_exact(&mut buf).await.expect("read");
+        // The thread is blocked on a full channel; finish closes it, and the thread ends.
+        let finished = tokio::time::timeout(std::time::Duration::from_secs(10), ahead.finish())
+            .await
+            .expect("the thread ended");
+        assert!(finished.is_some(), "it hands back the file");
+    }
+
+    fn big_sink(path: &std::path::Path, limit: u64) -> Sink {
+        let file = std::fs::File::create(path).expect("create");
+        let sink = Sink::open(file, 0, limit, Digests::new(None));
+        assert!(
+            matches!(sink, Sink::Behind { .. }),
+            "a big file is written behind"
+        );
+        sink
+    }
+
+    #[tokio::test]
+    async fn a_big_download_is_written_and_hashed_in_order() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let data = patterned(THREADED_FROM as usize + PIECE * 3 + 777);
+        let path = dir.path().join("f");
+        let mut sink = big_sink(&path, data.len() as u64);
+        // Odd write sizes: pieces are filled across writes.
+        for chunk in data.chunks(16_411) {
+            sink.write_all(chunk).await.expect("write");
+        }
+        assert_eq!(sink.written(), data.len() as u64);
+        let (_file, digests) = sink.finish(true).await.expect("finish");
+        assert!(
+            std::fs::read(&path).expect("read") == data,
+            "the file is the bytes, in order"
+        );
+        assert_eq!(digests.sha256_hex(), hex::encode(Sha256::digest(&data)));
+    }
+
+    #[tokio::test]
+    async fn a_big_download_refuses_the_first_byte_past_the_listing() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let limit = THREADED_FROM + 10;
+        let mut sink = big_sink(&dir.path().join("f"), limit);
+        sink.write_all(&patterned(limit as usize))
+            .await
+            .expect("up to the limit");
+        let e = sink.write_all(b"x").await.expect_err("one byte more");
+        assert!(e.to_string().contains("more than the"), "{e}");
+        assert_eq!(sink.written(), limit);
+        let (file, _) = sink.finish(false).await.expect("finish");
+        assert_eq!(
+            file.metadata().expect("stat").len(),
+            limit,
+            "nothing past it written"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_disk_write_is_reported_as_local() {
+        use tokio::io::AsyncWriteExt;
+        // Every write to /dev/full fails with ENOSPC, as on a full disk.
+        let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            return;
+        };
+        let mut sink = Sink::open(full, 0, THREADED_FROM * 4, Digests::new(None));
+        let data = patterned(THREADED_FROM as usize * 2);
+        let mut failure = None;
+        for chunk in data.chunks(PIECE) {
+            if let Err(e) = sink.write_all(chunk).await {
+                failure = Some(e);
+                break;
+            }
+        }
+        let e = match failure {
+            Some(e) => e,
+            None => match sink.finish(true).await {
+                Ok(_) => panic!("the disk is full, yet the file was written"),
+                Err(e) => e,
+            },
+        };
+        assert!(
+            e.to_string().contains("No space left on device"),
+            "ENOSPC passed on: {e}"
+        );
+        let e = crate::transport::TransportError::from_io("write", &e);
+        assert_eq!(e.kind, crate::transport::ErrorKind::Local);
+    }
+}
