@@ -5,7 +5,7 @@
 //! lands on the runtime thread that also encrypts and sends (or receives and decrypts), so a
 //! big transfer moves at the speed of one core doing everything. Here a thread per big file
 //! reads (or writes) the file and hashes each piece as it passes; the runtime thread only
-//! copies pieces to and from the TLS stream. The pieces (256 KiB) go over a bounded channel,
+//! copies pieces to and from the TLS stream. The pieces go over a bounded channel,
 //! at most [`DEPTH`] of them in flight, and come back empty to be filled again.
 //!
 //! Small files stay inline ([`HashingReader`](super::HashingReader) on a tokio file): a thread
@@ -27,8 +27,14 @@ use crate::transport::mark_local;
 
 /// Files at least this big get a thread of their own.
 pub const THREADED_FROM: u64 = 8 << 20;
-const PIECE: usize = 256 << 10;
-/// Pieces in flight between the thread and the runtime (2 MiB).
+/// The pieces of a read: 256 KiB, what the transfer loop asks for at a time.
+const READ_PIECE: usize = 256 << 10;
+/// The pieces of a write are smaller, so that what is in flight stays in the CPU's caches: a
+/// 1 GiB pull from vsftpd cost 2.0-2.4 s of CPU with 32 KiB pieces, 2.6-3.9 s with 256 KiB and
+/// 5-6 s with 1 MiB (the kernel's copy into the page cache then reads from memory), and 16 KiB
+/// pieces cost more again in hand-overs (`ferry-bench big --big-mib 1024`, interleaved runs).
+const WRITE_PIECE: usize = 32 << 10;
+/// Pieces in flight between the thread and the runtime.
 const DEPTH: usize = 8;
 
 /// Bytes of a file, read ahead by a thread that hashes them as it reads.
@@ -97,7 +103,7 @@ fn read_ahead(
     empty: &std::sync::mpsc::Receiver<Vec<u8>>,
 ) -> (Digests, std::fs::File) {
     loop {
-        let mut bytes = empty.try_recv().unwrap_or_else(|_| vec![0; PIECE]);
+        let mut bytes = empty.try_recv().unwrap_or_else(|_| vec![0; READ_PIECE]);
         match file.read(&mut bytes) {
             Ok(0) => break,
             Ok(len) => {
@@ -244,7 +250,7 @@ impl WriteBehind {
             .map_err(|back| Box::new(back.0))?;
         Ok(WriteBehind {
             orders: PollSender::new(tx),
-            pending: Vec::with_capacity(PIECE),
+            pending: Vec::with_capacity(WRITE_PIECE),
             empty,
             done: Some(done),
             failed: None,
@@ -294,7 +300,7 @@ impl WriteBehind {
             let next = this
                 .empty
                 .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(PIECE));
+                .unwrap_or_else(|_| Vec::with_capacity(WRITE_PIECE));
             Order::Write(std::mem::replace(&mut this.pending, next))
         })
     }
@@ -344,10 +350,10 @@ impl AsyncWrite for WriteBehind {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        if this.pending.len() == PIECE {
+        if this.pending.len() == WRITE_PIECE {
             ready!(this.poll_hand_over(cx)).map_err(mark_local)?;
         }
-        let n = (PIECE - this.pending.len()).min(buf.len());
+        let n = (WRITE_PIECE - this.pending.len()).min(buf.len());
         this.pending.extend_from_slice(&buf[..n]);
         Poll::Ready(Ok(n))
     }
@@ -479,7 +485,7 @@ mod tests {
     async fn reads_and_hashes_the_whole_file_in_order() {
         let dir = tempfile::tempdir().expect("dir");
         // Pieces, a partial last piece, and more than DEPTH pieces in all.
-        let data = patterned(PIECE * (DEPTH + 3) + 12_345);
+        let data = patterned(READ_PIECE * (DEPTH + 3) + 12_345);
         std::fs::write(dir.path().join("f"), &data).expect("write");
         let file = std::fs::File::open(dir.path().join("f")).expect("open");
         let Ok(mut ahead) = ReadAhead::start(file, Digests::new(None)) else {
@@ -504,7 +510,7 @@ mod tests {
     async fn goes_on_from_where_the_file_stands_and_the_digests_so_far() {
         use std::io::Seek;
         let dir = tempfile::tempdir().expect("dir");
-        let data = patterned(3 * PIECE + 5);
+        let data = patterned(3 * READ_PIECE + 5);
         std::fs::write(dir.path().join("f"), &data).expect("write");
         let mut file = std::fs::File::open(dir.path().join("f")).expect("open");
         let mut digests = Digests::new(None);
@@ -523,7 +529,7 @@ mod tests {
     #[tokio::test]
     async fn a_reader_dropped_early_stops_the_thread() {
         let dir = tempfile::tempdir().expect("dir");
-        let data = patterned(PIECE * (DEPTH * 4));
+        let data = patterned(READ_PIECE * (DEPTH * 4));
         std::fs::write(dir.path().join("f"), &data).expect("write");
         let file = std::fs::File::open(dir.path().join("f")).expect("open");
         let Ok(mut ahead) = ReadAhead::start(file, Digests::new(None)) else {
@@ -552,7 +558,7 @@ mod tests {
     async fn a_big_download_is_written_and_hashed_in_order() {
         use tokio::io::AsyncWriteExt;
         let dir = tempfile::tempdir().expect("dir");
-        let data = patterned(THREADED_FROM as usize + PIECE * 3 + 777);
+        let data = patterned(THREADED_FROM as usize + READ_PIECE * 3 + 777);
         let path = dir.path().join("f");
         let mut sink = big_sink(&path, data.len() as u64);
         // Odd write sizes: pieces are filled across writes.
@@ -598,7 +604,7 @@ mod tests {
         let mut sink = Sink::open(full, 0, THREADED_FROM * 4, Digests::new(None));
         let data = patterned(THREADED_FROM as usize * 2);
         let mut failure = None;
-        for chunk in data.chunks(PIECE) {
+        for chunk in data.chunks(READ_PIECE) {
             if let Err(e) = sink.write_all(chunk).await {
                 failure = Some(e);
                 break;
