@@ -9,7 +9,7 @@ mod support;
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use common::{Setup, endpoint, job, tree, write_sample_tree};
+use common::{Setup, endpoint, job, round_trip_sample_tree, tree};
 use ferry::config::Direction;
 use support::proftpd::Proftpd;
 
@@ -22,32 +22,7 @@ async fn round_trip_with_mlsd_and_required_session_reuse() {
     let Some(p) = Proftpd::start() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (outbox, inbox) = (dir.path().join("outbox"), dir.path().join("inbox"));
-    std::fs::create_dir_all(&outbox).unwrap();
-    std::fs::create_dir_all(&inbox).unwrap();
-    write_sample_tree(&outbox);
-    let setup = Setup::new(
-        ep(&p),
-        vec![
-            job("push", Direction::Push, &outbox, "/data"),
-            job("pull", Direction::Pull, &inbox, "/data"),
-        ],
-    );
-    let pushed = setup.sync_ok("push").await;
-    assert_eq!(pushed.execution.transferred, 7);
-    assert_eq!(tree(&outbox), tree(&p.root().join("data")));
-    let pulled = setup.sync_ok("pull").await;
-    assert_eq!(pulled.execution.transferred, 7);
-    assert_eq!(tree(&outbox), tree(&inbox));
-    for name in ["push", "pull"] {
-        let again = setup.sync_ok(name).await;
-        assert_eq!(
-            again.execution.transferred, 0,
-            "{name}: {:?}",
-            again.planned.plan.actions
-        );
-    }
+    round_trip_sample_tree(ep(&p), &p.root().join("data")).await;
 }
 
 /// An uploaded file shows its local modification time on the server (MFMT), not the time of

@@ -150,6 +150,38 @@ impl Setup {
     }
 }
 
+/// Push the sample tree to `/data` on the server at `ep`, pull it back into another directory,
+/// then sync both ways again: 7 files each way, the three trees equal (`served` is where the
+/// server keeps `/data`), nothing moved the second time.
+pub async fn round_trip_sample_tree(ep: Endpoint, served: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let (outbox, inbox) = (dir.path().join("outbox"), dir.path().join("inbox"));
+    std::fs::create_dir_all(&outbox).unwrap();
+    std::fs::create_dir_all(&inbox).unwrap();
+    write_sample_tree(&outbox);
+    let setup = Setup::new(
+        ep,
+        vec![
+            job("push", Direction::Push, &outbox, "/data"),
+            job("pull", Direction::Pull, &inbox, "/data"),
+        ],
+    );
+    let pushed = setup.sync_ok("push").await;
+    assert_eq!(pushed.execution.transferred, 7);
+    assert_eq!(tree(&outbox), tree(served));
+    let pulled = setup.sync_ok("pull").await;
+    assert_eq!(pulled.execution.transferred, 7);
+    assert_eq!(tree(&outbox), tree(&inbox));
+    for name in ["push", "pull"] {
+        let again = setup.sync_ok(name).await;
+        assert_eq!(
+            again.execution.transferred, 0,
+            "{name}: {:?}",
+            again.planned.plan.actions
+        );
+    }
+}
+
 /// The sample tree of the acceptance criteria: nested and empty directories, empty files, names
 /// with spaces and UTF-8, a file of a few MiB.
 pub fn write_sample_tree(root: &Path) {
