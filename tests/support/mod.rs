@@ -1,6 +1,7 @@
 //! Test servers and client helpers shared by ferry's integration tests.
 //!
 //! - [`vsftpd`]: a real vsftpd 3.0.3 per test (a test fails when it is not installed, unless `FERRY_SKIP_VSFTPD=1`).
+//! - [`proftpd`], [`pureftpd`]: a real proftpd 1.3.8 / pure-ftpd 1.0.50 per test, likewise.
 //! - [`hostile`]: a scripted FTPS server that lists hostile names or stalls.
 //! - [`proxy`]: a TCP proxy in front of a server on `127.0.0.2` that refuses, cuts or stalls
 //!   control and data connections (fault injection), forwarding TLS untouched.
@@ -18,6 +19,7 @@
 pub mod hostile;
 pub mod proftpd;
 pub mod proxy;
+pub mod pureftpd;
 pub mod vsftpd;
 
 use std::net::SocketAddr;

@@ -5,13 +5,13 @@
 //!
 //! Debian's pure-ftpd and vsftpd packages conflict (both are `ftp-server`: installing one removes
 //! the other), so pure-ftpd is unpacked with `dpkg -x` into [`EXTRACTED`] instead of installed;
-//! the harness uses `/usr/sbin/pure-ftpd` when installed, else that copy. The bench
-//! (`ferry-bench --server pure-ftpd`) uses it; it writes the virtual user's password with a
-//! SHA-512 crypt hash (`openssl passwd -6`), since `pure-pw`'s default (argon2id) costs about
+//! the harness uses `/usr/sbin/pure-ftpd` when installed, else that copy. `tests/sync_pureftpd.rs`
+//! and the bench (`ferry-bench --server pure-ftpd`) use it. It writes the virtual user's password with a
+//! SHA-512 crypt hash ([`PASSWORD_HASH`]), since `pure-pw`'s default (argon2id) costs about
 //! 2.5 s of CPU per login here and would be timed as part of every connection.
 //!
-//! What it does not do: install or unpack pure-ftpd, or run without root (pure-ftpd switches to
-//! the login user).
+//! What it does not do: install or unpack pure-ftpd (`.ci/test` unpacks it), or run without
+//! root (pure-ftpd switches to the login user).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -30,6 +30,10 @@ pub const EXTRACTED: &str = "/opt/ferry-test/pure-ftpd";
 
 /// The virtual user's login name.
 pub const PURE_USER: &str = "ferry";
+
+/// [`VSFTPD_PASSWORD`] as a SHA-512 crypt hash with a fixed salt:
+/// `openssl passwd -6 -salt ferrytestsalt ferry-Test-4711`.
+const PASSWORD_HASH: &str = "$6$ferrytestsalt$aWS7d176kYSb46qfYMrlWZiEEDyloa0zF9pf3DOuQBW7xMENy7tzCb324f9tzzdtSKvnqCo5IQpsyh8mhmtZj1";
 
 /// The pure-ftpd binary and its `pure-pw`: the installed ones, else the unpacked ones.
 pub fn pure_ftpd() -> Option<(PathBuf, PathBuf)> {
@@ -53,9 +57,14 @@ pub struct PureFtpd {
 }
 
 impl PureFtpd {
-    /// Start a pure-ftpd with passive ports `pasv`. Panics (with its output) when pure-ftpd is
-    /// missing, the caller is not root, or the server does not come up.
-    pub fn start(pasv: RangeInclusive<u16>) -> PureFtpd {
+    /// Start a pure-ftpd with passive ports `pasv`, or `None` when `FERRY_SKIP_VSFTPD=1` asks
+    /// to skip installed servers. Panics (with its output) when pure-ftpd is missing, the
+    /// caller is not root, or the server does not come up.
+    pub fn start(pasv: RangeInclusive<u16>) -> Option<PureFtpd> {
+        if std::env::var_os("FERRY_SKIP_VSFTPD").is_some_and(|v| v == "1") {
+            println!("skipping: FERRY_SKIP_VSFTPD=1");
+            return None;
+        }
         let Some((bin, pure_pw)) = pure_ftpd() else {
             panic!(
                 "pure-ftpd is missing (neither /usr/sbin/pure-ftpd nor {EXTRACTED}): unpack it \
@@ -108,13 +117,13 @@ impl PureFtpd {
             match wait_until_accepting("pure-ftpd", child, addr, dir.path(), &["stdout", "stderr"])
             {
                 Ok(child) => {
-                    return PureFtpd {
+                    return Some(PureFtpd {
                         child,
                         addr,
                         pki,
                         root,
                         _dir: dir,
-                    };
+                    });
                 }
                 Err(e) => failure = e,
             }
@@ -167,18 +176,11 @@ impl Drop for PureFtpd {
 }
 
 /// Write the PureDB user database: one virtual user, [`PURE_USER`], chrooted to `root` and
-/// mapped to `ferrytest`'s uid and gid, with a SHA-512 crypt hash of the password.
+/// mapped to `ferrytest`'s uid and gid, with [`PASSWORD_HASH`].
 fn write_user_db(dir: &Path, pure_pw: &Path, root: &Path, (uid, gid): (u32, u32)) -> PathBuf {
-    let hash = Command::new("openssl")
-        .args(["passwd", "-6", VSFTPD_PASSWORD])
-        .output()
-        .unwrap();
-    assert!(hash.status.success(), "openssl passwd -6 failed");
-    let hash = String::from_utf8(hash.stdout).unwrap();
     // pure-pw's text format: name:hash:uid:gid:gecos:home/./ then the unused limit fields.
     let line = format!(
-        "{PURE_USER}:{}:{uid}:{gid}::{}/./::::::::::::\n",
-        hash.trim(),
+        "{PURE_USER}:{PASSWORD_HASH}:{uid}:{gid}::{}/./::::::::::::\n",
         root.display()
     );
     let passwd = dir.join("pureftpd.passwd");

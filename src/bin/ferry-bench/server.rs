@@ -84,8 +84,9 @@ impl Server {
             return Err("--server pure-ftpd needs root".into());
         }
         // The harness panics (with its reasons) when pure-ftpd is missing or does not come up.
-        let server = std::panic::catch_unwind(|| PureFtpd::start(PURE_FTPD_PASSIVE))
+        let started = std::panic::catch_unwind(|| PureFtpd::start(PURE_FTPD_PASSIVE))
             .map_err(|_| "pure-ftpd did not start (see the message above)".to_string())?;
+        let server = started.ok_or("FERRY_SKIP_VSFTPD=1: pure-ftpd skipped")?;
         let owner = server.owner();
         Ok(Server::PureFtpd {
             server: Box::new(server),
