@@ -37,6 +37,31 @@ const WRITE_PIECE: usize = 32 << 10;
 /// Pieces in flight between the thread and the runtime.
 const DEPTH: usize = 8;
 
+/// Start the thread `name` on `file` and `digests`; its result comes through the receiver. The
+/// file goes to the thread once it runs, so that `Err` can give both back when it cannot start.
+fn spawn<T: Send + 'static>(
+    name: &str,
+    file: std::fs::File,
+    digests: Digests,
+    work: impl FnOnce(std::fs::File, Digests) -> T + Send + 'static,
+) -> Result<oneshot::Receiver<T>, Box<(std::fs::File, Digests)>> {
+    let (done_tx, done) = oneshot::channel();
+    let (hand, handed) = std::sync::mpsc::sync_channel::<(std::fs::File, Digests)>(1);
+    let started = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            if let Ok((file, digests)) = handed.recv() {
+                let _ = done_tx.send(work(file, digests));
+            }
+        });
+    if started.is_err() {
+        return Err(Box::new((file, digests)));
+    }
+    hand.send((file, digests))
+        .map_err(|back| Box::new(back.0))?;
+    Ok(done)
+}
+
 /// Bytes of a file, read ahead by a thread that hashes them as it reads.
 pub struct ReadAhead {
     pieces: mpsc::Receiver<std::io::Result<Piece>>,
@@ -61,21 +86,9 @@ impl ReadAhead {
     ) -> Result<ReadAhead, Box<(std::fs::File, Digests)>> {
         let (tx, pieces) = mpsc::channel(DEPTH);
         let (empty, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(DEPTH + 2);
-        let (done_tx, done) = oneshot::channel();
-        // The file goes to the thread once it runs: if it cannot start, it is still here.
-        let (hand, handed) = std::sync::mpsc::sync_channel::<(std::fs::File, Digests)>(1);
-        let started = std::thread::Builder::new()
-            .name("ferry-read".into())
-            .spawn(move || {
-                if let Ok((file, digests)) = handed.recv() {
-                    let _ = done_tx.send(read_ahead(file, digests, &tx, &empty_rx));
-                }
-            });
-        if started.is_err() {
-            return Err(Box::new((file, digests)));
-        }
-        hand.send((file, digests))
-            .map_err(|back| Box::new(back.0))?;
+        let done = spawn("ferry-read", file, digests, move |file, digests| {
+            read_ahead(file, digests, &tx, &empty_rx)
+        })?;
         Ok(ReadAhead {
             pieces,
             current: None,
@@ -85,8 +98,9 @@ impl ReadAhead {
     }
 
     /// Once everything was read (`poll_read` gave its end): the digests of the whole file, and
-    /// the file. `None` when called before the end, or when the thread stopped at an error,
-    /// which the read already reported.
+    /// the file. Called before the end, it stops the thread, and the digests cover what the
+    /// thread had read, which is more than was handed out. `None` when the thread stopped at an
+    /// error, which the read already reported.
     pub async fn finish(self) -> Option<(Digests, std::fs::File)> {
         let ReadAhead { pieces, done, .. } = self;
         // Closing the channel stops a thread that is still reading: it then ends at once.
@@ -234,20 +248,9 @@ impl WriteBehind {
     ) -> Result<WriteBehind, Box<(std::fs::File, Digests)>> {
         let (tx, orders) = mpsc::channel(DEPTH);
         let (empty_tx, empty) = std::sync::mpsc::sync_channel::<Vec<u8>>(DEPTH + 2);
-        let (done_tx, done) = oneshot::channel();
-        let (hand, handed) = std::sync::mpsc::sync_channel::<(std::fs::File, Digests)>(1);
-        let started = std::thread::Builder::new()
-            .name("ferry-write".into())
-            .spawn(move || {
-                if let Ok((file, digests)) = handed.recv() {
-                    let _ = done_tx.send(write_behind(file, digests, orders, &empty_tx));
-                }
-            });
-        if started.is_err() {
-            return Err(Box::new((file, digests)));
-        }
-        hand.send((file, digests))
-            .map_err(|back| Box::new(back.0))?;
+        let done = spawn("ferry-write", file, digests, move |file, digests| {
+            write_behind(file, digests, orders, &empty_tx)
+        })?;
         Ok(WriteBehind {
             orders: PollSender::new(tx),
             pending: Vec::with_capacity(WRITE_PIECE),

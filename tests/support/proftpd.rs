@@ -19,11 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use ferry::embedded::{CertKind, Pki};
+use ferry::embedded::Pki;
 
 use super::vsftpd::{
-    VSFTPD_PASSWORD, VSFTPD_USER, chown_tree, ensure_login_user, free_port, is_root,
-    login_user_ids, set_mode, wait_until_accepting,
+    VSFTPD_PASSWORD, VSFTPD_USER, chown_tree, free_port, login_user_ids, server_dir, set_mode,
+    wait_until_accepting,
 };
 
 /// Where `.ci/test` unpacks Debian's proftpd packages (`dpkg -x`).
@@ -72,21 +72,7 @@ impl Proftpd {
                  the tests of installed servers"
             );
         };
-        assert!(
-            is_root(),
-            "the proftpd tests need root (proftpd switches to its login user)"
-        );
-        ensure_login_user();
-        let dir = tempfile::Builder::new()
-            .prefix("ferry-proftpd-")
-            .tempdir()
-            .unwrap();
-        set_mode(dir.path(), 0o755);
-        let root = dir.path().join("root");
-        std::fs::create_dir_all(&root).unwrap();
-        let pki_dir = dir.path().join("pki");
-        std::fs::create_dir_all(&pki_dir).unwrap();
-        let pki = Pki::generate(&pki_dir, CertKind::Valid).unwrap();
+        let (dir, root, pki) = server_dir("proftpd");
         let n = NEXT_PASV_BLOCK.fetch_add(1, Ordering::Relaxed) % 50;
         let pasv = 49000 + n * 20..=49000 + n * 20 + 19;
         let mut failure = String::new();

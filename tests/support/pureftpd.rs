@@ -18,11 +18,11 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use ferry::embedded::{CertKind, Pki};
+use ferry::embedded::Pki;
 
 use super::vsftpd::{
-    VSFTPD_PASSWORD, ensure_login_user, free_port, is_root, login_user_ids,
-    reaped_children_cpu_seconds, set_mode, wait_until_accepting,
+    VSFTPD_PASSWORD, free_port, login_user_ids, reaped_children_cpu_seconds, server_dir, set_mode,
+    wait_until_accepting,
 };
 
 /// Where Debian's pure-ftpd package is unpacked (`dpkg -x`) when it is not installed.
@@ -71,23 +71,9 @@ impl PureFtpd {
                  with `apt-get download pure-ftpd && dpkg -x pure-ftpd_*.deb {EXTRACTED}`"
             );
         };
-        assert!(
-            is_root(),
-            "pure-ftpd needs root (it switches to its login user)"
-        );
-        ensure_login_user();
-        let dir = tempfile::Builder::new()
-            .prefix("ferry-pure-ftpd-")
-            .tempdir()
-            .unwrap();
-        set_mode(dir.path(), 0o755);
-        let root = dir.path().join("root");
-        std::fs::create_dir_all(&root).unwrap();
+        let (dir, root, pki) = server_dir("pure-ftpd");
         let (uid, gid) = login_user_ids();
         std::os::unix::fs::chown(&root, Some(uid), Some(gid)).unwrap();
-        let pki_dir = dir.path().join("pki");
-        std::fs::create_dir_all(&pki_dir).unwrap();
-        let pki = Pki::generate(&pki_dir, CertKind::Valid).unwrap();
         set_mode(pki.server_key_pem(), 0o600);
         let users = write_user_db(dir.path(), &pure_pw, &root, (uid, gid));
         let mut failure = String::new();

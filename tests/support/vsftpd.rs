@@ -528,6 +528,28 @@ fn describe_failure(what: &str, layout: &Layout) -> String {
     )
 }
 
+/// The common start of an installed server's harness (proftpd, pure-ftpd): root and the login
+/// user checked, then a private directory readable by the login user, holding `root/` (to be
+/// served) and a throwaway PKI in `pki/`. Returns the directory, `root/` and the PKI.
+pub(crate) fn server_dir(name: &str) -> (tempfile::TempDir, PathBuf, Pki) {
+    assert!(
+        is_root(),
+        "the {name} tests need root ({name} switches to its login user)"
+    );
+    ensure_login_user();
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("ferry-{name}-"))
+        .tempdir()
+        .unwrap();
+    set_mode(dir.path(), 0o755);
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let pki_dir = dir.path().join("pki");
+    std::fs::create_dir_all(&pki_dir).unwrap();
+    let pki = Pki::generate(&pki_dir, CertKind::Valid).unwrap();
+    (dir, root, pki)
+}
+
 /// Wait (at most 10 s) until the server `name`, started as `child`, accepts connections on
 /// `addr`; on failure kill it and return why, with the named files of `dir` (its output, logs
 /// and configuration). For the servers whose listener needs no probe session settled (proftpd,
