@@ -162,9 +162,18 @@ pub async fn list_job(
     let local_root = LocalRoot::open(&job.local)
         .map_err(|e| transport_err(TransportError::local("open the local root", &e)))?;
     // Both sides at once: a no-op run costs the longer of the two, not their sum.
+    let started = Instant::now();
     let (local, mut remote) = tokio::join!(
-        scan::walk_local(&local_root, &job.filter, limits),
-        scan::walk_pool(pool, &job.remote, &job.filter, limits, &job.retry)
+        async {
+            let local = scan::walk_local(&local_root, &job.filter, limits).await;
+            tracing::debug!(job = %job.name, elapsed = ?started.elapsed(), "local tree read");
+            local
+        },
+        async {
+            let remote = scan::walk_pool(pool, &job.remote, &job.filter, limits, &job.retry).await;
+            tracing::debug!(job = %job.name, elapsed = ?started.elapsed(), "remote tree listed");
+            remote
+        }
     );
     let local = local.map_err(transport_err)?;
     if job.direction != Direction::Pull
@@ -538,6 +547,7 @@ pub async fn run_job_with(
         .call(move |s| s.start_run(&name, &trig))
         .await
         .map_err(state_err)?;
+    tracing::debug!(job = %job.name, run_id, elapsed = ?started.elapsed(), "run started");
     let span = tracing::info_span!("job_run", job = %job.name, run_id, trigger);
     let limits = config
         .endpoints
@@ -570,10 +580,16 @@ pub async fn run_job_with(
     // The records are read while the trees are listed, not before (at 50,000 files, their
     // SELECT alone takes 60-130 ms here, a tenth of a no-op run).
     let name = job.name.clone();
-    let (listed, records) = tokio::join!(listed, store.call(move |s| s.records(&name)));
+    let records = async {
+        let records = store.call(move |s| s.records(&name)).await;
+        tracing::debug!(job = %job.name, elapsed = ?started.elapsed(), "records read");
+        records
+    };
+    let (listed, records) = tokio::join!(listed, records);
     let records = records.map_err(state_err)?;
     let planned =
         listed.map(|(listed, archive, backup)| (listed.plan(job, &records), archive, backup));
+    tracing::debug!(job = %job.name, elapsed = ?started.elapsed(), "planned");
     let planned = match planned {
         Ok((mut planned, archive, backup)) if job.direction == Direction::Both => {
             match adopt_identical(job, &mut planned, &pool, &store, records.clone())

@@ -423,6 +423,19 @@ proptest! {
     }
 
     #[test]
+    fn forget_is_every_record_with_a_file_on_neither_side(scenario in scenario()) {
+        let (local, remote) = (scenario.local(), scenario.remote());
+        let is_file = |l: &Listing, p: &RelPath| l.get(p).is_some_and(|e| e.kind == EntryKind::File);
+        let expected: Vec<RelPath> = scenario
+            .records
+            .keys()
+            .filter(|p| !is_file(&local, p) && !is_file(&remote, p))
+            .cloned()
+            .collect();
+        prop_assert_eq!(scenario.plan().forget, expected);
+    }
+
+    #[test]
     fn planning_again_after_applying_gives_no_actions(scenario in scenario()) {
         let (mut local, mut remote, mut records) =
             (scenario.local(), scenario.remote(), scenario.records.clone());

@@ -151,6 +151,34 @@ fn parents_implied_by_a_listing_are_made_first() {
     );
 }
 
+#[test]
+fn parents_implied_by_siblings_and_deeper_files_are_each_made_once() {
+    // Ancestors are looked for once per run of siblings: files that share a parent, then a
+    // deeper one, then siblings again, then a parent met after a different one.
+    let local = listing(&[
+        ("a/b/1", file(1, at(T0))),
+        ("a/b/2", file(1, at(T0))),
+        ("a/b/c/3", file(1, at(T0))),
+        ("a/b/4", file(1, at(T0))),
+        ("a/d/5", file(1, at(T0))),
+        ("e/6", file(1, at(T0))),
+    ]);
+    let plan = plan(
+        &local,
+        &Listing::default(),
+        &Records::new(),
+        &policy(Direction::Push, false),
+    );
+    use ActionKind::*;
+    let made: Vec<String> = summarize(&plan)
+        .into_iter()
+        .filter(|a| a.0 == MakeRemoteDir)
+        .map(|a| a.1)
+        .collect();
+    assert_eq!(made, ["a", "a/b", "a/b/c", "a/d", "e"]);
+    assert_eq!(plan.count(Upload), 6);
+}
+
 /// One file `f` on both sides: (case name, local entry, remote entry, direction, the transfer
 /// expected or `None` for a skip, the exact reason).
 type FileCase = (

@@ -714,6 +714,7 @@ impl Bench {
             let before = data::snapshot(&dest)?;
 
             let mut costs: BTreeMap<&str, Vec<Cost>> = BTreeMap::new();
+            let mut server_cpu: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
             for run in 0..self.sizes.runs {
                 for &tool in &tools {
                     let label = format!("{side}-{tool}-r{run}");
@@ -726,7 +727,10 @@ impl Bench {
                         _ => self.tools.rclone_copy(&label, way, &local, &remote, c, c),
                     };
                     let mark = self.server.log_mark();
-                    let cost = self.measure(&step)?;
+                    let (cost, used) = self.measure_with_server(&step)?;
+                    if let Some(used) = used {
+                        server_cpu.entry(tool).or_default().push(used);
+                    }
                     self.check_noop(&label, &dest, &before, &tree, mark)?;
                     if run == 0
                         && tool == "ferry"
@@ -752,6 +756,7 @@ impl Bench {
                 thousands(files),
                 thousands(dirs)
             );
+            self.note_server_cpu(&scenario, &server_cpu);
             if let Some(ferry) = costs.get("ferry") {
                 let rss = table::median(
                     ferry
