@@ -755,7 +755,10 @@ impl FtpsSession {
     }
 
     async fn list_lines(&mut self, dir: &str) -> Result<Vec<String>> {
-        // CWD then a bare listing: some servers read LIST arguments as options or globs.
+        // CWD then a bare listing: some servers read LIST arguments as options or globs, and
+        // vsftpd answers `LIST missing-dir` with an empty listing and 226, where CWD fails
+        // (tests/conformance.rs: a missing directory is an error). It costs a round trip per
+        // directory, and vsftpd some CPU (README, Benchmark).
         let cwd_op = format!("CWD {dir}");
         let dir_owned = dir.to_owned();
         self.run(&cwd_op, async |f| f.cwd(&dir_owned).await).await?;
