@@ -783,16 +783,16 @@ fn count_noun(n: usize, noun: &str) -> String {
     }
 }
 
-/// Recorded paths that are a file on neither side: nothing is left for the record to describe.
-/// The records walked in path order beside the planner's merge of both trees: each path's
-/// record, and the records to forget (the same as [`find_forgotten`]: no file on either side).
-struct RecordCursor<'a> {
+/// The records walked in path order beside a planner's walk of both trees: each path's record,
+/// and the records to forget: those whose path is a file on neither side (nothing is left for
+/// the record to describe).
+pub(super) struct RecordCursor<'a> {
     records: std::iter::Peekable<std::collections::btree_map::Iter<'a, RelPath, SyncRecord>>,
     forget: Vec<RelPath>,
 }
 
 impl<'a> RecordCursor<'a> {
-    fn new(records: &'a Records) -> Self {
+    pub(super) fn new(records: &'a Records) -> Self {
         RecordCursor {
             records: records.iter().peekable(),
             forget: Vec::new(),
@@ -801,7 +801,7 @@ impl<'a> RecordCursor<'a> {
 
     /// The record of `path`, which must come after every path asked for before; the records
     /// passed over on the way name paths neither side lists, so are forgotten.
-    fn at(
+    pub(super) fn at(
         &mut self,
         path: &RelPath,
         local: Option<&Entry>,
@@ -819,21 +819,10 @@ impl<'a> RecordCursor<'a> {
     }
 
     /// The records to forget, with those after the last path asked for.
-    fn finish(mut self) -> Vec<RelPath> {
+    pub(super) fn finish(mut self) -> Vec<RelPath> {
         self.forget.extend(self.records.map(|(p, _)| p.clone()));
         self.forget
     }
-}
-
-fn find_forgotten(records: &Records, local: &Listing, remote: &Listing) -> Vec<RelPath> {
-    let is_file = |listing: &Listing, path: &RelPath| {
-        listing.get(path).is_some_and(|e| e.kind == EntryKind::File)
-    };
-    records
-        .keys()
-        .filter(|path| !is_file(local, path) && !is_file(remote, path))
-        .cloned()
-        .collect()
 }
 
 /// Paths in JSON as people see them: control characters escaped, like everywhere else shown.

@@ -432,7 +432,10 @@ proptest! {
             .filter(|p| !is_file(&local, p) && !is_file(&remote, p))
             .cloned()
             .collect();
-        prop_assert_eq!(scenario.plan().forget, expected);
+        prop_assert_eq!(scenario.plan().forget, expected.clone());
+        // The two-way planner walks the records the same way.
+        let both = Policy { direction: Direction::Both, ..scenario.policy.clone() };
+        prop_assert_eq!(plan(&local, &remote, &scenario.records, &both).forget, expected);
     }
 
     #[test]

@@ -26,8 +26,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    Action, ActionKind, Plan, Policy, Reason, Records, Resolved, Side, Skip, SyncRecord, Tree,
-    action, close_tree, count_noun, find_change, find_forgotten, guard,
+    Action, ActionKind, Plan, Policy, Reason, RecordCursor, Records, Resolved, Side, Skip,
+    SyncRecord, Tree, action, close_tree, count_noun, find_change, guard,
 };
 use crate::config::ConflictPolicy;
 use crate::listing::{Entry, EntryKind, Listing};
@@ -58,21 +58,15 @@ pub(super) fn plan(local: &Listing, remote: &Listing, records: &Records, policy:
         .chain(remote_tree.keys())
         .map(|p| p.as_ref())
         .collect();
+    let mut on_records = RecordCursor::new(records);
     for path in paths {
+        let l = local_tree.get(path).copied();
+        let r = remote_tree.get(path).copied();
+        let record = on_records.at(path, l, r);
         if !draft.shields.is_empty() && path.ancestors().iter().any(|a| draft.shields.contains(a)) {
             continue;
         }
-        let l = local_tree.get(path).copied();
-        let r = remote_tree.get(path).copied();
-        draft.visit(
-            path,
-            l,
-            r,
-            records.get(path),
-            policy,
-            &local_tree,
-            &remote_tree,
-        );
+        draft.visit(path, l, r, record, policy, &local_tree, &remote_tree);
     }
     draft.settle_lone_dirs(&local_tree, &remote_tree, local, remote);
 
@@ -114,7 +108,7 @@ pub(super) fn plan(local: &Listing, remote: &Listing, records: &Records, policy:
             policy.max_delete,
         )
     };
-    let forget = find_forgotten(records, local, remote);
+    let forget = on_records.finish();
 
     let mut actions = draft.make_dirs;
     actions.extend(draft.renames);
