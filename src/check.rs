@@ -24,7 +24,10 @@ pub fn describe_capabilities(caps: &Capabilities, tls: TlsMode) -> Vec<String> {
     let mut lines = Vec::new();
     match (&caps.tls_version, tls) {
         (_, TlsMode::None) => lines.push("TLS: none (cleartext FTP)".to_owned()),
-        (Some(v), _) => lines.push(format!("TLS: {v}")),
+        (Some(v), _) => match &caps.tls_cipher_suite {
+            Some(suite) => lines.push(format!("TLS: {v}, {suite}")),
+            None => lines.push(format!("TLS: {v}")),
+        },
         (None, _) => lines.push("TLS: unknown".to_owned()),
     }
     lines.push(format!(

@@ -68,7 +68,7 @@ impl World {
 }
 
 /// What the embedded server reports about itself, after a listing resumed the TLS session.
-const CAPABILITIES: &str = "  TLS: TLSv1.3
+const CAPABILITIES: &str = "  TLS: TLSv1.3, TLS13_AES_128_GCM_SHA256
   data channel resumed TLS session: yes
   MLSD: yes
   MFMT: no (uploaded files show the time of the upload)

@@ -175,7 +175,7 @@ async fn check_connect_reports_session_reuse_and_features() {
     let text = String::from_utf8(out).unwrap();
     assert_eq!(code, 0, "{text}");
     for want in [
-        "TLS: TLSv1.3",
+        "TLS: TLSv1.3, TLS13_AES_128_GCM_SHA256",
         "data channel resumed TLS session: yes",
         "MLSD: no",
         "MFMT: no",

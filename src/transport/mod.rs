@@ -198,6 +198,8 @@ pub struct Capabilities {
     pub hash_command: Option<ftps::parse::ServerHash>,
     /// Negotiated TLS version on the control connection, e.g. `TLSv1.3`; `None` in cleartext.
     pub tls_version: Option<String>,
+    /// Negotiated cipher suite on the control connection, e.g. `TLS13_AES_128_GCM_SHA256`.
+    pub tls_cipher_suite: Option<String>,
     /// Whether the last data connection resumed the control connection's TLS session
     /// (`None` until a data connection was made, or in cleartext).
     pub data_session_resumed: Option<bool>,
@@ -370,8 +372,12 @@ pub trait Connector: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// Size of one read while copying a file.
+/// Size of one read while copying a big file.
 const CHUNK: usize = 256 * 1024;
+/// Size of the first read of a copy: a small file never zeroes (or maps) a buffer of
+/// [`CHUNK`]. In the profile of a pull of 5,000 files of 4 KiB, zeroing a new 256 KiB buffer
+/// per file and faulting its pages in took ~2 % of ferry's CPU.
+const FIRST_CHUNK: usize = 16 * 1024;
 
 /// Copy everything from `src` to `dst`, reporting progress; the loop every transport uses for
 /// file bodies. With a `timeout`, each read and each write must finish within it (a stalled
@@ -387,7 +393,7 @@ where
     R: AsyncRead + Unpin + Send + ?Sized,
     W: AsyncWrite + Unpin + Send + ?Sized,
 {
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; FIRST_CHUNK];
     let mut moved = 0u64;
     loop {
         let n = bounded(timeout, op, src.read(&mut buf)).await?;
@@ -397,6 +403,10 @@ where
         bounded(timeout, op, dst.write_all(&buf[..n])).await?;
         moved += n as u64;
         progress(n as u64);
+        // A read that filled the buffer: more is coming, read more at a time.
+        if n == buf.len() && buf.len() < CHUNK {
+            buf.resize((buf.len() * 2).min(CHUNK), 0);
+        }
     }
 }
 
@@ -419,4 +429,88 @@ async fn bounded<T>(
         None => io.await,
     };
     result.map_err(|e| TransportError::from_io(op, &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A reader that hands out at most `step` bytes per read, as a socket or a TLS stream does.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+        reads: Vec<usize>,
+    }
+
+    impl AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let n = self.step.min(buf.remaining()).min(self.data.len());
+            let (head, rest) = self.data.split_at(n);
+            buf.put_slice(head);
+            self.data = rest;
+            self.reads.push(buf.capacity());
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn copied(data: &[u8], step: usize) -> (Vec<u8>, u64, Vec<usize>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let mut src = Trickle {
+            data,
+            step,
+            reads: Vec::new(),
+        };
+        let mut dst = Vec::new();
+        let seen = std::sync::atomic::AtomicU64::new(0);
+        let progress = |n: u64| {
+            seen.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        };
+        let moved = rt
+            .block_on(copy_with_progress(
+                &mut src, &mut dst, None, "copy", &progress,
+            ))
+            .expect("copy");
+        assert_eq!(
+            moved,
+            seen.into_inner(),
+            "progress adds up to the bytes moved"
+        );
+        (dst, moved, src.reads)
+    }
+
+    #[test]
+    fn a_small_copy_reads_into_a_small_buffer_and_a_big_one_grows_to_a_chunk() {
+        let small = vec![7u8; 4096];
+        let (out, moved, reads) = copied(&small, usize::MAX);
+        assert_eq!((out, moved), (small, 4096));
+        assert!(reads.iter().all(|&cap| cap == FIRST_CHUNK), "{reads:?}");
+
+        let big: Vec<u8> = (0..3 * CHUNK).map(|i| (i % 251) as u8).collect();
+        let (out, _, reads) = copied(&big, usize::MAX);
+        assert_eq!(out, big);
+        assert_eq!(reads.first(), Some(&FIRST_CHUNK));
+        assert!(
+            reads.contains(&CHUNK),
+            "the buffer grows to CHUNK: {reads:?}"
+        );
+        assert!(reads.iter().all(|&cap| cap <= CHUNK), "{reads:?}");
+    }
+
+    proptest! {
+        /// Whatever the sizes of the reads, every byte arrives once and in order.
+        #[test]
+        fn every_byte_is_copied_once_in_order(len in 0usize..(3 * CHUNK), step in 1usize..70_000) {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+            let (out, moved, _) = copied(&data, step);
+            prop_assert_eq!(moved, len as u64);
+            prop_assert_eq!(out, data);
+        }
+    }
 }

@@ -9,8 +9,8 @@
 //! and anything it forked) gets SIGKILL, by that group's id, and the step fails. Its stdout and
 //! stderr go to files in the step's directory, quoted in the error when it fails.
 //!
-//! With `FERRY_BENCH_PERF=DIR` set, each ferry run is recorded by `perf record -g` (see
-//! [`run`]); the environment is otherwise passed through (`FERRY_LOG=ferry=debug` with `--keep`
+//! With `FERRY_BENCH_PERF=DIR` set, each ferry run is recorded by `perf record -g`, with
+//! `FERRY_BENCH_CALLGRIND=DIR` it runs under callgrind (see [`run`]); the environment is otherwise passed through (`FERRY_LOG=ferry=debug` with `--keep`
 //! leaves each run's log beside its output).
 
 use std::path::{Path, PathBuf};
@@ -96,6 +96,20 @@ pub fn run(step: &Step, logs: &Path, timeout: Duration) -> BenchResult<Cost> {
         command
             .args(["perf", "record", "-F", "1999", "-g", "-q", "-o"])
             .arg(data)
+            .arg("--");
+    }
+    // FERRY_BENCH_CALLGRIND=DIR: ferry's runs under `valgrind --tool=callgrind`, into
+    // DIR/LABEL.out: instructions in ferry's own code, the same from run to run whatever else the
+    // machine does (its wall and CPU figures mean nothing then), to compare two builds by.
+    if let Some(dir) = std::env::var_os("FERRY_BENCH_CALLGRIND")
+        && step.program.file_name().is_some_and(|n| n == "ferry")
+    {
+        let data = Path::new(&dir).join(format!("{}.out", step.label));
+        let mut out_file = std::ffi::OsString::from("--callgrind-out-file=");
+        out_file.push(data);
+        command
+            .args(["valgrind", "--tool=callgrind", "-q"])
+            .arg(out_file)
             .arg("--");
     }
     if let Some(dir) = std::env::var_os("FERRY_BENCH_STRACE")

@@ -193,6 +193,9 @@ impl FtpsConnector {
             tls_version: seen
                 .as_ref()
                 .and_then(|s| s.lock().ok().and_then(|s| s.control_version.clone())),
+            tls_cipher_suite: seen
+                .as_ref()
+                .and_then(|s| s.lock().ok().and_then(|s| s.control_suite.clone())),
             data_session_resumed: None,
             banner,
         };

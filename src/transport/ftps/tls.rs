@@ -31,8 +31,37 @@ use crate::transport::{ErrorKind, TransportError};
 
 /// The crypto provider ferry uses everywhere (ring), passed explicitly so that no
 /// process-wide default has to be installed.
+///
+/// The same suites as ring's defaults, with AES-128-GCM asked for before AES-256-GCM (as
+/// Mozilla's TLS guidelines order them; servers that follow the client's order, vsftpd, pure-ftpd
+/// and proftpd among them, then pick it). Every data connection is a handshake, and the suite
+/// decides its key schedule's hash: SHA-384, which this CPU's SHA instructions do not cover, took
+/// 2.4 % of ferry's CPU in the profile of a pull of 5,000 small files; SHA-256 has them. Fewer AES
+/// rounds make a big file's bytes cheaper too, for ferry and for the server.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| suite_rank(suite.suite()));
+    Arc::new(provider)
+}
+
+/// Where a suite goes in ferry's order (lower first): TLS 1.3 before 1.2 and the order within
+/// each family as ring has it, except that AES-128-GCM comes before AES-256-GCM.
+fn suite_rank(suite: rustls::CipherSuite) -> u8 {
+    use rustls::CipherSuite as S;
+    match suite {
+        S::TLS13_AES_128_GCM_SHA256 => 0,
+        S::TLS13_AES_256_GCM_SHA384 => 1,
+        S::TLS13_CHACHA20_POLY1305_SHA256 => 2,
+        S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => 10,
+        S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => 11,
+        S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => 12,
+        S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 13,
+        S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 14,
+        S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => 15,
+        _ => 20,
+    }
 }
 
 fn tls_error(message: impl Into<String>) -> TransportError {
@@ -547,6 +576,8 @@ pub fn is_tls_refusal(e: &std::io::Error) -> bool {
 pub struct TlsObservations {
     /// Negotiated version of the first (control) handshake.
     pub control_version: Option<String>,
+    /// Negotiated cipher suite of the first (control) handshake, e.g. `TLS13_AES_128_GCM_SHA256`.
+    pub control_suite: Option<String>,
     /// Handshakes after the first (data connections), and how many of them resumed.
     pub data_handshakes: u32,
     pub data_resumed: u32,
@@ -610,10 +641,15 @@ impl AsyncTlsConnector for ObservingConnector {
                 rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_owned(),
                 other => format!("{other:?}"),
             });
+            let suite = conn
+                .negotiated_cipher_suite()
+                .and_then(|s| s.suite().as_str())
+                .map(str::to_owned);
             let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
             if let Ok(mut seen) = self.seen.lock() {
                 if seen.control_version.is_none() {
                     seen.control_version = version;
+                    seen.control_suite = suite;
                 } else {
                     seen.data_handshakes += 1;
                     seen.data_resumed += u32::from(resumed);
@@ -647,6 +683,41 @@ mod tests {
         let digest = Sha256::digest(&der);
         let hex: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
         (der, hex.join(":"))
+    }
+
+    #[test]
+    fn aes_128_gcm_is_asked_for_first_and_no_suite_is_lost() {
+        let ours: Vec<_> = provider().cipher_suites.iter().map(|s| s.suite()).collect();
+        let mut ring: Vec<_> = rustls::crypto::ring::default_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(ours[0], rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+        let at = |suite| ours.iter().position(|s| *s == suite);
+        for (first, then) in [
+            (
+                rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+                rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            ),
+            (
+                rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            ),
+            (
+                rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            ),
+        ] {
+            assert!(
+                at(first) < at(then),
+                "{first:?} before {then:?} in {ours:?}"
+            );
+        }
+        let mut sorted = ours.clone();
+        sorted.sort_by_key(|s| u16::from(*s));
+        ring.sort_by_key(|s| u16::from(*s));
+        assert_eq!(sorted, ring, "the same suites as ring's defaults");
     }
 
     #[test]
