@@ -33,8 +33,8 @@ use crate::transport::{ErrorKind, TransportError};
 /// process-wide default has to be installed.
 ///
 /// The same suites as ring's defaults, with AES-128-GCM asked for before AES-256-GCM (as
-/// Mozilla's TLS guidelines order them; servers that follow the client's order, vsftpd, pure-ftpd
-/// and proftpd among them, then pick it). Every data connection is a handshake, and the suite
+/// Mozilla's TLS guidelines order them; a server that follows the client's order, as vsftpd and
+/// the embedded server do, then picks it). Every data connection is a handshake, and the suite
 /// decides its key schedule's hash: SHA-384, which this CPU's SHA instructions do not cover, took
 /// 2.4 % of ferry's CPU in the profile of a pull of 5,000 small files; SHA-256 has them. Fewer AES
 /// rounds make a big file's bytes cheaper too, for ferry and for the server.
