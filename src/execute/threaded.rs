@@ -168,9 +168,20 @@ impl AsyncRead for ReadAhead {
 
 /// The local file of an upload: read inline when small, ahead on a thread when big.
 pub enum Source {
+    /// A small file, read whole when opened.
+    Memory {
+        reader: HashingReader<std::io::Cursor<Vec<u8>>>,
+        file: std::fs::File,
+    },
     Inline(HashingReader<tokio::fs::File>),
     Ahead(ReadAhead),
 }
+
+/// Files smaller than this are read whole, at once, by the task that opened them (as it opened
+/// them, one more call of the same kind): a tokio file would send each read, and the read
+/// that finds the end, to a blocking thread and back, two trips of two thread wake-ups for a
+/// file of a few KiB.
+pub const READ_WHOLE_BELOW: u64 = 64 << 10;
 
 impl Source {
     /// Read `file` (of `size` bytes) hashing into `digests`.
@@ -181,6 +192,20 @@ impl Source {
                 digests,
             ))
         };
+        if size < READ_WHOLE_BELOW {
+            // One byte more than the size, so that a file that grew since is seen to have:
+            // what is sent is then longer than the size, and the upload is refused.
+            let mut bytes = Vec::with_capacity(size as usize + 1);
+            let read = (&file).take(size + 1).read_to_end(&mut bytes);
+            return match read {
+                Ok(_) => Source::Memory {
+                    reader: HashingReader::with(std::io::Cursor::new(bytes), digests),
+                    file,
+                },
+                // The tokio file reads again, and reports what fails then.
+                Err(_) => inline(file, digests),
+            };
+        }
         if size < THREADED_FROM {
             return inline(file, digests);
         }
@@ -196,6 +221,7 @@ impl Source {
     /// After the read reached the end of the file: the digests of all of it, and the file.
     pub async fn finish(self) -> std::io::Result<(Digests, std::fs::File)> {
         match self {
+            Source::Memory { reader, file } => Ok((reader.finish().0, file)),
             Source::Inline(reader) => {
                 let (digests, file) = reader.finish();
                 Ok((digests, file.into_std().await))
@@ -214,6 +240,7 @@ impl AsyncRead for Source {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
+            Source::Memory { reader, .. } => Pin::new(reader).poll_read(cx, buf),
             Source::Inline(reader) => Pin::new(reader).poll_read(cx, buf),
             Source::Ahead(ahead) => Pin::new(ahead).poll_read(cx, buf),
         }
@@ -390,9 +417,13 @@ const INLINE_WRITES: usize = 1024 * 1024;
 impl Sink {
     /// Write on into `file`, which holds `written` bytes already, hashed into `digests`.
     pub fn open(file: std::fs::File, written: u64, limit: u64, digests: Digests) -> Sink {
+        // No bigger than the file: a small download does not take (and free) a MiB.
+        let capacity = usize::try_from(limit.saturating_sub(written))
+            .unwrap_or(INLINE_WRITES)
+            .clamp(8 << 10, INLINE_WRITES);
         let inline = |file, digests| {
             let file =
-                tokio::io::BufWriter::with_capacity(INLINE_WRITES, tokio::fs::File::from_std(file));
+                tokio::io::BufWriter::with_capacity(capacity, tokio::fs::File::from_std(file));
             Sink::Inline(HashingWriter::continuing(file, digests, written).with_limit(limit))
         };
         if limit.saturating_sub(written) < THREADED_FROM {
@@ -423,13 +454,24 @@ impl Sink {
     pub async fn finish(self, sync: bool) -> std::io::Result<(std::fs::File, Digests)> {
         match self {
             Sink::Inline(writer) => {
-                let (mut file, digests) = writer.into_parts();
+                let (buffered, digests) = writer.into_parts();
+                // What is still buffered (all of a small file) is written and fsynced in one
+                // trip to a blocking thread, not two.
+                let rest = buffered.buffer().to_vec();
+                let mut file = buffered.into_inner();
+                // Waits for a write of the tokio file still under way, and gives its error.
                 file.flush().await?;
-                let file = file.into_inner();
-                if sync {
-                    file.sync_all().await?;
-                }
-                Ok((file.into_std().await, digests))
+                let file = file.into_std().await;
+                let file = tokio::task::spawn_blocking(move || {
+                    std::io::Write::write_all(&mut &file, &rest)?;
+                    if sync {
+                        file.sync_all()?;
+                    }
+                    Ok::<_, std::io::Error>(file)
+                })
+                .await
+                .map_err(std::io::Error::other)??;
+                Ok((file, digests))
             }
             Sink::Behind { writer, .. } => writer.finish(sync).await.map_err(mark_local),
         }
@@ -545,6 +587,86 @@ mod tests {
             .await
             .expect("the thread ended");
         assert!(finished.is_some(), "it hands back the file");
+    }
+
+    #[tokio::test]
+    async fn a_small_file_is_read_whole_when_opened_and_hashed_as_it_is_sent() {
+        let dir = tempfile::tempdir().expect("dir");
+        let data = patterned(READ_WHOLE_BELOW as usize - 1);
+        std::fs::write(dir.path().join("f"), &data).expect("write");
+        let file = std::fs::File::open(dir.path().join("f")).expect("open");
+        let mut source = Source::open(file, data.len() as u64, Digests::new(None));
+        assert!(matches!(source, Source::Memory { .. }), "read whole");
+        // Emptied now: the bytes were read when it was opened.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("f"))
+            .and_then(|f| f.set_len(0))
+            .expect("truncate");
+        let mut got = Vec::new();
+        source.read_to_end(&mut got).await.expect("read");
+        assert!(got == data, "the bytes read are the file's, in order");
+        let (digests, file) = source.finish().await.expect("finished");
+        assert_eq!(digests.sha256_hex(), hex::encode(Sha256::digest(&data)));
+        assert_eq!(file.metadata().expect("stat").len(), 0, "the same file");
+    }
+
+    #[tokio::test]
+    async fn a_small_file_that_grew_after_its_stat_reads_one_byte_more_than_its_size() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("f"), patterned(5_000)).expect("write");
+        let file = std::fs::File::open(dir.path().join("f")).expect("open");
+        // The size a stat gave before 1,000 bytes more were written.
+        let mut source = Source::open(file, 4_000, Digests::new(None));
+        let mut got = Vec::new();
+        source.read_to_end(&mut got).await.expect("read");
+        assert_eq!(
+            got.len(),
+            4_001,
+            "more than the size: the upload sees the change"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_small_download_is_written_synced_and_hashed_and_goes_on_from_a_partial_file() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("f");
+        let data = patterned(40_000);
+        std::fs::write(&path, &data[..1_000]).expect("partial");
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        let mut digests = Digests::new(None);
+        digests.update(&data[..1_000]);
+        let mut sink = Sink::open(file, 1_000, data.len() as u64, digests);
+        assert!(matches!(sink, Sink::Inline(_)), "small: inline");
+        for chunk in data[1_000..].chunks(3_001) {
+            sink.write_all(chunk).await.expect("write");
+        }
+        assert_eq!(sink.written(), data.len() as u64);
+        let (file, digests) = sink.finish(true).await.expect("finish");
+        assert_eq!(file.metadata().expect("stat").len(), data.len() as u64);
+        assert!(
+            std::fs::read(&path).expect("read") == data,
+            "the whole file, in order"
+        );
+        assert_eq!(digests.sha256_hex(), hex::encode(Sha256::digest(&data)));
+    }
+
+    #[tokio::test]
+    async fn a_small_download_to_a_full_disk_fails_at_the_end() {
+        use tokio::io::AsyncWriteExt;
+        let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            return;
+        };
+        let mut sink = Sink::open(full, 0, 4_096, Digests::new(None));
+        sink.write_all(&patterned(4_096)).await.expect("buffered");
+        let Err(e) = sink.finish(true).await else {
+            panic!("a write to a full disk succeeded");
+        };
+        assert_eq!(e.raw_os_error(), Some(28), "ENOSPC: {e}");
     }
 
     fn big_sink(path: &std::path::Path, limit: u64) -> Sink {
