@@ -10,8 +10,9 @@
 //! stderr go to files in the step's directory, quoted in the error when it fails.
 //!
 //! With `FERRY_BENCH_PERF=DIR` set, each ferry run is recorded by `perf record -g`, with
-//! `FERRY_BENCH_CALLGRIND=DIR` it runs under callgrind (see [`run`]); the environment is otherwise passed through (`FERRY_LOG=ferry=debug` with `--keep`
-//! leaves each run's log beside its output).
+//! `FERRY_BENCH_CALLGRIND=DIR` it runs under callgrind (see [`run`]); the environment is
+//! otherwise passed through (`FERRY_LOG=ferry=debug` with `--keep` leaves each run's log beside
+//! its output).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
