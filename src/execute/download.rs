@@ -42,7 +42,8 @@ const WRITEBACK_LAG: u64 = 8 * 1024 * 1024;
 /// it (about a second per GiB here). Every [`WRITEBACK_STEP`] received, the range written so
 /// far gets `POSIX_FADV_DONTNEED`: Linux starts writing it out (without waiting) and drops it
 /// from the cache once clean, so a big drop does not push everything else out of memory either.
-/// Only a hint: a failure changes nothing but the speed.
+/// Only a hint: a failure changes nothing but the speed. Where the download is written past
+/// the page cache (`super::direct`), only its unaligned head and tail are in the cache.
 struct Writeback {
     file: Option<std::sync::Arc<std::fs::File>>,
     received: std::sync::atomic::AtomicU64,

@@ -19,6 +19,7 @@
 //! The parts: `workers` runs transfers on up to `max_connections` sessions, `retry` retries
 //! them, `upload` and `download` move one file each, `hashing` hashes while streaming.
 
+mod direct;
 mod download;
 mod hashing;
 mod publish;

@@ -21,6 +21,7 @@ use tokio_util::sync::PollSender;
 
 use tokio::io::AsyncWriteExt;
 
+use super::direct::DirectAppend;
 use super::hashing::too_much;
 use super::{Digests, HashingReader, HashingWriter};
 use crate::transport::mark_local;
@@ -29,24 +30,32 @@ use crate::transport::mark_local;
 pub const THREADED_FROM: u64 = 8 << 20;
 /// The pieces of a read: 256 KiB, what the transfer loop asks for at a time.
 const READ_PIECE: usize = 256 << 10;
-/// The pieces of a write are smaller, so that what is in flight stays in the CPU's caches: a
-/// 1 GiB pull from vsftpd cost 2.0-2.4 s of CPU with 32 KiB pieces, 2.6-3.9 s with 256 KiB and
-/// 5-6 s with 1 MiB (the kernel's copy into the page cache then reads from memory), and 16 KiB
-/// pieces cost more again in hand-overs (`ferry-bench big --big-mib 1024`, interleaved runs).
+/// The pieces of a write through the page cache are smaller, so that what is in flight stays
+/// in the CPU's caches: a 1 GiB pull from vsftpd cost 2.0-2.4 s of CPU with 32 KiB pieces,
+/// 2.6-3.9 s with 256 KiB and 5-6 s with 1 MiB (the kernel's copy into the page cache then
+/// reads from memory), and 16 KiB pieces cost more again in hand-overs (`ferry-bench big
+/// --big-mib 1024`, interleaved runs).
 const WRITE_PIECE: usize = 32 << 10;
+/// Past the page cache ([`DirectAppend`]) there is no such copy, and bigger pieces save
+/// hand-overs (each one a wake-up of the thread): the same pull took 2.2-3.1 s of wall time
+/// and 1.6-2.0 s of CPU with 8 pieces of 256 KiB in flight, 2.8-3.4 s and 2.1-2.3 s with 64 of
+/// 32 KiB, 3.1-3.8 s and 2.3-2.6 s with 8 of 32 KiB; 128 KiB, 512 KiB and 1 MiB pieces were no
+/// better than 256 KiB.
+const DIRECT_WRITE_PIECE: usize = 256 << 10;
 /// Pieces in flight between the thread and the runtime.
 const DEPTH: usize = 8;
 
-/// Start the thread `name` on `file` and `digests`; its result comes through the receiver. The
-/// file goes to the thread once it runs, so that `Err` can give both back when it cannot start.
-fn spawn<T: Send + 'static>(
+/// Start the thread `name` on `file` (a file, or what writes it) and `digests`; its result
+/// comes through the receiver. The file goes to the thread once it runs, so that `Err` can give
+/// both back when it cannot start.
+fn spawn<F: Send + 'static, T: Send + 'static>(
     name: &str,
-    file: std::fs::File,
+    file: F,
     digests: Digests,
-    work: impl FnOnce(std::fs::File, Digests) -> T + Send + 'static,
-) -> Result<oneshot::Receiver<T>, Box<(std::fs::File, Digests)>> {
+    work: impl FnOnce(F, Digests) -> T + Send + 'static,
+) -> Result<oneshot::Receiver<T>, Box<(F, Digests)>> {
     let (done_tx, done) = oneshot::channel();
-    let (hand, handed) = std::sync::mpsc::sync_channel::<(std::fs::File, Digests)>(1);
+    let (hand, handed) = std::sync::mpsc::sync_channel::<(F, Digests)>(1);
     let started = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
@@ -256,8 +265,9 @@ enum Order {
 /// A download's file, written behind by a thread that hashes each piece before it writes it.
 pub struct WriteBehind {
     orders: PollSender<Order>,
-    /// The piece being filled.
+    /// The piece being filled, and how big a piece is.
     pending: Vec<u8>,
+    piece: usize,
     empty: std::sync::mpsc::Receiver<Vec<u8>>,
     done: Option<oneshot::Receiver<Written>>,
     /// Set once the thread's result is taken (after an error of its own).
@@ -275,12 +285,27 @@ impl WriteBehind {
     ) -> Result<WriteBehind, Box<(std::fs::File, Digests)>> {
         let (tx, orders) = mpsc::channel(DEPTH);
         let (empty_tx, empty) = std::sync::mpsc::sync_channel::<Vec<u8>>(DEPTH + 2);
-        let done = spawn("ferry-write", file, digests, move |file, digests| {
-            write_behind(file, digests, orders, &empty_tx)
+        let out = DirectAppend::new(file);
+        tracing::debug!(
+            past_page_cache = out.is_direct(),
+            "a big download written on a thread of its own"
+        );
+        let piece = if out.is_direct() {
+            DIRECT_WRITE_PIECE
+        } else {
+            WRITE_PIECE
+        };
+        let done = spawn("ferry-write", out, digests, move |out, digests| {
+            write_behind(out, digests, orders, &empty_tx)
+        })
+        .map_err(|back| {
+            let (out, digests) = *back;
+            Box::new((out.into_unwritten(), digests))
         })?;
         Ok(WriteBehind {
             orders: PollSender::new(tx),
-            pending: Vec::with_capacity(WRITE_PIECE),
+            pending: Vec::with_capacity(piece),
+            piece,
             empty,
             done: Some(done),
             failed: None,
@@ -330,7 +355,7 @@ impl WriteBehind {
             let next = this
                 .empty
                 .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(WRITE_PIECE));
+                .unwrap_or_else(|_| Vec::with_capacity(this.piece));
             Order::Write(std::mem::replace(&mut this.pending, next))
         })
     }
@@ -351,26 +376,29 @@ impl WriteBehind {
     }
 }
 
-/// The thread: hash and write each piece in turn, fsync when told; stop at the first error.
+/// The thread: hash and write each piece in turn (full blocks past the page cache, see
+/// [`DirectAppend`]), fsync when told; stop at the first error.
 fn write_behind(
-    mut file: std::fs::File,
+    mut out: DirectAppend,
     mut digests: Digests,
     mut orders: mpsc::Receiver<Order>,
     empty: &std::sync::mpsc::SyncSender<Vec<u8>>,
 ) -> Written {
-    use std::io::Write;
     while let Some(order) = orders.blocking_recv() {
         match order {
             Order::Write(mut piece) => {
-                file.write_all(&piece)?;
                 digests.update(&piece);
+                out.write(&piece)?;
                 piece.clear();
                 let _ = empty.try_send(piece);
             }
-            Order::Sync => file.sync_all()?,
+            Order::Sync => {
+                out.flush()?;
+                out.sync_all()?;
+            }
         }
     }
-    Ok((file, digests))
+    Ok((out.into_file()?, digests))
 }
 
 impl AsyncWrite for WriteBehind {
@@ -380,10 +408,10 @@ impl AsyncWrite for WriteBehind {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        if this.pending.len() == WRITE_PIECE {
+        if this.pending.len() == this.piece {
             ready!(this.poll_hand_over(cx)).map_err(mark_local)?;
         }
-        let n = (WRITE_PIECE - this.pending.len()).min(buf.len());
+        let n = (this.piece - this.pending.len()).min(buf.len());
         this.pending.extend_from_slice(&buf[..n]);
         Poll::Ready(Ok(n))
     }
