@@ -45,17 +45,16 @@ const DIRECT_WRITE_PIECE: usize = 256 << 10;
 /// Pieces in flight between the thread and the runtime.
 const DEPTH: usize = 8;
 
-/// Start the thread `name` on `file` (a file, or what writes it) and `digests`; its result
-/// comes through the receiver. The file goes to the thread once it runs, so that `Err` can give
-/// both back when it cannot start.
-fn spawn<F: Send + 'static, T: Send + 'static>(
+/// Start the thread `name` on `file` and `digests`; its result comes through the receiver. The
+/// file goes to the thread once it runs, so that `Err` can give both back when it cannot start.
+fn spawn<T: Send + 'static>(
     name: &str,
-    file: F,
+    file: std::fs::File,
     digests: Digests,
-    work: impl FnOnce(F, Digests) -> T + Send + 'static,
-) -> Result<oneshot::Receiver<T>, Box<(F, Digests)>> {
+    work: impl FnOnce(std::fs::File, Digests) -> T + Send + 'static,
+) -> Result<oneshot::Receiver<T>, Box<(std::fs::File, Digests)>> {
     let (done_tx, done) = oneshot::channel();
-    let (hand, handed) = std::sync::mpsc::sync_channel::<(F, Digests)>(1);
+    let (hand, handed) = std::sync::mpsc::sync_channel::<(std::fs::File, Digests)>(1);
     let started = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
@@ -285,22 +284,18 @@ impl WriteBehind {
     ) -> Result<WriteBehind, Box<(std::fs::File, Digests)>> {
         let (tx, orders) = mpsc::channel(DEPTH);
         let (empty_tx, empty) = std::sync::mpsc::sync_channel::<Vec<u8>>(DEPTH + 2);
-        let out = DirectAppend::new(file);
+        let direct = DirectAppend::takes_direct(&file);
         tracing::debug!(
-            past_page_cache = out.is_direct(),
+            past_page_cache = direct,
             "a big download written on a thread of its own"
         );
-        let piece = if out.is_direct() {
+        let piece = if direct {
             DIRECT_WRITE_PIECE
         } else {
             WRITE_PIECE
         };
-        let done = spawn("ferry-write", out, digests, move |out, digests| {
-            write_behind(out, digests, orders, &empty_tx)
-        })
-        .map_err(|back| {
-            let (out, digests) = *back;
-            Box::new((out.into_unwritten(), digests))
+        let done = spawn("ferry-write", file, digests, move |file, digests| {
+            write_behind(DirectAppend::new(file), digests, orders, &empty_tx)
         })?;
         Ok(WriteBehind {
             orders: PollSender::new(tx),
