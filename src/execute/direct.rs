@@ -62,7 +62,11 @@ struct Disk {
 enum Order {
     /// `buf[start..start + len]`, aligned: written with `O_DIRECT` (through the cache once
     /// the filesystem refused it).
-    Block { buf: Vec<u8>, start: usize, len: usize },
+    Block {
+        buf: Vec<u8>,
+        start: usize,
+        len: usize,
+    },
     /// Written through the cache.
     Cached(Vec<u8>),
     /// fsync, and say how it went.
@@ -239,11 +243,7 @@ impl DirectAppend {
             To::Disk(disk) => disk.orders.send(order).is_ok(),
             _ => false,
         };
-        if sent {
-            Ok(())
-        } else {
-            Err(self.failure())
-        }
+        if sent { Ok(()) } else { Err(self.failure()) }
     }
 
     /// Send the block gathered so far (whole aligned units) to the disk, and take an empty one.
@@ -451,7 +451,10 @@ mod tests {
             .arg(dir.path())
             .status()
             .expect("mount");
-        assert!(status.success(), "cannot mount a small tmpfs (the tests run as root)");
+        assert!(
+            status.success(),
+            "cannot mount a small tmpfs (the tests run as root)"
+        );
         struct Unmount<'a>(&'a std::path::Path);
         impl Drop for Unmount<'_> {
             fn drop(&mut self) {
