@@ -21,8 +21,8 @@ use std::process::{Child, Command, Stdio};
 use ferry::embedded::Pki;
 
 use super::vsftpd::{
-    VSFTPD_PASSWORD, free_port, login_user_ids, reaped_children_cpu_seconds, server_dir, set_mode,
-    wait_until_accepting,
+    VSFTPD_PASSWORD, free_port, has_children, login_user_ids, reaped_children_cpu_seconds,
+    server_dir, set_mode, wait_until_accepting,
 };
 
 /// Where Debian's pure-ftpd package is unpacked (`dpkg -x`) when it is not installed.
@@ -141,6 +141,11 @@ impl PureFtpd {
     /// CPU seconds (user+sys) of the sessions that have ended and been reaped by the listener.
     pub fn sessions_cpu_seconds(&self) -> Option<f64> {
         reaped_children_cpu_seconds(self.child.id())
+    }
+
+    /// Whether a session is still running (its CPU counts only once it is over).
+    pub fn sessions_alive(&self) -> bool {
+        has_children(self.child.id())
     }
 
     /// The uid and gid files on the server belong to (the Linux user `ferrytest`).

@@ -174,6 +174,11 @@ impl Vsftpd {
         reaped_children_cpu_seconds(self.child.id())
     }
 
+    /// Whether a session is still running (its CPU counts only once it is over).
+    pub fn sessions_alive(&self) -> bool {
+        has_children(self.child.id())
+    }
+
     /// The served directory, which the client sees as `/` (chrooted).
     pub fn root(&self) -> &Path {
         &self.root
@@ -597,6 +602,13 @@ pub(crate) fn reaped_children_cpu_seconds(pid: u32) -> Option<f64> {
     let ticks = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok());
     let hz = 100.0; // USER_HZ on Linux
     Some((ticks(16)? + ticks(17)?) / hz)
+}
+
+/// Whether `pid` has a child alive (a session not yet over), from
+/// `/proc/PID/task/PID/children`; `false` when that cannot be read.
+pub(crate) fn has_children(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .is_ok_and(|c| !c.trim().is_empty())
 }
 
 pub(crate) fn free_port(ip: Ipv4Addr) -> u16 {

@@ -128,14 +128,22 @@ impl Bench {
     }
 
     /// [`measure`](Self::measure), and the CPU the server's sessions used for the step (vsftpd
-    /// and pure-ftpd: the sessions end with the tool and count once they are reaped).
+    /// and pure-ftpd: a session counts once it is over and reaped).
     fn measure_with_server(&self, step: &Step) -> BenchResult<(Cost, Option<f64>)> {
         let before = self.server.sessions_cpu();
         let cost = self.measure(step)?;
         if before.is_none() {
             return Ok((cost, None));
         }
-        std::thread::sleep(Duration::from_millis(300));
+        // A session's CPU counts once it is reaped, which can come after the tool has
+        // exited (a session still closing, or writing out a big upload): read too early, it
+        // went to the next tool's figure (curl's 1 GiB push once read 0.04 s). So wait for the
+        // sessions to be over (at most 10 s), then a little for the reaping.
+        let waiting = std::time::Instant::now();
+        while self.server.sessions_alive() && waiting.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
         let used = before.zip(self.server.sessions_cpu()).map(|(a, b)| b - a);
         Ok((cost, used))
     }

@@ -126,6 +126,15 @@ impl Server {
         }
     }
 
+    /// Whether one of the server's sessions is still running.
+    pub fn sessions_alive(&self) -> bool {
+        match self {
+            Server::Vsftpd { server, .. } => server.sessions_alive(),
+            Server::PureFtpd { server, .. } => server.sessions_alive(),
+            Server::Embedded(_) => false,
+        }
+    }
+
     /// Whether this is ferry's embedded server (the one that answers HASH).
     pub fn is_embedded(&self) -> bool {
         matches!(self, Server::Embedded(_))
