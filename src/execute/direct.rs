@@ -59,6 +59,16 @@ struct Disk {
     thread: std::thread::JoinHandle<std::io::Result<std::fs::File>>,
 }
 
+impl Disk {
+    /// No more orders: wait for the thread to write what it has, and take its result.
+    fn stop(self) -> std::io::Result<std::fs::File> {
+        drop(self.orders);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the disk thread stopped")))
+    }
+}
+
 enum Order {
     /// `buf[start..start + len]`, aligned: written with `O_DIRECT` (through the cache once
     /// the filesystem refused it).
@@ -113,8 +123,10 @@ fn disk(
         match order {
             Order::Block { buf, start, len } => {
                 let mut done = 0;
+                // A flag that cannot be set again (after a head or tail through the cache)
+                // counts as a refusal.
+                refused = refused || want(&file, true, &mut flag).is_err();
                 if !refused {
-                    want(&file, true, &mut flag)?;
                     done = write_direct(&file, &buf[start..start + len])?;
                     refused = done < len;
                 }
@@ -227,13 +239,10 @@ impl DirectAppend {
     /// The disk thread stopped: its error.
     fn failure(&mut self) -> std::io::Error {
         match std::mem::replace(&mut self.to, To::Failed) {
-            To::Disk(disk) => {
-                drop(disk.orders);
-                match disk.thread.join() {
-                    Ok(Err(e)) => e,
-                    _ => std::io::Error::other("the disk thread stopped"),
-                }
-            }
+            To::Disk(disk) => match disk.stop() {
+                Err(e) => e,
+                Ok(_) => std::io::Error::other("the disk thread stopped"),
+            },
             _ => std::io::Error::other("an earlier write failed"),
         }
     }
@@ -342,13 +351,7 @@ impl DirectAppend {
         self.flush()?;
         match std::mem::replace(&mut self.to, To::Failed) {
             To::Cache(file) => Ok(file),
-            To::Disk(disk) => {
-                drop(disk.orders);
-                match disk.thread.join() {
-                    Ok(result) => result,
-                    Err(_) => Err(std::io::Error::other("the disk thread stopped")),
-                }
-            }
+            To::Disk(disk) => disk.stop(),
             To::Failed => Err(std::io::Error::other("an earlier write failed")),
         }
     }
