@@ -96,6 +96,10 @@ pub struct Options {
     /// Longest any one child (a sync, a baseline) may run before it is killed.
     #[arg(long, global = true, default_value = "15m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// ferry's `tls_max_version` in the bench's job files (1.2 or 1.3; default: none, the
+    /// highest both sides speak). The baselines are not affected.
+    #[arg(long, global = true, value_parser = ["1.2", "1.3"])]
+    pub ferry_tls_max: Option<String>,
     /// Leave out the baselines (lftp, rclone, curl): ferry alone.
     #[arg(long, global = true)]
     pub no_baselines: bool,

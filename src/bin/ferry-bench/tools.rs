@@ -56,13 +56,20 @@ pub struct Tools {
     rclone_config: PathBuf,
     rclone_pass: String,
     ca: PathBuf,
+    /// `tls_max_version` of ferry's jobs, when the bench was asked for one.
+    tls_max: Option<String>,
     vsftpd: bool,
 }
 
 impl Tools {
     /// Find ferry (next to this executable) and the baselines; write the secrets files into
     /// `work`.
-    pub fn find(server: &Server, work: &Path, baselines: bool) -> BenchResult<Tools> {
+    pub fn find(
+        server: &Server,
+        work: &Path,
+        baselines: bool,
+        tls_max: Option<String>,
+    ) -> BenchResult<Tools> {
         let bench = io("current executable", std::env::current_exe())?;
         let ferry = bench.with_file_name("ferry");
         if !ferry.is_file() {
@@ -109,6 +116,7 @@ impl Tools {
             rclone_pass,
             ca: server.ca_pem(),
             vsftpd: server.is_vsftpd(),
+            tls_max,
         })
     }
 
@@ -135,7 +143,7 @@ endpoints:
     password_file: {password}
     ca_file: {ca}
     max_connections: {connections}
-jobs:
+{tls_max}jobs:
   bench:
     endpoint: bench
     direction: {way}
@@ -148,6 +156,10 @@ jobs:
                 "    ready: immediate\n"
             } else {
                 ""
+            },
+            tls_max = match &self.tls_max {
+                Some(v) => format!("    tls_max_version: \"{v}\"\n"),
+                None => String::new(),
             },
             state = dir.join("state").display(),
             host = self.host,
@@ -285,4 +297,64 @@ fn obscure(password: &str) -> BenchResult<String> {
         return Err("rclone obscure failed".into());
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tools(dir: &Path, tls_max: Option<&str>) -> Tools {
+        let password_file = dir.join("password");
+        write_private(&password_file, "secret-password").unwrap();
+        let ca = dir.join("ca.pem");
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        Tools {
+            ferry: dir.join("ferry"),
+            bench: dir.join("ferry-bench"),
+            lftp: false,
+            rclone: false,
+            curl: false,
+            host: "127.0.0.1".into(),
+            port: 2121,
+            user: "bench".into(),
+            password: "secret-password".into(),
+            password_file,
+            netrc: dir.join("netrc"),
+            rclone_config: dir.join("rclone.conf"),
+            rclone_pass: String::new(),
+            ca,
+            vsftpd: false,
+            tls_max: tls_max.map(str::to_owned),
+        }
+    }
+
+    /// `--ferry-tls-max` reaches ferry: the job file it writes is one ferry accepts, with the
+    /// endpoint's `tls_max_version` set; without the option there is none.
+    #[test]
+    fn the_job_file_carries_the_tls_ceiling() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("local");
+        std::fs::create_dir_all(&local).unwrap();
+        let tools = |tls_max| {
+            let each = dir.path().join(format!("{tls_max:?}"));
+            std::fs::create_dir_all(&each).unwrap();
+            tools(&each, tls_max)
+        };
+        for (asked, expect) in [
+            (Some("1.2"), Some(ferry::config::TlsVersion::V1_2)),
+            (Some("1.3"), Some(ferry::config::TlsVersion::V1_3)),
+            (None, None),
+        ] {
+            let jobs = dir.path().join(format!("jobs-{asked:?}"));
+            let job = tools(asked)
+                .ferry_job(&jobs, Way::Push, &local, "/remote", 4, "size")
+                .unwrap();
+            let config = ferry::config::load(&job).unwrap();
+            assert_eq!(
+                config.endpoints["bench"].tls_max_version, expect,
+                "{asked:?}"
+            );
+        }
+    }
 }
