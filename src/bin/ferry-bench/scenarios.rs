@@ -207,10 +207,10 @@ impl Bench {
         let src_local = self.work.join("small-src");
         let tools = self.baseline_names(&["lftp", "rclone"]);
         // Every run's destination stays until the scenario is over. On ext4 without a journal
-        // (this bench's machines), creating a file skips the inodes freed in the last minute
-        // one by one: a run right after 5,000 files were removed spent 29 % of ferry's CPU
-        // in `recently_deleted` (`FERRY_BENCH_PERF`), and which tool follows which removal
-        // would decide the figures.
+        // (this bench's machines), creating a file skips, one by one, the inodes freed in the
+        // last minute (six while their inode table block is dirty): a pull right after 5,000
+        // files were removed spent 23 % of ferry's samples in `recently_deleted`
+        // (`FERRY_BENCH_PERF`), and which tool follows which removal would decide the figures.
         let mut done: Vec<PathBuf> = Vec::new();
         let outcome = self.small_runs(way, &tree, &tools, &src_local, &mut done);
         for dest in &done {
