@@ -16,8 +16,9 @@
 //! `path` and `listing` rather than under `execute/` because the scan walks the local tree
 //! through it too (via `transport::local`).
 //!
-//! Modes: temporary files are created owner-only (0600). [`DirHandle::finish_mode`] then gives a
-//! file the mode of the file it replaces, or, for a new file, what the process umask allows.
+//! Modes: temporary files are created owner-only (0600). [`DirHandle::final_mode`] then says
+//! what a finished file is given before it is renamed: the mode of the file it replaces, or,
+//! for a new file, what the process umask allows.
 
 use std::ffi::OsString;
 use std::io;
@@ -388,15 +389,13 @@ impl DirHandle {
         Ok(std::fs::File::from(fd))
     }
 
-    /// Give a finished temporary file the mode it should have under `name`: the mode of the
-    /// file it replaces (an updated 0600 file stays 0600), else what the umask allows.
-    pub fn finish_mode(&self, file: &std::fs::File, name: &str) -> io::Result<()> {
-        let mode = match self.stat(name)? {
+    /// The mode a finished temporary file is to have under `name`: the mode of the file it
+    /// replaces (an updated 0600 file stays 0600), else what the umask allows.
+    pub fn final_mode(&self, name: &str) -> io::Result<u32> {
+        Ok(match self.stat(name)? {
             Some(old) if old.kind == Kind::File => old.mode & 0o777,
             _ => new_file_mode(),
-        };
-        rfs::fchmod(file, Mode::from_raw_mode(mode as _))
-            .map_err(|e| with_path(e.into(), &self.path.join(name), "set mode"))
+        })
     }
 
     /// Rename `from` in this directory to `to` in `dest`, replacing a file there.
@@ -517,8 +516,11 @@ mod tests {
         let mode = fstat(&f).expect("fstat").mode;
         assert_eq!(mode & 0o077, 0, "temporary file is owner-only: {mode:o}");
         assert!(dir.create_new(".x.tmp", TEMP_MODE).is_err(), "exclusive");
-        dir.finish_mode(&f, "x").expect("mode");
-        assert_eq!(fstat(&f).expect("fstat").mode, new_file_mode());
+        assert_eq!(
+            dir.final_mode("x").expect("mode"),
+            new_file_mode(),
+            "a new file"
+        );
         dir.rename(".x.tmp", &dir, "x").expect("rename");
         let mut s = String::new();
         dir.open_read("x")
@@ -534,9 +536,8 @@ mod tests {
             std::fs::Permissions::from_mode(0o600),
         )
         .expect("chmod");
-        let f = dir.create_new(".x.tmp", TEMP_MODE).expect("create");
-        dir.finish_mode(&f, "x").expect("mode");
-        assert_eq!(fstat(&f).expect("fstat").mode, 0o600);
+        let _f = dir.create_new(".x.tmp", TEMP_MODE).expect("create");
+        assert_eq!(dir.final_mode("x").expect("mode"), 0o600);
 
         // No-replace rename.
         let e = dir

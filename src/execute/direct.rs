@@ -79,8 +79,6 @@ enum Order {
     },
     /// Written through the cache.
     Cached(Vec<u8>),
-    /// fsync, and say how it went.
-    Sync(SyncSender<std::io::Result<()>>),
 }
 
 /// Set or clear `O_DIRECT` where `flag` (as it stands) says otherwise.
@@ -140,9 +138,6 @@ fn disk(
             Order::Cached(bytes) => {
                 want(&file, false, &mut flag)?;
                 (&file).write_all(&bytes)?;
-            }
-            Order::Sync(reply) => {
-                let _ = reply.send(file.sync_all());
             }
         }
     }
@@ -332,20 +327,6 @@ impl DirectAppend {
         self.send(Order::Cached(tail))
     }
 
-    /// fsync the file, once everything sent before is written (after [`flush`](Self::flush):
-    /// what is still gathered is not sent).
-    pub fn sync_all(&mut self) -> std::io::Result<()> {
-        if let To::Cache(file) = &self.to {
-            return file.sync_all();
-        }
-        let (reply, result) = sync_channel(1);
-        self.send(Order::Sync(reply))?;
-        match result.recv() {
-            Ok(result) => result,
-            Err(_) => Err(self.failure()),
-        }
-    }
-
     /// Everything written; the file, with `O_DIRECT` cleared for whoever uses it next.
     pub fn into_file(mut self) -> std::io::Result<std::fs::File> {
         self.flush()?;
@@ -472,8 +453,8 @@ mod tests {
         let e = out
             .write(&data)
             .and_then(|()| out.flush())
-            .and_then(|()| out.sync_all())
-            .and_then(|()| out.into_file().map(drop))
+            .and_then(|()| out.into_file())
+            .and_then(|file| file.sync_all())
             .expect_err("4 MiB on a 2 MiB disk");
         assert_eq!(e.raw_os_error(), Some(28), "ENOSPC: {e}");
     }

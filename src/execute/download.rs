@@ -164,8 +164,13 @@ pub(super) async fn download_file(
         ctx.observer.bytes_moved(n);
         writeback.moved(n);
     };
-    let transferred =
-        finish_download(t, path, offset, entry.size, writer, &progress, ctx.verify).await;
+    let whole = Whole {
+        dir: &dir,
+        name,
+        size: entry.size,
+        mtime: entry.mtime,
+    };
+    let transferred = finish_download(t, path, offset, &whole, writer, &progress, ctx.verify).await;
     let transferred = match (transferred, &checksum_file) {
         (Ok(done), Some(file)) => check_against_checksum_file(t, file, name, &done.digests, &op)
             .await
@@ -197,11 +202,6 @@ pub(super) async fn download_file(
             return Err(e);
         }
     };
-    if let Some(m) = entry.mtime {
-        set_mtime(&file, m).map_err(|e| local_err(&op, e))?;
-    }
-    dir.finish_mode(&file, name)
-        .map_err(|e| local_err(&op, e))?;
     if let Some(local) = expect_local {
         // Two-way: the local side is a source too; what is there now must be what the scan
         // saw (or nothing, if it saw nothing), else a change made during the run would be lost.
@@ -380,7 +380,16 @@ async fn forget_partial(ctx: &Context, path: &RelPath) {
     }
 }
 
-/// A download received whole, written and fsynced.
+/// What a download is to become: the file `name` in `dir`, of `size` bytes, with the remote's
+/// modification time (when listed).
+struct Whole<'a> {
+    dir: &'a DirHandle,
+    name: &'a str,
+    size: u64,
+    mtime: Option<Mtime>,
+}
+
+/// A download received whole, written, given its time and mode, and fsynced.
 struct Received {
     /// Bytes received by this try (after `offset`).
     received: u64,
@@ -390,23 +399,39 @@ struct Received {
     digests: Digests,
 }
 
-/// Stream the file, fsync it, check its length (and the server's hash when offered). An error
-/// comes with the bytes the file had taken (what a later try may go on from); everything taken
-/// is on disk by then, so that no write of this try lands after the next try's start.
+/// Stream the file, seal it (its time and mode when it is whole, then the fsync), check its
+/// length (and the server's hash when offered). An error comes with the bytes the file had
+/// taken (what a later try may go on from); everything taken is on disk by then, so that no
+/// write of this try lands after the next try's start.
 async fn finish_download(
     t: &mut dyn Transport,
     path: &RelPath,
     offset: u64,
-    listed_size: u64,
+    whole: &Whole<'_>,
     mut writer: threaded::Sink,
     progress: &(dyn Fn(u64) + Send + Sync),
     verify: Verify,
 ) -> Result<Received, (TransportError, u64)> {
     let op = format!("download {path}");
+    let listed_size = whole.size;
     let streamed = t.download_from(path, offset, &mut writer, progress).await;
     let written = writer.written();
-    let finished = writer.finish(streamed.is_ok()).await;
+    // A part stays owner-only with the time of its writing; only the whole file gets the
+    // remote's time and its final mode, before the fsync (a crash after the rename then finds
+    // both on disk).
+    let mode = (streamed.is_ok() && written == listed_size)
+        .then(|| whole.dir.final_mode(whole.name))
+        .transpose();
+    let seal = match (&streamed, &mode) {
+        (Ok(_), Ok(mode)) => Some(threaded::Seal {
+            mtime: mode.and(whole.mtime),
+            mode: *mode,
+        }),
+        _ => None,
+    };
+    let finished = writer.finish(seal).await;
     let received = streamed.map_err(|e| (e, written))?;
+    mode.map_err(|e| (local_err(&op, e), written))?;
     let (file, digests) = finished.map_err(|e| (local_err(&op, e), written))?;
     let sha = digests.sha256_hex();
     if offset + received != listed_size {
@@ -479,14 +504,4 @@ async fn check_against_checksum_file(
         file: shown,
         algo: file.algo,
     })
-}
-
-fn set_mtime(file: &std::fs::File, m: Mtime) -> std::io::Result<()> {
-    let secs = m.secs();
-    let nanos = m.nanos.rem_euclid(1_000_000_000) as u32;
-    filetime::set_file_handle_times(
-        file,
-        None,
-        Some(filetime::FileTime::from_unix_time(secs, nanos)),
-    )
 }

@@ -24,6 +24,7 @@ use tokio::io::AsyncWriteExt;
 use super::direct::DirectAppend;
 use super::hashing::too_much;
 use super::{Digests, HashingReader, HashingWriter};
+use crate::listing::Mtime;
 use crate::transport::mark_local;
 
 /// Files at least this big get a thread of their own.
@@ -255,10 +256,38 @@ impl AsyncRead for Source {
     }
 }
 
-/// What a download's thread is sent: bytes to hash and write, or the fsync at the end.
+/// What a download's thread is sent: bytes to hash and write, or the seal and fsync at the end.
 enum Order {
     Write(Vec<u8>),
-    Sync,
+    Seal(Seal),
+}
+
+/// How a download's file is finished once its last byte is written: given its modification
+/// time and mode (when set), then fsynced, so that a crash leaves either no file under its
+/// name or the whole file with its time and mode (a time set after the fsync could be lost,
+/// and the next run would take the file for a local change).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seal {
+    pub mtime: Option<Mtime>,
+    pub mode: Option<u32>,
+}
+
+impl Seal {
+    /// Set what is given on `file`, then fsync it.
+    fn apply(self, file: &std::fs::File) -> std::io::Result<()> {
+        if let Some(mode) = self.mode {
+            rustix::fs::fchmod(file, rustix::fs::Mode::from_raw_mode(mode as _))?;
+        }
+        if let Some(m) = self.mtime {
+            let nanos = m.nanos.rem_euclid(1_000_000_000) as u32;
+            filetime::set_file_handle_times(
+                file,
+                None,
+                Some(filetime::FileTime::from_unix_time(m.secs(), nanos)),
+            )?;
+        }
+        file.sync_all()
+    }
 }
 
 /// A download's file, written behind by a thread that hashes each piece before it writes it.
@@ -331,7 +360,7 @@ impl WriteBehind {
     fn poll_send(
         &mut self,
         cx: &mut Context<'_>,
-        order: fn(&mut Self) -> Order,
+        order: impl Fn(&mut Self) -> Order,
     ) -> Poll<std::io::Result<()>> {
         ready!(self.poll_room(cx))?;
         let order = order(self);
@@ -355,11 +384,12 @@ impl WriteBehind {
         })
     }
 
-    /// Everything written (and fsynced when `sync`): the file and the digests of all its bytes.
-    pub async fn finish(mut self, sync: bool) -> Written {
+    /// Everything written (and sealed when `seal` says how): the file and the digests of all
+    /// its bytes.
+    pub async fn finish(mut self, seal: Option<Seal>) -> Written {
         std::future::poll_fn(|cx| self.poll_hand_over(cx)).await?;
-        if sync {
-            std::future::poll_fn(|cx| self.poll_send(cx, |_| Order::Sync)).await?;
+        if let Some(seal) = seal {
+            std::future::poll_fn(|cx| self.poll_send(cx, move |_| Order::Seal(seal))).await?;
         }
         self.orders.close();
         match self.done.take() {
@@ -372,13 +402,14 @@ impl WriteBehind {
 }
 
 /// The thread: hash and write each piece in turn (full blocks past the page cache, see
-/// [`DirectAppend`]), fsync when told; stop at the first error.
+/// [`DirectAppend`]), seal the file at the end when told; stop at the first error.
 fn write_behind(
     mut out: DirectAppend,
     mut digests: Digests,
     mut orders: mpsc::Receiver<Order>,
     empty: &std::sync::mpsc::SyncSender<Vec<u8>>,
 ) -> Written {
+    let mut seal = None;
     while let Some(order) = orders.blocking_recv() {
         match order {
             Order::Write(mut piece) => {
@@ -387,13 +418,15 @@ fn write_behind(
                 piece.clear();
                 let _ = empty.try_send(piece);
             }
-            Order::Sync => {
-                out.flush()?;
-                out.sync_all()?;
-            }
+            Order::Seal(s) => seal = Some(s),
         }
     }
-    Ok((out.into_file()?, digests))
+    // Every byte written first (the disk thread stopped): a write after the time would move it.
+    let file = out.into_file()?;
+    if let Some(seal) = seal {
+        seal.apply(&file)?;
+    }
+    Ok((file, digests))
 }
 
 impl AsyncWrite for WriteBehind {
@@ -473,13 +506,14 @@ impl Sink {
         }
     }
 
-    /// Everything on disk (fsynced when `sync`): the file, and the digests of all its bytes.
-    pub async fn finish(self, sync: bool) -> std::io::Result<(std::fs::File, Digests)> {
+    /// Everything written (then given its time and mode and fsynced, when `seal` says how): the
+    /// file, and the digests of all its bytes.
+    pub async fn finish(self, seal: Option<Seal>) -> std::io::Result<(std::fs::File, Digests)> {
         match self {
             Sink::Inline(writer) => {
                 let (buffered, digests) = writer.into_parts();
-                // What is still buffered (all of a small file) is written and fsynced in one
-                // trip to a blocking thread, not two.
+                // What is still buffered (all of a small file) is written, sealed and fsynced
+                // in one trip to a blocking thread.
                 let rest = buffered.buffer().to_vec();
                 let mut file = buffered.into_inner();
                 // Waits for a write of the tokio file still under way, and gives its error.
@@ -487,8 +521,8 @@ impl Sink {
                 let file = file.into_std().await;
                 let file = tokio::task::spawn_blocking(move || {
                     std::io::Write::write_all(&mut &file, &rest)?;
-                    if sync {
-                        file.sync_all()?;
+                    if let Some(seal) = seal {
+                        seal.apply(&file)?;
                     }
                     Ok::<_, std::io::Error>(file)
                 })
@@ -496,7 +530,7 @@ impl Sink {
                 .map_err(std::io::Error::other)??;
                 Ok((file, digests))
             }
-            Sink::Behind { writer, .. } => writer.finish(sync).await.map_err(mark_local),
+            Sink::Behind { writer, .. } => writer.finish(seal).await.map_err(mark_local),
         }
     }
 }
@@ -669,13 +703,56 @@ mod tests {
             sink.write_all(chunk).await.expect("write");
         }
         assert_eq!(sink.written(), data.len() as u64);
-        let (file, digests) = sink.finish(true).await.expect("finish");
+        let (file, digests) = sink.finish(Some(Seal::default())).await.expect("finish");
         assert_eq!(file.metadata().expect("stat").len(), data.len() as u64);
         assert!(
             std::fs::read(&path).expect("read") == data,
             "the whole file, in order"
         );
         assert_eq!(digests.sha256_hex(), hex::encode(Sha256::digest(&data)));
+    }
+
+    /// The remote's time and the final mode are set by the sink, after the last byte and
+    /// before the fsync, for a small file and a big one: a crash after the rename finds them on
+    /// disk with the bytes. (Set before the last write, the time would be the write's.)
+    #[tokio::test]
+    async fn a_sealed_download_has_its_time_and_mode_when_finished() {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let mtime = Mtime::new(
+            1_500_000_000_250_000_000,
+            crate::listing::Precision::Nanosecond,
+        );
+        let seal = Seal {
+            mtime: Some(mtime),
+            mode: Some(0o640),
+        };
+        for (name, size) in [("small", 10_000), ("big", THREADED_FROM as usize + 4_097)] {
+            let path = dir.path().join(name);
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .expect("create");
+            let mut sink = Sink::open(file, 0, size as u64, Digests::new(None));
+            sink.write_all(&patterned(size)).await.expect("write");
+            let (file, _) = sink.finish(Some(seal)).await.expect("finish");
+            let meta = file.metadata().expect("stat");
+            assert_eq!(meta.len(), size as u64, "{name}: every byte");
+            let time = filetime::FileTime::from_last_modification_time(&meta);
+            assert_eq!(
+                (time.unix_seconds(), time.nanoseconds()),
+                (1_500_000_000, 250_000_000),
+                "{name}: the remote's time, set after the last write"
+            );
+            assert_eq!(
+                meta.permissions().mode() & 0o777,
+                0o640,
+                "{name}: the final mode"
+            );
+        }
     }
 
     #[tokio::test]
@@ -686,7 +763,7 @@ mod tests {
         };
         let mut sink = Sink::open(full, 0, 4_096, Digests::new(None));
         sink.write_all(&patterned(4_096)).await.expect("buffered");
-        let Err(e) = sink.finish(true).await else {
+        let Err(e) = sink.finish(Some(Seal::default())).await else {
             panic!("a write to a full disk succeeded");
         };
         assert_eq!(e.raw_os_error(), Some(28), "ENOSPC: {e}");
@@ -714,7 +791,7 @@ mod tests {
             sink.write_all(chunk).await.expect("write");
         }
         assert_eq!(sink.written(), data.len() as u64);
-        let (_file, digests) = sink.finish(true).await.expect("finish");
+        let (_file, digests) = sink.finish(Some(Seal::default())).await.expect("finish");
         assert!(
             std::fs::read(&path).expect("read") == data,
             "the file is the bytes, in order"
@@ -734,7 +811,7 @@ mod tests {
         let e = sink.write_all(b"x").await.expect_err("one byte more");
         assert!(e.to_string().contains("more than the"), "{e}");
         assert_eq!(sink.written(), limit);
-        let (file, _) = sink.finish(false).await.expect("finish");
+        let (file, _) = sink.finish(None).await.expect("finish");
         assert_eq!(
             file.metadata().expect("stat").len(),
             limit,
@@ -760,7 +837,7 @@ mod tests {
         }
         let e = match failure {
             Some(e) => e,
-            None => match sink.finish(true).await {
+            None => match sink.finish(Some(Seal::default())).await {
                 Ok(_) => panic!("the disk is full, yet the file was written"),
                 Err(e) => e,
             },
