@@ -2,7 +2,8 @@
 //!
 //! Each measured run starts from the same state for every tool (an empty remote directory, an
 //! empty local one, or for a no-op the tree already in sync), the tools take turns within a run
-//! (ferry, lftp, rclone, ...), and a result is checked before its cost is kept. The no-op
+//! in an order that moves by one at each run ([`in_turn`]: ferry, lftp, rclone, then lftp,
+//! rclone, ferry, ...), and a result is checked before its cost is kept. The no-op
 //! scenarios make the destination in sync with ferry itself first (a real first sync, so that
 //! ferry's state holds what a second run would find); that setup is timed and noted, not
 //! tabled.
@@ -235,7 +236,7 @@ impl Bench {
             let mut commands: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
             let mut server_cpu: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
             for run in 0..self.sizes.runs {
-                for &tool in tools {
+                for tool in in_turn(tools, run) {
                     let label = format!("{}-{tool}-c{n}-r{run}", way.as_str());
                     let (dest, local, remote) = match way {
                         Way::Push => {
@@ -434,8 +435,13 @@ impl Bench {
         let tools = self.baseline_names(&["curl"]);
         let mut costs: BTreeMap<&str, Vec<Cost>> = BTreeMap::new();
         let mut server_cpu: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let pushes: Vec<&str> = tools
+            .iter()
+            .copied()
+            .chain(Some("ferry-readback"))
+            .collect();
         for run in 0..self.sizes.runs {
-            for tool in tools.iter().copied().chain(Some("ferry-readback")) {
+            for tool in in_turn(&pushes, run) {
                 let label = format!("big-push-{tool}-r{run}");
                 let dest = self.server.fresh_dir(&label)?;
                 let remote = format!("/{label}");
@@ -500,7 +506,7 @@ impl Bench {
         let mut costs: BTreeMap<&str, Vec<Cost>> = BTreeMap::new();
         let mut server_cpu: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         for run in 0..self.sizes.runs {
-            for &tool in &tools {
+            for tool in in_turn(&tools, run) {
                 let label = format!("big-pull-{tool}-r{run}");
                 let dest = self.work.join(&label);
                 remove_tree(&dest)?;
@@ -757,7 +763,7 @@ impl Bench {
             let mut costs: BTreeMap<&str, Vec<Cost>> = BTreeMap::new();
             let mut server_cpu: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
             for run in 0..self.sizes.runs {
-                for &tool in &tools {
+                for tool in in_turn(&tools, run) {
                     let label = format!("{side}-{tool}-r{run}");
                     let step = match tool {
                         "ferry" => self.tools.ferry_sync(&label, &job),
@@ -930,6 +936,19 @@ fn per_file_commands(
     )
 }
 
+/// The order of the tools in run `run`: the list turned left by `run`, so that over as many runs
+/// as tools each one goes first once. What one tool leaves behind (dirty pages still being
+/// written out, inodes just freed on this machine's journal-less ext4) then weighs on every
+/// tool's median alike, not always on the one that comes after the same neighbour.
+fn in_turn<'a>(tools: &[&'a str], run: usize) -> Vec<&'a str> {
+    let mut order = tools.to_vec();
+    if !order.is_empty() {
+        let by = run % order.len();
+        order.rotate_left(by);
+    }
+    order
+}
+
 fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
@@ -957,5 +976,15 @@ mod tests {
         assert_eq!(thousands(5000), "5,000");
         assert_eq!(thousands(200_000), "200,000");
         assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn each_tool_goes_first_once_in_as_many_runs_as_tools() {
+        let tools = ["ferry", "lftp", "rclone"];
+        assert_eq!(in_turn(&tools, 0), ["ferry", "lftp", "rclone"]);
+        assert_eq!(in_turn(&tools, 1), ["lftp", "rclone", "ferry"]);
+        assert_eq!(in_turn(&tools, 2), ["rclone", "ferry", "lftp"]);
+        assert_eq!(in_turn(&tools, 3), in_turn(&tools, 0), "then round again");
+        assert!(in_turn(&[], 4).is_empty());
     }
 }
