@@ -419,12 +419,13 @@ async fn finish_download(
     // A part stays owner-only with the time of its writing; only the whole file gets the
     // remote's time and its final mode, before the fsync (a crash after the rename then finds
     // both on disk).
-    let mode = (streamed.is_ok() && written == listed_size)
+    let complete = streamed.is_ok() && written == listed_size;
+    let mode = complete
         .then(|| whole.dir.final_mode(whole.name))
         .transpose();
     let seal = match (&streamed, &mode) {
         (Ok(_), Ok(mode)) => Some(threaded::Seal {
-            mtime: mode.and(whole.mtime),
+            mtime: whole.mtime.filter(|_| complete),
             mode: *mode,
         }),
         _ => None,

@@ -266,7 +266,7 @@ enum Order {
 /// time and mode (when set), then fsynced, so that a crash leaves either no file under its
 /// name or the whole file with its time and mode (a time set after the fsync could be lost,
 /// and the next run would take the file for a local change).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Seal {
     pub mtime: Option<Mtime>,
     pub mode: Option<u32>,
