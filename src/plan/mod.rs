@@ -755,6 +755,16 @@ fn blocked_deletes_reason(
             count_noun(withheld, "delete")
         ));
     }
+    incomplete_listings(local, remote, withheld)
+}
+
+/// Why `deletes` planned deletes are withheld when a side's listing is incomplete (both
+/// planners' first guard), or `None` when both listings are complete.
+pub(super) fn incomplete_listings(
+    local: &Listing,
+    remote: &Listing,
+    deletes: usize,
+) -> Option<String> {
     let sides: Vec<String> = [(Side::Local, local), (Side::Remote, remote)]
         .into_iter()
         .filter(|(_, listing)| !listing.is_complete())
@@ -765,14 +775,13 @@ fn blocked_deletes_reason(
             )
         })
         .collect();
-    if sides.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "{}: {} not planned",
-        sides.join(" and "),
-        count_noun(withheld, "delete")
-    ))
+    (!sides.is_empty()).then(|| {
+        format!(
+            "{}: {} not planned",
+            sides.join(" and "),
+            count_noun(deletes, "delete")
+        )
+    })
 }
 
 fn count_noun(n: usize, noun: &str) -> String {

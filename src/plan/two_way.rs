@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     Action, ActionKind, Plan, Policy, Reason, RecordCursor, Records, Resolved, Side, Skip,
-    SyncRecord, Tree, action, close_tree, count_noun, find_change, guard,
+    SyncRecord, Tree, action, close_tree, count_noun, find_change, guard, incomplete_listings,
 };
 use crate::config::ConflictPolicy;
 use crate::listing::{Entry, EntryKind, Listing};
@@ -72,28 +72,15 @@ pub(super) fn plan(local: &Listing, remote: &Listing, records: &Records, policy:
 
     // Guards on deletes: incomplete listings, an empty root, max_delete.
     let deletes = draft.delete_files.len() + draft.remove_dirs.len();
-    let incomplete: Vec<String> = [(Side::Local, local), (Side::Remote, remote)]
-        .into_iter()
-        .filter(|(_, l)| !l.is_complete())
-        .map(|(side, l)| {
-            format!(
-                "{side} listing incomplete ({})",
-                count_noun(l.problems.len(), "problem")
-            )
-        })
-        .collect();
+    let incomplete = incomplete_listings(local, remote, deletes);
     let empty_root = [(Side::Local, local), (Side::Remote, remote)]
         .into_iter()
         .find(|(_, l)| l.entries.keys().all(RelPath::is_root))
         .map(|(side, _)| side);
     let deletes_blocked = if deletes == 0 {
         None
-    } else if !incomplete.is_empty() {
-        Some(format!(
-            "{}: {} not planned",
-            incomplete.join(" and "),
-            count_noun(deletes, "delete")
-        ))
+    } else if incomplete.is_some() {
+        incomplete
     } else if let Some(side) = empty_root {
         Some(format!(
             "the {side} root is empty: {} not planned (an empty side never empties the other)",
