@@ -147,6 +147,12 @@ impl std::fmt::Debug for LocalRoot {
     }
 }
 
+/// How a directory below the root is opened: never through a link.
+const OPEN_DIR: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
 impl LocalRoot {
     /// Open the directory at `path` (links in `path` itself are followed: it comes from the
     /// job file, not from a server or another writer).
@@ -175,18 +181,36 @@ impl LocalRoot {
 
     /// Open the directory `rel`, refusing a link at every component.
     pub fn dir(&self, rel: &RelPath) -> io::Result<DirHandle> {
+        let mut parts = rel.components();
+        // The first component is opened on the root's own descriptor: no copy of it per call
+        // (two system calls of every small file's download). A failure goes the long way, on
+        // a copy, for [`DirHandle::open_dir`]'s explanation.
+        let mut dir = match parts.next() {
+            None => self.handle()?,
+            Some(first) => match rfs::openat(&*self.fd, first, OPEN_DIR, Mode::empty()) {
+                Ok(fd) => DirHandle {
+                    fd,
+                    path: self.path.join(first),
+                },
+                Err(_) => self.handle()?.open_dir(first)?,
+            },
+        };
+        for part in parts {
+            dir = dir.open_dir(part)?;
+        }
+        Ok(dir)
+    }
+
+    /// The root itself as a [`DirHandle`] (a copy of its descriptor).
+    fn handle(&self) -> io::Result<DirHandle> {
         let fd = self
             .fd
             .try_clone()
             .map_err(|e| with_path(e, &self.path, "open directory"))?;
-        let mut dir = DirHandle {
+        Ok(DirHandle {
             fd,
             path: self.path.clone(),
-        };
-        for part in rel.components() {
-            dir = dir.open_dir(part)?;
-        }
-        Ok(dir)
+        })
     }
 
     /// The directory holding `rel`, opened, and `rel`'s last component.
@@ -238,12 +262,7 @@ impl DirHandle {
     /// Open the subdirectory `name`; a link is refused.
     pub fn open_dir(&self, name: &str) -> io::Result<DirHandle> {
         let path = self.path.join(name);
-        match rfs::openat(
-            &self.fd,
-            name,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
+        match rfs::openat(&self.fd, name, OPEN_DIR, Mode::empty()) {
             Ok(fd) => Ok(DirHandle { fd, path }),
             Err(e) => Err(self.explain(e, name, "open directory")),
         }

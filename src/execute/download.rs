@@ -51,9 +51,14 @@ struct Writeback {
 }
 
 impl Writeback {
-    fn new(file: &std::fs::File, offset: u64) -> Writeback {
+    /// For a download of `size` bytes from `offset`: one that will never reach a hint keeps
+    /// no copy of the file's descriptor (two system calls of every small file).
+    fn new(file: &std::fs::File, offset: u64, size: u64) -> Writeback {
+        let hints = size.saturating_sub(offset) >= WRITEBACK_STEP + WRITEBACK_LAG;
         Writeback {
-            file: file.try_clone().ok().map(std::sync::Arc::new),
+            file: hints
+                .then(|| file.try_clone().ok().map(std::sync::Arc::new))
+                .flatten(),
             received: offset.into(),
             hinted: offset.into(),
         }
@@ -158,7 +163,7 @@ pub(super) async fn download_file(
         name: tmp_name,
         armed: true,
     };
-    let writeback = Writeback::new(&file, offset);
+    let writeback = Writeback::new(&file, offset, entry.size);
     let writer = threaded::Sink::open(file, offset, entry.size, hasher);
     let progress = |n: u64| {
         ctx.observer.bytes_moved(n);

@@ -70,13 +70,17 @@ impl Store {
     ) -> Result<(), StateError> {
         let (lm, lp) = split_mtime(record.local_mtime);
         let (rm, rp) = split_mtime(record.remote_mtime);
+        // Once per transferred file: the statement is parsed once per connection, not each
+        // time.
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT OR REPLACE INTO synced (job, path, local_size, local_mtime_ns,
                      local_mtime_precision, sha256, remote_size, remote_mtime_ns,
                      remote_mtime_precision, synced_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
                     job,
                     path.as_str(),
                     record.local_size as i64,
@@ -87,8 +91,8 @@ impl Store {
                     rm,
                     rp,
                     now_secs()
-                ],
-            )
+                ])
+            })
             .map_err(|e| self.wrap(e))?;
         Ok(())
     }

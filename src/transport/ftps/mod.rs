@@ -200,6 +200,9 @@ impl FtpsConnector {
             banner,
         };
         let epsv = ep.data_mode == DataMode::Passive && capabilities.epsv;
+        // Where passive data connections go, asked once (not once per file).
+        let peer = { ftp.get_ref().await.peer_addr() }
+            .map_err(|e| TransportError::from_io("connect", &e))?;
         Ok(FtpsSession {
             ftp,
             root: self.root.clone(),
@@ -213,6 +216,7 @@ impl FtpsConnector {
             limits: ep.limits,
             tickets,
             site_utime: None,
+            peer,
         })
     }
 }
@@ -402,6 +406,9 @@ pub struct FtpsSession {
     tickets: Option<tls::Tickets>,
     /// Whether `SITE UTIME` works here; `None` until tried.
     site_utime: Option<bool>,
+    /// The control connection's peer: where passive data connections go (unless
+    /// `use_pasv_address`).
+    peer: SocketAddr,
 }
 
 /// The error when the control connection answered while a data connection was awaited.
@@ -658,8 +665,7 @@ impl FtpsSession {
     /// at once and is the error.
     async fn open_passive(&mut self, command: &str, rest: u64) -> Result<Box<dyn active::DataIo>> {
         let timeout = self.timeout;
-        let peer = { self.ftp.get_ref().await.peer_addr() }
-            .map_err(|e| TransportError::from_io(command, &e))?;
+        let peer = self.peer;
         let mut port = None;
         if self.epsv {
             match self
