@@ -675,15 +675,18 @@ async fn refresh_remote_fingerprints(
         let failed = ctx
             .store
             .call(move |store| {
-                Ok(fingerprints
-                    .into_iter()
-                    .filter_map(|(p, size, mtime)| {
-                        store
-                            .set_remote_fingerprint(&job, &p, size, mtime)
-                            .err()
-                            .map(|e| (p, e.to_string()))
-                    })
-                    .collect::<Vec<_>>())
+                // One commit for the directory, not one per file.
+                store.in_transaction(|store| {
+                    Ok(fingerprints
+                        .into_iter()
+                        .filter_map(|(p, size, mtime)| {
+                            store
+                                .set_remote_fingerprint(&job, &p, size, mtime)
+                                .err()
+                                .map(|e| (p, e.to_string()))
+                        })
+                        .collect::<Vec<_>>())
+                })
             })
             .await;
         match failed {

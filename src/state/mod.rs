@@ -203,6 +203,21 @@ impl Store {
         })
     }
 
+    /// Run `f` as one transaction: its writes commit together (one commit to the WAL, not one
+    /// per statement), or not at all when `f` or the commit fails.
+    pub fn in_transaction<R>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<R, StateError>,
+    ) -> Result<R, StateError> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| self.wrap(e))?;
+        let out = f(self)?;
+        tx.commit().map_err(|e| self.wrap(e))?;
+        Ok(out)
+    }
+
     pub(super) fn wrap(&self, source: rusqlite::Error) -> StateError {
         StateError::Sqlite {
             path: self.path.clone(),

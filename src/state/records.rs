@@ -107,26 +107,32 @@ impl Store {
     ) -> Result<(), StateError> {
         let (rm, rp) = split_mtime(mtime);
         self.conn
-            .execute(
+            .prepare_cached(
                 "UPDATE synced SET remote_size = ?3, remote_mtime_ns = ?4, remote_mtime_precision = ?5
                  WHERE job = ?1 AND path = ?2",
-                params![job, path.as_str(), size as i64, rm, rp],
             )
+            .and_then(|mut statement| {
+                statement.execute(params![job, path.as_str(), size as i64, rm, rp])
+            })
             .map_err(|e| self.wrap(e))?;
         Ok(())
     }
 
-    /// Drop records (files gone from both sides, or deleted by the run).
+    /// Drop records (files gone from both sides, or deleted by the run), in one transaction:
+    /// all of them or, when a delete fails, none (the next run finds them to forget again).
     pub fn forget(&self, job: &str, paths: &[RelPath]) -> Result<(), StateError> {
-        for path in paths {
-            self.conn
-                .execute(
-                    "DELETE FROM synced WHERE job = ?1 AND path = ?2",
-                    params![job, path.as_str()],
-                )
-                .map_err(|e| self.wrap(e))?;
-        }
-        Ok(())
+        self.in_transaction(|store| {
+            let mut statement = store
+                .conn
+                .prepare_cached("DELETE FROM synced WHERE job = ?1 AND path = ?2")
+                .map_err(|e| store.wrap(e))?;
+            for path in paths {
+                statement
+                    .execute(params![job, path.as_str()])
+                    .map_err(|e| store.wrap(e))?;
+            }
+            Ok(())
+        })
     }
 }
 
