@@ -30,6 +30,36 @@ pub struct Cost {
     pub cpu: f64,
     /// Peak resident set size, KiB.
     pub max_rss_kib: u64,
+    /// CPU seconds the whole machine was busy (every process, the kernel's interrupts
+    /// included; `/proc/stat`) while the step ran: next to `wall` × cores, whether the step
+    /// was bound by CPU, whoever spent it. `None` where `/proc/stat` cannot be read.
+    pub machine_busy: Option<f64>,
+}
+
+/// The machine's busy and total CPU seconds since boot, from the `cpu` line of `/proc/stat`
+/// (busy: all but idle and iowait).
+fn machine_cpu() -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    busy_and_total(text.lines().next()?)
+}
+
+fn busy_and_total(cpu_line: &str) -> Option<(f64, f64)> {
+    let mut fields = cpu_line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let ticks: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    if ticks.len() < 5 {
+        return None;
+    }
+    let hz = 100.0; // USER_HZ, the unit of /proc/stat on Linux.
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks[3] + ticks[4];
+    Some(((total - idle) as f64 / hz, total as f64 / hz))
 }
 
 /// A command to measure: the program, its arguments and extra environment.
@@ -132,6 +162,7 @@ pub fn run(step: &Step, logs: &Path, timeout: Duration) -> BenchResult<Cost> {
         command.env(k, v);
     }
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let machine_before = machine_cpu();
     let started = Instant::now();
     let mut child = io(&format!("start {}", step.label), command.spawn())?;
     let pid = child.id();
@@ -155,6 +186,9 @@ pub fn run(step: &Step, logs: &Path, timeout: Duration) -> BenchResult<Cost> {
         }
     };
     let wall = started.elapsed();
+    let machine_busy = machine_before
+        .zip(machine_cpu())
+        .map(|((busy_a, _), (busy_b, _))| busy_b - busy_a);
     let _ = waiter.join();
     let status = io(&format!("wait for {}", step.label), status)?;
     if status.success() == step.expect_failure {
@@ -167,6 +201,10 @@ pub fn run(step: &Step, logs: &Path, timeout: Duration) -> BenchResult<Cost> {
     }
     let text = io("time's output", std::fs::read_to_string(&times))?;
     parse_time(&text, wall)
+        .map(|cost| Cost {
+            machine_busy,
+            ..cost
+        })
         .ok_or_else(|| format!("{}: cannot read time's output {text:?}", step.label))
 }
 
@@ -184,6 +222,7 @@ fn parse_time(text: &str, wall: Duration) -> Option<Cost> {
         wall,
         cpu: user + sys,
         max_rss_kib,
+        machine_busy: None,
     })
 }
 
@@ -227,5 +266,19 @@ mod tests {
             1000
         );
         assert!(parse_time("garbage", Duration::ZERO).is_none());
+    }
+
+    #[test]
+    fn the_machine_is_busy_in_all_but_idle_and_iowait() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let (busy, total) =
+            busy_and_total("cpu  1000 50 600 9000 300 20 30 0 0 0").expect("a cpu line");
+        assert!((busy - 17.0).abs() < 1e-9, "{busy}");
+        assert!((total - 110.0).abs() < 1e-9, "{total}");
+        assert!(
+            busy_and_total("cpu0 1 2 3 4 5").is_none(),
+            "one core's line is not the sum"
+        );
+        assert!(busy_and_total("cpu 1 2").is_none());
     }
 }

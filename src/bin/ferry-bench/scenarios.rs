@@ -128,11 +128,14 @@ impl Bench {
         let _ = std::process::Command::new("sync").status();
         let cost = child::run(step, &self.logs(), self.timeout)?;
         eprintln!(
-            "  {:<28} {:>8.2} s  cpu {:>6.2} s  rss {:>5.0} MiB",
+            "  {:<28} {:>8.2} s  cpu {:>6.2} s  rss {:>5.0} MiB{}",
             step.label,
             cost.wall.as_secs_f64(),
             cost.cpu,
-            cost.max_rss_kib as f64 / 1024.0
+            cost.max_rss_kib as f64 / 1024.0,
+            cost.machine_busy
+                .map(|b| format!("  machine busy {b:.2} s"))
+                .unwrap_or_default()
         );
         Ok(cost)
     }
@@ -172,6 +175,37 @@ impl Bench {
              server's CPU and the tool's share them)",
             each.join(", "),
             std::thread::available_parallelism().map_or(1, |n| n.get())
+        ));
+    }
+
+    /// A note of how busy the whole machine was during each tool's runs (median share of the
+    /// cores over the wall time): near every core, the scenario is bound by CPU, whether the
+    /// tool's, the server's or the kernel's. The server's own figure misses what its processes
+    /// spend before they are reaped and what the kernel does for the loopback on no one's
+    /// account; this one misses nothing, noise from other processes included.
+    fn note_machine_busy(&mut self, scenario: &str, costs: &BTreeMap<&str, Vec<Cost>>) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let each: Vec<String> = costs
+            .iter()
+            .filter_map(|(tool, runs)| {
+                let shares: Vec<f64> = runs
+                    .iter()
+                    .filter_map(|c| Some(c.machine_busy? / c.wall.as_secs_f64().max(1e-3)))
+                    .collect();
+                let cores_busy = table::median(shares)?;
+                Some(format!(
+                    "{tool} {cores_busy:.2} cores ({:.0} %)",
+                    cores_busy * 100.0 / cores as f64
+                ))
+            })
+            .collect();
+        if each.is_empty() {
+            return;
+        }
+        self.note(format!(
+            "{scenario}: the machine's busy CPU over each tool's wall time (every process and \
+             the kernel, of {cores} cores): {}",
+            each.join(", ")
         ));
     }
 
@@ -272,6 +306,7 @@ impl Bench {
                 thousands(files),
                 size / 1024
             );
+            self.note_machine_busy(&format!("{} with {n} conn.", way.as_str()), &costs);
             for &tool in tools {
                 let name = match tool {
                     "lftp" => format!(
@@ -470,6 +505,7 @@ impl Bench {
         }
         let scenario = format!("push 1 × {label_size}");
         self.note_server_cpu(&scenario, &server_cpu);
+        self.note_machine_busy(&scenario, &costs);
         self.push_row(
             &scenario,
             "ferry (`verify: size`, SHA-256 computed)",
@@ -537,6 +573,7 @@ impl Bench {
         }
         let scenario = format!("pull 1 × {label_size}");
         self.note_server_cpu(&scenario, &server_cpu);
+        self.note_machine_busy(&scenario, &costs);
         self.push_row(
             &scenario,
             "ferry (SHA-256 computed)",
@@ -804,6 +841,7 @@ impl Bench {
                 thousands(dirs)
             );
             self.note_server_cpu(&scenario, &server_cpu);
+            self.note_machine_busy(&scenario, &costs);
             if let Some(ferry) = costs.get("ferry") {
                 let rss = table::median(
                     ferry
