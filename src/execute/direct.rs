@@ -412,6 +412,67 @@ mod tests {
     }
 
     #[test]
+    fn a_direct_write_refused_mid_file_sends_the_rest_through_the_cache() {
+        let dir = tempfile::tempdir().expect("dir");
+        if !takes_direct(dir.path()) {
+            eprintln!(
+                "no O_DIRECT under {}: nothing to refuse",
+                dir.path().display()
+            );
+            return;
+        }
+        let data = patterned(ALIGN * 6 + 100);
+        // A block at an address O_DIRECT does not take (one byte past the alignment).
+        let block = |from: usize, to: usize, misaligned: bool| {
+            let (mut buf, start) = aligned_block();
+            let start = start + usize::from(misaligned);
+            buf[start..start + (to - from)].copy_from_slice(&data[from..to]);
+            Order::Block {
+                buf,
+                start,
+                len: to - from,
+            }
+        };
+        // This filesystem refuses such a write with EINVAL before any byte (ext4, XFS): else
+        // the run below would not take the way this test is for.
+        let probe = std::fs::File::create(dir.path().join("probe")).expect("probe");
+        set_direct(&probe, true).expect("O_DIRECT");
+        let Order::Block { buf, start, len } = block(0, ALIGN, true) else {
+            unreachable!("a block")
+        };
+        match (&probe).write(&buf[start..start + len]) {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {}
+            other => {
+                eprintln!("the filesystem took a misaligned direct write ({other:?})");
+                return;
+            }
+        }
+
+        let path = dir.path().join("f");
+        let file = std::fs::File::create(&path).expect("create");
+        set_direct(&file, true).expect("O_DIRECT");
+        let (orders, taken) = std::sync::mpsc::sync_channel(8);
+        let (back, _returned) = std::sync::mpsc::sync_channel(8);
+        for order in [
+            block(0, ALIGN * 2, false),
+            block(ALIGN * 2, ALIGN * 4, true),
+            block(ALIGN * 4, ALIGN * 6, false),
+            Order::Cached(data[ALIGN * 6..].to_vec()),
+        ] {
+            orders.send(order).expect("queued");
+        }
+        drop(orders);
+        let file =
+            disk(file, taken, back).expect("the refused block and the rest go through the cache");
+        let flags = rustix::fs::fcntl_getfl(&file).expect("getfl");
+        assert!(!flags.contains(OFlags::DIRECT), "the flag is cleared after");
+        assert!(
+            std::fs::read(&path).expect("read") == data,
+            "every byte, in order, after the refusal"
+        );
+    }
+
+    #[test]
     fn a_full_disk_fails_the_write() {
         // Every write to /dev/full fails with ENOSPC, as on a full disk.
         let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
