@@ -239,13 +239,11 @@ async fn adopt_identical(
     }
     tracing::info!(job = %job.name, files = candidates.len(),
         "comparing the content of files on both sides that were never synced");
-    let mut lease = pool
-        .get(&job.remote)
-        .await
-        .map_err(|error| JobError::Transport {
-            job: job.name.clone(),
-            error,
-        })?;
+    let transport = |error| JobError::Transport {
+        job: job.name.clone(),
+        error,
+    };
+    let mut lease = pool.get(&job.remote).await.map_err(transport)?;
     let mut adopted = 0usize;
     for (path, local, remote) in candidates {
         match same_content(lease.session(), &planned.local_root, &path).await {
@@ -269,24 +267,13 @@ async fn adopt_identical(
                 adopted += 1;
             }
             Ok(None) => {}
-            Err(e) if e.is_fatal() => {
-                return Err(JobError::Transport {
-                    job: job.name.clone(),
-                    error: e,
-                });
-            }
+            Err(e) if e.is_fatal() => return Err(transport(e)),
             Err(e) => {
                 tracing::warn!(job = %job.name, path = %path, error = %e,
                     "cannot compare the two copies; treated as a conflict");
                 // The session may be mid-transfer: a fresh one for the rest.
                 drop(lease);
-                lease = pool
-                    .get(&job.remote)
-                    .await
-                    .map_err(|error| JobError::Transport {
-                        job: job.name.clone(),
-                        error,
-                    })?;
+                lease = pool.get(&job.remote).await.map_err(transport)?;
             }
         }
     }
