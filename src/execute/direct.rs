@@ -437,10 +437,8 @@ mod tests {
         // the run below would not take the way this test is for.
         let probe = std::fs::File::create(dir.path().join("probe")).expect("probe");
         set_direct(&probe, true).expect("O_DIRECT");
-        let Order::Block { buf, start, len } = block(0, ALIGN, true) else {
-            unreachable!("a block")
-        };
-        match (&probe).write(&buf[start..start + len]) {
+        let (buf, start) = aligned_block();
+        match (&probe).write(&buf[start + 1..start + 1 + ALIGN]) {
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {}
             other => {
                 eprintln!("the filesystem took a misaligned direct write ({other:?})");

@@ -36,14 +36,14 @@ pub struct Cost {
     pub machine_busy: Option<f64>,
 }
 
-/// The machine's busy and total CPU seconds since boot, from the `cpu` line of `/proc/stat`
-/// (busy: all but idle and iowait).
-fn machine_cpu() -> Option<(f64, f64)> {
+/// The machine's busy CPU seconds since boot, from the `cpu` line of `/proc/stat` (all but
+/// idle and iowait).
+fn machine_busy_since_boot() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;
-    busy_and_total(text.lines().next()?)
+    busy_seconds(text.lines().next()?)
 }
 
-fn busy_and_total(cpu_line: &str) -> Option<(f64, f64)> {
+fn busy_seconds(cpu_line: &str) -> Option<f64> {
     let mut fields = cpu_line.split_whitespace();
     if fields.next()? != "cpu" {
         return None;
@@ -57,9 +57,8 @@ fn busy_and_total(cpu_line: &str) -> Option<(f64, f64)> {
         return None;
     }
     let hz = 100.0; // USER_HZ, the unit of /proc/stat on Linux.
-    let total: u64 = ticks.iter().sum();
-    let idle = ticks[3] + ticks[4];
-    Some(((total - idle) as f64 / hz, total as f64 / hz))
+    let busy = ticks.iter().sum::<u64>() - ticks[3] - ticks[4];
+    Some(busy as f64 / hz)
 }
 
 /// A command to measure: the program, its arguments and extra environment.
@@ -162,7 +161,7 @@ pub fn run(step: &Step, logs: &Path, timeout: Duration) -> BenchResult<Cost> {
         command.env(k, v);
     }
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    let machine_before = machine_cpu();
+    let machine_before = machine_busy_since_boot();
     let started = Instant::now();
     let mut child = io(&format!("start {}", step.label), command.spawn())?;
     let pid = child.id();
@@ -187,8 +186,8 @@ pub fn run(step: &Step, logs: &Path, timeout: Duration) -> BenchResult<Cost> {
     };
     let wall = started.elapsed();
     let machine_busy = machine_before
-        .zip(machine_cpu())
-        .map(|((busy_a, _), (busy_b, _))| busy_b - busy_a);
+        .zip(machine_busy_since_boot())
+        .map(|(before, after)| after - before);
     let _ = waiter.join();
     let status = io(&format!("wait for {}", step.label), status)?;
     if status.success() == step.expect_failure {
@@ -271,14 +270,12 @@ mod tests {
     #[test]
     fn the_machine_is_busy_in_all_but_idle_and_iowait() {
         // user nice system idle iowait irq softirq steal guest guest_nice
-        let (busy, total) =
-            busy_and_total("cpu  1000 50 600 9000 300 20 30 0 0 0").expect("a cpu line");
+        let busy = busy_seconds("cpu  1000 50 600 9000 300 20 30 0 0 0").expect("a cpu line");
         assert!((busy - 17.0).abs() < 1e-9, "{busy}");
-        assert!((total - 110.0).abs() < 1e-9, "{total}");
         assert!(
-            busy_and_total("cpu0 1 2 3 4 5").is_none(),
+            busy_seconds("cpu0 1 2 3 4 5").is_none(),
             "one core's line is not the sum"
         );
-        assert!(busy_and_total("cpu 1 2").is_none());
+        assert!(busy_seconds("cpu 1 2").is_none());
     }
 }

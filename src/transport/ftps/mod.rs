@@ -407,7 +407,7 @@ pub struct FtpsSession {
     /// Whether `SITE UTIME` works here; `None` until tried.
     site_utime: Option<bool>,
     /// The control connection's peer: where passive data connections go (unless
-    /// `use_pasv_address`).
+    /// `use_pasv_address`), and whom an active one must come from.
     peer: SocketAddr,
 }
 
@@ -521,14 +521,9 @@ impl FtpsSession {
     /// Open an active-mode data connection for `command` (`RETR x`, `STOR x`, `LIST`, `MLSD`).
     async fn open_active(&mut self, command: &str, rest: u64) -> Result<Box<dyn active::DataIo>> {
         let timeout = self.timeout;
-        let (local, peer) = {
-            let socket = self.ftp.get_ref().await;
-            let local = socket.local_addr();
-            let peer = socket.peer_addr();
-            (local, peer)
-        };
-        let local = local.map_err(|e| TransportError::from_io(command, &e))?;
-        let peer = peer.map_err(|e| TransportError::from_io(command, &e))?;
+        let local = { self.ftp.get_ref().await.local_addr() }
+            .map_err(|e| TransportError::from_io(command, &e))?;
+        let peer = self.peer;
         let Some(mode) = self.active.as_ref() else {
             return Err(TransportError::new(
                 ErrorKind::Permanent,
